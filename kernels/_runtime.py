@@ -1,0 +1,62 @@
+"""Launch-time helpers shared by every Triton launcher: interpreter mode, device checks, autotune."""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run on the CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def check_triton_tensors(**tensors: torch.Tensor | None) -> None:
+    """Fail clearly when a Triton kernel cannot run on these tensors."""
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if t.device.type == "cuda":
+            continue
+        if t.device.type == "cpu" and interpreting():
+            continue
+        raise RuntimeError(
+            f"backend='triton' needs CUDA tensors, but {name} is on {t.device}; use backend='torch' "
+            "(or 'auto'), or set TRITON_INTERPRET=1 before importing maskedbert to run the kernels on CPU"
+        )
+
+
+def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
+    """The interpreter cannot benchmark (no GPU driver): keep the first config only."""
+    return configs[:1] if interpreting() else configs
+
+
+def size_bucket(n: int) -> int:
+    """Power-of-two bucket used as an autotune key, so new sequence lengths don't re-tune."""
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_sms(t: torch.Tensor) -> int:
+    return sm_count(t.device.index or 0) if t.device.type == "cuda" else 8
+
+
+def dot_precision() -> str:
+    """Match torch's float32 matmul numerics: TF32 only when torch allows it."""
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+
+def resolve_backend(backend: str, device: torch.device, allowed: tuple[str, ...] = ("auto", "torch", "triton")) -> str:
+    """'auto' means Triton on CUDA and the PyTorch twin elsewhere."""
+    if backend not in allowed:
+        raise ValueError(f"backend must be one of {allowed}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" else "torch"
+    return backend

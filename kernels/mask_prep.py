@@ -1,0 +1,172 @@
+"""Mask preparation: one pass over the scores (or a mask) and the weight.
+
+From a mask source (fp32 scores compared to a threshold, a bool mask, or a bit-packed mask) it
+writes any of: the masked weight W*M in the compute dtype, the bit-packed mask, the bool mask.
+This is the only place fp32 scores are read on the forward path: the GEMMs never stream them.
+
+Bit-packed format (format version 1): uint8 tensor [N, ceil(K/8)]; element (n, k) of the mask is
+bit (k % 8) of byte [n, k // 8], least significant bit first; padding bits are zero.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._runtime import check_triton_tensors
+
+SOURCE_SCORES, SOURCE_BOOL, SOURCE_PACKED = 0, 1, 2
+
+
+def packed_cols(num_cols: int) -> int:
+    return (num_cols + 7) // 8
+
+
+@triton.jit
+def _mask_prep_kernel(
+    src_ptr, w_ptr, dense_ptr, packed_ptr, bool_ptr,
+    threshold, N, K,
+    stride_sn, stride_sk, stride_wn, stride_wk, stride_dn, stride_dk, stride_pn, stride_bn,
+    SOURCE: tl.constexpr, WRITE_DENSE: tl.constexpr, WRITE_PACKED: tl.constexpr, WRITE_BOOL: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    num_bytes = (K + 7) // 8
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    bits = tl.arange(0, 8)
+    # a [BLOCK_N, BLOCK_B, 8] tile: byte b of row n covers columns 8b .. 8b+7
+    n3 = offs_n[:, None, None]
+    col3 = offs_b[None, :, None] * 8 + bits[None, None, :]
+    valid = (n3 < N) & (col3 < K)
+    byte_valid = (offs_n[:, None] < N) & (offs_b[None, :] < num_bytes)
+
+    if SOURCE == 0:
+        s = tl.load(src_ptr + n3 * stride_sn + col3 * stride_sk, mask=valid, other=0.0)
+        keep = (s > threshold) & valid  # strict; NaN compares false, so NaN scores are pruned
+    elif SOURCE == 1:
+        m = tl.load(src_ptr + n3 * stride_sn + col3 * stride_sk, mask=valid, other=0)
+        keep = (m != 0) & valid
+    else:
+        byte = tl.load(src_ptr + offs_n[:, None] * stride_sn + offs_b[None, :] * stride_sk, mask=byte_valid, other=0)
+        keep = (((byte.to(tl.int32)[:, :, None] >> bits[None, None, :]) & 1) != 0) & valid
+
+    if WRITE_DENSE:
+        w = tl.load(w_ptr + n3 * stride_wn + col3 * stride_wk, mask=valid, other=0.0)
+        wm = tl.where(keep, w, 0.0)
+        tl.store(dense_ptr + n3 * stride_dn + col3 * stride_dk, wm.to(dense_ptr.dtype.element_ty), mask=valid)
+    if WRITE_PACKED:
+        byte_out = tl.sum(keep.to(tl.int32) << bits[None, None, :], axis=2)
+        tl.store(packed_ptr + offs_n[:, None] * stride_pn + offs_b[None, :], byte_out.to(tl.uint8), mask=byte_valid)
+    if WRITE_BOOL:
+        tl.store(bool_ptr + n3 * stride_bn + col3, keep.to(tl.uint8), mask=valid)
+
+
+def _source(scores, mask):
+    if scores is not None:
+        return scores, SOURCE_SCORES
+    if mask.dtype == torch.bool:
+        return mask, SOURCE_BOOL
+    return mask, SOURCE_PACKED
+
+
+def mask_prep_triton(
+    weight: torch.Tensor | None,
+    *,
+    scores: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    threshold: float = 0.0,
+    shape: tuple[int, int] | None = None,
+    dense_dtype: torch.dtype | None = None,
+    want_dense: bool = True,
+    want_packed: bool = True,
+    want_bool: bool = False,
+):
+    """Returns (W*M or None, packed mask or None, bool mask or None); see the module docstring.
+
+    Exactly one of `scores` (fp32, kept where > threshold) or `mask` (bool [N, K] or packed uint8)
+    is the source. `shape` (N, K) is needed only when neither weight nor a bool/score source gives it.
+    """
+    src, kind = _source(scores, mask)
+    N, K = _resolve_shape(weight, src, kind, shape)
+    device = src.device
+    check_triton_tensors(weight=weight, scores=scores, mask=mask)
+    dense = torch.empty((N, K), dtype=dense_dtype or weight.dtype, device=device) if want_dense else None
+    packed = torch.empty((N, packed_cols(K)), dtype=torch.uint8, device=device) if want_packed else None
+    as_bool = torch.empty((N, K), dtype=torch.bool, device=device) if want_bool else None
+    if N == 0 or K == 0:
+        return dense, packed, as_bool
+    if kind == SOURCE_BOOL:
+        src = src.view(torch.uint8)
+    dummy = packed if packed is not None else src  # unused pointers still need a tensor
+    bool_u8 = as_bool.view(torch.uint8) if as_bool is not None else dummy
+    w = weight if want_dense else dummy
+    d = dense if want_dense else dummy
+    p = packed if want_packed else dummy
+    BLOCK_N, BLOCK_B = 32, 16
+    grid = (triton.cdiv(N, BLOCK_N), triton.cdiv(packed_cols(K), BLOCK_B))
+    _mask_prep_kernel[grid](
+        src, w, d, p, bool_u8,
+        float(threshold), N, K,
+        src.stride(0), src.stride(1),
+        w.stride(0) if want_dense else 0, w.stride(1) if want_dense else 0,
+        d.stride(0) if want_dense else 0, d.stride(1) if want_dense else 0,
+        p.stride(0) if want_packed else 0,
+        as_bool.stride(0) if want_bool else 0,
+        SOURCE=kind, WRITE_DENSE=want_dense, WRITE_PACKED=want_packed, WRITE_BOOL=want_bool,
+        BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B,
+    )
+    return dense, packed, as_bool
+
+
+def mask_prep_torch(
+    weight: torch.Tensor | None,
+    *,
+    scores: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    threshold: float = 0.0,
+    shape: tuple[int, int] | None = None,
+    dense_dtype: torch.dtype | None = None,
+    want_dense: bool = True,
+    want_packed: bool = True,
+    want_bool: bool = False,
+):
+    """PyTorch twin of `mask_prep_triton` (same signature, same outputs)."""
+    src, kind = _source(scores, mask)
+    N, K = _resolve_shape(weight, src, kind, shape)
+    if kind == SOURCE_SCORES:
+        keep = src > threshold
+    elif kind == SOURCE_BOOL:
+        keep = src
+    else:
+        keep = unpack_bits_torch(src, K)
+    dense = torch.where(keep, weight, 0).to(dense_dtype or weight.dtype) if want_dense else None
+    packed = pack_bits_torch(keep) if want_packed else None
+    as_bool = keep.clone() if want_bool else None  # never alias the caller's mask
+    return dense, packed, as_bool
+
+
+def _resolve_shape(weight, src, kind, shape):
+    if weight is not None:
+        return tuple(weight.shape)
+    if kind != SOURCE_PACKED:
+        return tuple(src.shape)
+    if shape is None:
+        raise ValueError("shape=(N, K) is required to read a bit-packed mask without a weight")
+    return tuple(shape)
+
+
+
+def pack_bits_torch(keep: torch.Tensor) -> torch.Tensor:
+    N, K = keep.shape
+    pad = packed_cols(K) * 8 - K
+    bits = torch.nn.functional.pad(keep.to(torch.uint8), (0, pad)).view(N, -1, 8)
+    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=keep.device)
+    return (bits * weights).sum(dim=-1, dtype=torch.uint8)
+
+
+def unpack_bits_torch(packed: torch.Tensor, num_cols: int) -> torch.Tensor:
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = (packed.unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(packed.shape[0], -1)[:, :num_cols].bool()

@@ -1,0 +1,195 @@
+"""masked_linear: y = x @ (W*M)^T + b with M = scores > threshold (or a given mask).
+
+Launchers (Triton, each with a PyTorch twin of the same signature):
+    mask_prep      one pass over S/M and W -> W*M in the compute dtype and/or the packed mask
+    masked_matmul  GEMM that applies the packed mask while loading W (forward and dx)
+    ste_grad       dy^T x with the straight-through epilogue -> dS, dW, db
+The autograd Function below is written once against these launchers; the backend chooses which
+implementation of each it uses.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from ._runtime import resolve_backend
+from .dispatch import choose_path
+from .mask_prep import mask_prep_torch, mask_prep_triton, packed_cols
+from .masked_matmul import masked_matmul_torch, masked_matmul_triton
+from .ste_grad import ste_grad_torch, ste_grad_triton
+
+BACKENDS = ("auto", "torch", "triton", "triton_dense", "triton_fused")
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class _Path(NamedTuple):
+    prep: object
+    matmul: object
+    ste_grad: object
+    fused: bool  # GEMMs apply the packed mask on load (else: materialize W*M, then cuBLAS)
+
+
+_PATHS = {
+    "torch": _Path(mask_prep_torch, masked_matmul_torch, ste_grad_torch, fused=False),
+    "triton_dense": _Path(mask_prep_triton, masked_matmul_triton, ste_grad_triton, fused=False),
+    "triton_fused": _Path(mask_prep_triton, masked_matmul_triton, ste_grad_triton, fused=True),
+}
+
+
+class MaskedLinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, scores, mask, threshold, path_name):
+        path = _PATHS[path_name]
+        packed_given = mask is not None and mask.dtype == torch.uint8
+        need_dense = not path.fused
+        need_packed = not packed_given
+        dense, packed, _ = path.prep(
+            weight, scores=scores, mask=mask, threshold=threshold, dense_dtype=x.dtype,
+            want_dense=need_dense, want_packed=need_packed,
+        ) if (need_dense or need_packed) else (None, None, None)
+        if packed_given:
+            packed = mask
+        if path.fused:
+            y = path.matmul(x, weight, packed, bias)
+        else:
+            y = F.linear(x, dense, None if bias is None else bias.to(x.dtype))
+        needs_x_for_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[3]
+        ctx.save_for_backward(x if needs_x_for_grad else None, weight, packed)
+        ctx.path_name = path_name
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, packed = ctx.saved_tensors
+        path = _PATHS[ctx.path_name]
+        need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
+        dx = dw = db = ds = None
+        # our own dtypes decide the math here, whatever autocast state backward() was called under
+        with torch.autocast(dy.device.type, enabled=False):
+            if need_x:
+                if path.fused:
+                    dx = path.matmul(dy, weight, packed, None, transpose_weight=True)
+                else:
+                    dense, _, _ = path.prep(weight, mask=packed, dense_dtype=dy.dtype, want_packed=False)
+                    dx = dy @ dense
+            if need_w or need_s:
+                ds, dw, db = path.ste_grad(dy, x, weight, packed, want_scores=need_s, want_weight=need_w,
+                                           want_bias=need_b)
+            elif need_b:
+                db = dy.float().sum(0)
+        if db is not None:
+            db = db.to(ctx.bias_dtype)
+        return dx, dw, db, ds, None, None, None
+
+
+def masked_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    scores: torch.Tensor | None = None,
+    threshold: float = 0.0,
+    mask: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """y = x @ (W*M)^T + b, with M = (scores > threshold) or a given fixed mask.
+
+    Args:
+        x: activations [..., K] in float32/float16/bfloat16.
+        weight: W [N, K]; its gradient is dW = (dy^T x) * M when it requires grad.
+        bias: optional [N].
+        scores: float32 [N, K] mask scores, trained by the straight-through estimator
+            dS = (dy^T x) * W. Kept where scores > threshold (strict; NaN is pruned).
+        threshold: the threshold tau for `scores`.
+        mask: a fixed mask instead of scores: bool [N, K] or bit-packed uint8 [N, ceil(K/8)]
+            (see maskedbert.kernels.pack_mask).
+        backend: "auto" (Triton on CUDA, the PyTorch twin elsewhere), "torch", "triton" (the
+            dispatcher picks a Triton path per shape), "triton_dense" or "triton_fused".
+
+    Under torch.autocast the op computes in the autocast dtype (as F.linear does) with fp32
+    accumulation; gradients come back in each input's own dtype.
+    """
+    _validate(x, weight, bias, scores, mask, threshold, backend)
+    K = weight.shape[1]
+    lead = x.shape[:-1]
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        compute_dtype = torch.get_autocast_dtype(device_type)
+    else:
+        compute_dtype = x.dtype
+    x2 = x.reshape(-1, K)
+    if x2.dtype != compute_dtype:
+        x2 = x2.to(compute_dtype)
+    path = _path_for(backend, x2, weight)
+    with torch.autocast(device_type, enabled=False):
+        y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, float(threshold), path)
+    return y.reshape(*lead, weight.shape[0])
+
+
+def _path_for(backend: str, x2: torch.Tensor, weight: torch.Tensor) -> str:
+    if backend in ("triton_dense", "triton_fused", "torch"):
+        return backend
+    if backend == "auto" and resolve_backend("auto", x2.device) == "torch":
+        return "torch"
+    return choose_path(x2.shape[0], weight.shape[0], weight.shape[1], x2.dtype)
+
+
+def _describe(t) -> str:
+    if isinstance(t, torch.Tensor):
+        return f"a {str(t.dtype).removeprefix('torch.')} tensor of shape {tuple(t.shape)} on {t.device}"
+    return f"{type(t).__name__}"
+
+
+def _validate(x, weight, bias, scores, mask, threshold, backend) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    for name, t in (("x", x), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {_describe(t)}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32, float16 or bfloat16, got {_describe(t)}")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D [out_features, in_features], got {_describe(weight)}")
+    N, K = weight.shape
+    if x.dim() < 1 or x.shape[-1] != K:
+        raise ValueError(f"x must have last dimension in_features={K} (weight is [{N}, {K}]), got {_describe(x)}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or bias.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"bias must be a float tensor or None, got {_describe(bias)}")
+        if bias.shape != (N,):
+            raise ValueError(f"bias must have shape ({N},) to match weight [{N}, {K}], got {_describe(bias)}")
+    if (scores is None) == (mask is None):
+        raise ValueError("pass exactly one of scores= (trained mask scores) or mask= (a fixed mask), "
+                         f"got {'both' if scores is not None else 'neither'}")
+    if scores is not None:
+        if not isinstance(scores, torch.Tensor) or scores.dtype != torch.float32:
+            raise TypeError(f"scores must be a float32 tensor, got {_describe(scores)}")
+        if scores.shape != weight.shape:
+            raise ValueError(f"scores must have the weight's shape ({N}, {K}), got {_describe(scores)}")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask must be a torch.Tensor, got {_describe(mask)}")
+        if mask.dtype == torch.bool:
+            if mask.shape != weight.shape:
+                raise ValueError(f"bool mask must have the weight's shape ({N}, {K}), got {_describe(mask)}")
+        elif mask.dtype == torch.uint8:
+            if mask.shape != (N, packed_cols(K)):
+                raise ValueError(f"bit-packed uint8 mask must have shape ({N}, {packed_cols(K)}) for weight "
+                                 f"[{N}, {K}], got {_describe(mask)}")
+        else:
+            raise TypeError(f"mask must be bool [N, K] or bit-packed uint8 [N, ceil(K/8)], got {_describe(mask)}")
+        if mask.requires_grad:
+            raise ValueError("mask is fixed and cannot require grad; pass trainable scores= instead")
+    if isinstance(threshold, torch.Tensor):
+        if threshold.numel() != 1:
+            raise ValueError(f"threshold must be a number, got {_describe(threshold)}")
+    elif not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
+        raise TypeError(f"threshold must be a number, got {_describe(threshold)}")
+    named = [("x", x), ("weight", weight), ("bias", bias), ("scores", scores), ("mask", mask)]
+    devices = {name: t.device for name, t in named if t is not None}
+    if len(set(devices.values())) > 1:
+        where = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
+        raise ValueError(f"all tensors must be on one device, got {where}")

@@ -1,0 +1,125 @@
+"""Masked GEMM that applies a bit-packed mask while loading W (forward and dx).
+
+    forward (transpose_weight=False): out[m, n] = sum_k a[m, k] * (W*M)[n, k] + bias[n]
+    dx      (transpose_weight=True):  out[m, k] = sum_n a[m, n] * (W*M)[n, k]
+
+Each program computes a transposed tile out^T[j, m] = (W*M)[j, :] @ a^T[:, m]: the masked weight
+is the left operand of the dot because it is transformed in registers after loading, which is
+where Hopper's wgmma wants a register operand (DESIGN.md, kernel plan).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._runtime import autotune_configs, check_triton_tensors, dot_precision, interpreting, size_bucket
+from .mask_prep import mask_prep_torch
+
+
+def _configs():
+    cfgs = []
+    for bj, bm, br, warps, stages in [
+        (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
+        (128, 256, 64, 8, 3), (64, 64, 64, 4, 4), (128, 128, 32, 4, 4),
+    ]:
+        cfgs.append(triton.Config({"BLOCK_J": bj, "BLOCK_M": bm, "BLOCK_R": br, "GROUP_J": 8},
+                                  num_warps=warps, num_stages=stages))
+    if interpreting():
+        # small tiles keep the interpreter fast and exercise the edge masks on small test shapes
+        cfgs.insert(0, triton.Config({"BLOCK_J": 16, "BLOCK_M": 16, "BLOCK_R": 16, "GROUP_J": 2}))
+    return autotune_configs(cfgs)
+
+
+@triton.autotune(configs=_configs(), key=["J", "R", "M_BUCKET", "TRANSPOSE_W"])
+@triton.jit
+def _masked_matmul_kernel(
+    a_ptr, w_ptr, packed_ptr, bias_ptr, out_ptr,
+    M, J, R, M_BUCKET,
+    stride_am, stride_ar, stride_wj, stride_wr, stride_pn, stride_pb, stride_om, stride_oj,
+    TRANSPOSE_W: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_J: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, GROUP_J: tl.constexpr,
+):
+    # grouped ordering: programs that run together share W tiles in L2
+    pid = tl.program_id(0)
+    num_j = tl.cdiv(J, BLOCK_J)
+    num_m = tl.cdiv(M, BLOCK_M)
+    group_size = GROUP_J * num_m
+    first_j = (pid // group_size) * GROUP_J
+    rows_in_group = tl.minimum(num_j - first_j, GROUP_J)
+    pid_j = first_j + (pid % group_size) % rows_in_group
+    pid_m = (pid % group_size) // rows_in_group
+
+    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_r0 = tl.arange(0, BLOCK_R)
+    acc = tl.zeros((BLOCK_J, BLOCK_M), dtype=tl.float32)
+    for r0 in range(0, R, BLOCK_R):
+        offs_r = r0 + offs_r0
+        w_valid = (offs_j[:, None] < J) & (offs_r[None, :] < R)
+        w = tl.load(w_ptr + offs_j[:, None] * stride_wj + offs_r[None, :] * stride_wr, mask=w_valid, other=0.0)
+        # mask bit of W[n, k] lives in byte [n, k // 8], bit k % 8; n/k are (j, r) or (r, j)
+        if TRANSPOSE_W:
+            byte = tl.load(packed_ptr + offs_r[None, :] * stride_pn + (offs_j[:, None] // 8) * stride_pb,
+                           mask=w_valid, other=0)
+            bit = offs_j[:, None] % 8
+        else:
+            byte = tl.load(packed_ptr + offs_j[:, None] * stride_pn + (offs_r[None, :] // 8) * stride_pb,
+                           mask=w_valid, other=0)
+            bit = offs_r[None, :] % 8
+        keep = ((byte.to(tl.int32) >> bit) & 1) != 0
+        a = tl.load(a_ptr + offs_m[None, :] * stride_am + offs_r[:, None] * stride_ar,
+                    mask=(offs_m[None, :] < M) & (offs_r[:, None] < R), other=0.0)
+        w = tl.where(keep, w, 0.0).to(a.dtype)
+        if UPCAST:  # the interpreter's bf16 dot is wrong; compute it in fp32 there
+            acc += tl.dot(w.to(tl.float32), a.to(tl.float32))
+        else:
+            acc += tl.dot(w, a, input_precision=DOT_PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_j, mask=offs_j < J, other=0.0).to(tl.float32)[:, None]
+    out_mask = (offs_j[:, None] < J) & (offs_m[None, :] < M)
+    tl.store(out_ptr + offs_m[None, :] * stride_om + offs_j[:, None] * stride_oj,
+             acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+
+
+def masked_matmul_triton(
+    a: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None,
+    *, transpose_weight: bool = False,
+) -> torch.Tensor:
+    """a [M, R] @ op(W*M) with the packed mask applied on load; output in a.dtype.
+
+    transpose_weight=False: R = K, output [M, N] (forward). True: R = N, output [M, K] (dx).
+    W may have another dtype than `a` (fp32 master weights under autocast): it is cast after masking.
+    """
+    check_triton_tensors(a=a, weight=weight, packed=packed, bias=bias)
+    N, K = weight.shape
+    M, R = a.shape
+    J = K if transpose_weight else N
+    if M == 0 or J == 0 or R == 0:  # nothing to launch; the twin handles the empty sums
+        return masked_matmul_torch(a, weight, packed, bias, transpose_weight=transpose_weight)
+    out = torch.empty((M, J), dtype=a.dtype, device=a.device)
+    if transpose_weight:  # out^T[k, m] = sum_n W[n, k] a[m, n]
+        stride_wj, stride_wr = weight.stride(1), weight.stride(0)
+    else:
+        stride_wj, stride_wr = weight.stride(0), weight.stride(1)
+    grid = lambda meta: (triton.cdiv(J, meta["BLOCK_J"]) * triton.cdiv(M, meta["BLOCK_M"]),)
+    _masked_matmul_kernel[grid](
+        a, weight, packed, bias if bias is not None else out, out,
+        M, J, R, size_bucket(M),
+        a.stride(0), a.stride(1), stride_wj, stride_wr, packed.stride(0), packed.stride(1),
+        out.stride(0), out.stride(1),
+        TRANSPOSE_W=transpose_weight, HAS_BIAS=bias is not None,
+        UPCAST=interpreting(), DOT_PRECISION=dot_precision(),
+    )
+    return out
+
+
+def masked_matmul_torch(
+    a: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None,
+    *, transpose_weight: bool = False,
+) -> torch.Tensor:
+    """PyTorch twin of `masked_matmul_triton`."""
+    dense, _, _ = mask_prep_torch(weight, mask=packed, dense_dtype=a.dtype, want_packed=False)
+    if transpose_weight:
+        return a @ dense
+    return torch.nn.functional.linear(a, dense, None if bias is None else bias.to(a.dtype))

@@ -1,0 +1,1 @@
+"""Experiment pipelines: each module exposes main(argv) for the CLI."""

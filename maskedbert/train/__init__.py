@@ -1,0 +1,1 @@
+"""Training engine: Trainer loop, optimizer, schedules, checkpoints."""
