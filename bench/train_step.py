@@ -1,0 +1,233 @@
+"""End-to-end training-step timing: dense fine-tuning vs mask training vs IMP retraining.
+
+    python bench/train_step.py                       # GPU: BERT-base/large, seq 128/512, batch 32, bf16
+    python bench/train_step.py --cpu-smoke           # CPU: a tiny BERT, a few steps (CI smoke test)
+
+Modes (each on a fresh randomly initialised model; no hub):
+    dense          fine-tuning with torch.optim.AdamW (the target)
+    eager_ref_S    mask training with the reference code's layer: m = (S > t) with a straight-through
+                   binarizer; F.linear(x, W*m)  (S = sparsity in %)
+    mb_reset_S     maskedbert layers, threshold reset to the k-th score every --reset-every steps
+    mb_topk_S      maskedbert layers, exact top-k every step (maskedbert.pruning.exact_sparsity_)
+    imp_S          IMP retraining: fixed mask, weights train
+Reports median (and mean) step time, tokens/s, peak memory and the ratio to dense, with device and
+library versions, to bench/results/train_step.csv and a plot. GPU numbers exist only once this has
+run on a GPU; nothing here estimates them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+
+import torch
+import torch.nn.functional as F
+
+import maskedbert as mb
+from maskedbert.pruning import exact_sparsity_, reset_thresholds_
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+MODEL_SIZES = {  # BERT-base and BERT-large shapes with random weights
+    "base": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    "tiny": dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
+}
+TARGETS = "mask training <= 1.10x dense (top-k every step included); >= 1.3x faster than eager_ref"
+
+
+class _StraightThroughBinarize(torch.autograd.Function):
+    """The reference code's binarizer: a hard 0/1 mask forward, identity gradient backward."""
+
+    @staticmethod
+    def forward(ctx, scores, threshold):
+        return (scores > threshold).to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def _eager_forward(self, x):
+    mask = _StraightThroughBinarize.apply(self.scores, self.threshold)
+    return F.linear(x, self.weight * mask, self.bias)
+
+
+def build_model(size: str, mode: str, sparsity: float, device: torch.device):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(num_labels=3, **MODEL_SIZES[size])
+    model = BertForSequenceClassification(config).to(device)
+    if mode == "dense":
+        return model
+    fixed = mode.startswith("imp")
+    mb.apply_masks_(model, mb.MaskConfig(mode="fixed" if fixed else "scores", sparsity=sparsity,
+                                         score_init="magnitude"))
+    if mode.startswith("eager_ref"):
+        for layer in mb.patching.masked_modules(model).values():
+            layer.forward = types.MethodType(_eager_forward, layer)
+    return model
+
+
+def mode_list(names: list[str], sparsities: list[int]) -> list[tuple[str, float]]:
+    out = []
+    for name in names:
+        if name == "dense":
+            out.append(("dense", 0.0))
+        else:
+            out += [(f"{name}_{s}", s / 100) for s in sparsities]
+    return out
+
+
+def time_mode(args, size: str, seq: int, mode: str, sparsity: float, device: torch.device) -> dict:
+    model = build_model(size, mode, sparsity, device)
+    vocab = model.config.vocab_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-5, fused=device.type == "cuda")
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    ids = torch.randint(0, vocab, (args.batch, seq), generator=gen).to(device)
+    labels = torch.randint(0, 3, (args.batch,), generator=gen).to(device)
+    use_autocast = args.dtype != "float32"
+    amp_dtype = getattr(torch, args.dtype) if use_autocast else None
+    cuda = device.type == "cuda"
+
+    def step(i: int):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_autocast):
+            loss = F.cross_entropy(model(input_ids=ids).logits.float(), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if mode.startswith("mb_topk"):
+            exact_sparsity_(model, sparsity)
+        elif mode.startswith(("mb_reset", "eager_ref")) and i % args.reset_every == 0:
+            reset_thresholds_(model, sparsity)
+
+    for i in range(args.warmup):
+        step(i)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(args.steps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step(args.warmup + i)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            step(args.warmup + i)
+            times.append((time.perf_counter() - t0) * 1e3)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+    median = statistics.median(times)
+    del model, opt
+    if cuda:
+        torch.cuda.empty_cache()
+    return {"median_ms": median, "mean_ms": statistics.fmean(times),
+            "tokens_per_s": args.batch * seq / (median / 1e3), "peak_mem_mib": peak}
+
+
+def versions(device: torch.device) -> dict:
+    import transformers
+    import triton
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    return {"device": name, "torch": torch.__version__, "triton": triton.__version__,
+            "transformers": transformers.__version__, "maskedbert": mb.__version__}
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = sorted({(r["model"], r["seq"]) for r in rows})
+    fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 4), squeeze=False)
+    for ax, (size, seq) in zip(axes[0], configs):
+        sub = [r for r in rows if (r["model"], r["seq"]) == (size, seq)]
+        ax.barh([r["mode"] for r in sub], [r["ratio_to_dense"] for r in sub], color="tab:blue")
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.axvline(1.10, color="tab:red", ls="--", lw=0.8, label="1.10x target")
+        ax.set_title(f"BERT-{size}, seq {seq}, batch {sub[0]['batch']}")
+        ax.set_xlabel("step time / dense step time")
+        ax.invert_yaxis()
+        ax.legend(loc="lower right")
+    fig.suptitle(rows[0]["device"])
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="base,large")
+    p.add_argument("--seqs", default="128,512")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--modes", default="dense,eager_ref,mb_reset,mb_topk,imp")
+    p.add_argument("--sparsities", default="50,90", help="percent, for every non-dense mode")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--reset-every", type=int, default=100, help="threshold reset interval (steps)")
+    p.add_argument("--cpu-smoke", action="store_true", help="tiny BERT on CPU, a few steps (CI smoke test)")
+    p.add_argument("--csv", default=os.path.join(RESULTS, "train_step.csv"))
+    p.add_argument("--plot", default=os.path.join(RESULTS, "train_step.png"))
+    args = p.parse_args(argv)
+    if args.cpu_smoke:
+        args.models, args.seqs, args.batch, args.dtype, args.sparsities = "tiny", "16", 4, "float32", "50"
+        args.steps, args.warmup, args.reset_every = 3, 1, 2
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu_smoke else "cpu")
+    if device.type == "cpu" and not args.cpu_smoke:
+        print("no CUDA device: run with --cpu-smoke for the CPU smoke test; GPU numbers need a GPU", file=sys.stderr)
+        return 2
+    meta = versions(device)
+    modes = mode_list(args.modes.split(","), [int(s) for s in args.sparsities.split(",")])
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    rows = []
+    for size in args.models.split(","):
+        for seq in [int(s) for s in args.seqs.split(",")]:
+            dense_ms = None
+            for mode, sparsity in modes:
+                result = time_mode(args, size, seq, mode, sparsity, device)
+                dense_ms = result["median_ms"] if mode == "dense" else dense_ms
+                ratio = result["median_ms"] / dense_ms if dense_ms else float("nan")
+                rows.append({"timestamp": stamp, **meta, "model": size, "seq": seq, "batch": args.batch,
+                             "dtype": args.dtype, "mode": mode, "sparsity": sparsity, "steps": args.steps,
+                             **{k: round(v, 4) for k, v in result.items()}, "ratio_to_dense": round(ratio, 4)})
+                r = rows[-1]
+                print(f"{size:5s} seq {seq:4d} {mode:14s} {r['median_ms']:9.2f} ms  {r['tokens_per_s']:10.0f} tok/s"
+                      f"  peak {r['peak_mem_mib']:8.0f} MiB  x{r['ratio_to_dense']:.3f} dense", flush=True)
+    write_csv(rows, args.csv)
+    plot(rows, args.plot)
+    print(f"\n{meta}\ntargets (H100): {TARGETS}\nrows appended to {args.csv}; plot {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
