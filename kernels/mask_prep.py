@@ -161,7 +161,7 @@ def _resolve_shape(weight, src, kind, shape):
 def pack_bits_torch(keep: torch.Tensor) -> torch.Tensor:
     N, K = keep.shape
     pad = packed_cols(K) * 8 - K
-    bits = torch.nn.functional.pad(keep.to(torch.uint8), (0, pad)).view(N, -1, 8)
+    bits = torch.nn.functional.pad(keep.to(torch.uint8), (0, pad)).view(N, packed_cols(K), 8)
     weights = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=keep.device)
     return (bits * weights).sum(dim=-1, dtype=torch.uint8)
 
@@ -169,4 +169,4 @@ def pack_bits_torch(keep: torch.Tensor) -> torch.Tensor:
 def unpack_bits_torch(packed: torch.Tensor, num_cols: int) -> torch.Tensor:
     shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
     bits = (packed.unsqueeze(-1) >> shifts) & 1
-    return bits.reshape(packed.shape[0], -1)[:, :num_cols].bool()
+    return bits.reshape(packed.shape[0], packed.shape[1] * 8)[:, :num_cols].bool()

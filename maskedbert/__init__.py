@@ -20,6 +20,7 @@ _LAZY_ATTRS = {
     "sparsity_report": "maskedbert.patching",
     "save_masks": "maskedbert.masks",
     "load_masks": "maskedbert.masks",
+    "load_mask_dict": "maskedbert.masks",
 }
 # public submodules reachable as attributes: mb.losses.product_of_experts, mb.optim.AdamW, ...
 _LAZY_SUBMODULES = {"kernels", "losses", "optim", "bias", "data", "metrics", "train", "experiments"}

@@ -1,0 +1,148 @@
+"""Exact top-k masks for many tensors at once: radix select over order-preserving float bits.
+
+Rule (the same for the Triton kernels and the PyTorch twin):
+- a tensor of n elements at sparsity s keeps exactly n - num_pruned(n, s) elements, where
+  num_pruned(n, s) = round(s * n) with Python's round (halves go to the even integer);
+- the kept elements are the largest scores; among equal scores the lower flat (row-major) index
+  wins. With scope="global" the flat index runs over the tensors concatenated in list order.
+  -0.0 and +0.0 count as equal; NaN scores are an error. Scores are compared as float32 (fp16 and
+  bf16 convert exactly; float64 is rounded to float32 first).
+
+The Triton kernels live in topk_radix.py; this file holds the rule, the PyTorch twin and the API.
+"""
+from __future__ import annotations
+
+from numbers import Real
+
+import torch
+
+from ._runtime import resolve_backend
+from .topk_radix import INT32_MAX, _kth_values, float_to_key, key_to_float, topk_select_triton  # noqa: F401
+
+# float64 is compared after rounding to float32 (fp16/bf16 convert exactly)
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+SCOPES = ("layer", "global")
+
+
+def num_pruned(numel: int, sparsity: float) -> int:
+    """How many of `numel` elements a mask at `sparsity` prunes: round(sparsity * numel)."""
+    return int(round(sparsity * numel))
+
+
+# ----------------------------------------------------------------------------- PyTorch twin
+
+
+def _topk_flat_torch(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of the k largest (lower index first among equals) and the smallest kept key."""
+    n = flat.numel()
+    if k == 0:
+        return torch.zeros(n, dtype=torch.bool, device=flat.device), torch.tensor(
+            INT32_MAX, dtype=torch.int32, device=flat.device
+        )
+    # unique int64 composite: key in the high half, reversed index in the low half
+    index = torch.arange(n, dtype=torch.int64, device=flat.device)
+    composite = float_to_key(flat).to(torch.int64) * 2**32 + (2**32 - 1 - index)
+    # the k-th largest composite is the (n-k+1)-th smallest; every composite at or above it is kept
+    kth = torch.kthvalue(composite, n - k + 1).values
+    return composite >= kth, (kth >> 32).to(torch.int32)
+
+
+def topk_select_torch(tensors: list[torch.Tensor], keep: list[int], scope: str, names: list[str]):
+    """PyTorch twin of `topk_select_triton` (same arguments, same results)."""
+    flats = [t.detach().reshape(-1).to(torch.float32) for t in tensors]
+    for flat, name in zip(flats, names):
+        nans = int(torch.isnan(flat).sum())
+        if nans:
+            raise ValueError(f"{name} contains {nans} NaN values; scores must not be NaN")
+    device = tensors[0].device
+    if scope == "layer":
+        results = [_topk_flat_torch(f, k) for f, k in zip(flats, keep)]
+        flat_masks = [r[0] for r in results]
+        kth_keys = torch.stack([r[1] for r in results]) if results else torch.empty(0, dtype=torch.int32)
+    else:
+        mask, kth_key = _topk_flat_torch(torch.cat(flats), keep[0])
+        flat_masks = list(mask.split([f.numel() for f in flats]))
+        kth_keys = kth_key.expand(len(flats))
+    masks = [m.view(t.shape) for m, t in zip(flat_masks, tensors)]
+    return masks, _kth_values(kth_keys.to(device), scope)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _check_tensors(tensors, names: list[str]) -> None:
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise TypeError(f"tensors must be a non-empty list of tensors, got {type(tensors).__name__}")
+    for t, name in zip(tensors, names):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{name} must be a float32, float16, bfloat16 or float64 tensor, got {t.dtype}")
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        raise ValueError(f"tensors must all be on one device, got {sorted(map(str, devices))}")
+
+
+def check_fraction(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def topk_select(tensors, keep: list[int], *, scope: str = "layer", backend: str = "auto", names=None):
+    """Select by kept counts: keep[i] per tensor (scope="layer") or [total] ("global")."""
+    names = names or [f"tensors[{i}]" for i in range(len(tensors))]
+    _check_tensors(tensors, names)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    which = resolve_backend(backend, tensors[0].device)
+    select = topk_select_triton if which == "triton" else topk_select_torch
+    return select(list(tensors), list(keep), scope, names)
+
+
+def topk_masks(
+    tensors: list[torch.Tensor],
+    sparsity: float | list[float],
+    scope: str = "layer",
+    backend: str = "auto",
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Exact top-k bool masks for many tensors in one go, and the k-th (smallest kept) value of each.
+
+    scope="layer": tensor i prunes num_pruned(numel_i, sparsity_i) elements (`sparsity` a float or a
+    list with one per tensor). scope="global": one threshold over all tensors, pruning
+    num_pruned(total, sparsity) elements in all (`sparsity` a float). Ties: lower flat index wins.
+    kth values: float32 [len(tensors)], +inf where nothing is kept; with scope="global" every entry
+    is the global k-th value. With the Triton backend the masks are views of one flat buffer.
+    """
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise TypeError(f"tensors must be a non-empty list of tensors, got {type(tensors).__name__}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    names = [f"tensors[{i}]" for i in range(len(tensors))]
+    _check_tensors(tensors, names)
+    numels = [t.numel() for t in tensors]
+    if scope == "global":
+        if isinstance(sparsity, (list, tuple)):
+            raise ValueError("sparsity must be a single number with scope='global', got a list")
+        total = sum(numels)
+        keep = [total - num_pruned(total, check_fraction(sparsity, "sparsity"))]
+    else:
+        if isinstance(sparsity, (list, tuple)):
+            if len(sparsity) != len(tensors):
+                raise ValueError(f"sparsity has {len(sparsity)} entries but there are {len(tensors)} tensors")
+            fractions = [check_fraction(s, f"sparsity[{i}]") for i, s in enumerate(sparsity)]
+        else:
+            fractions = [check_fraction(sparsity, "sparsity")] * len(tensors)
+        keep = [n - num_pruned(n, s) for n, s in zip(numels, fractions)]
+    return topk_select(tensors, keep, scope=scope, backend=backend, names=names)
+
+
+def topk_mask(scores: torch.Tensor, sparsity: float, *, backend: str = "auto") -> torch.Tensor:
+    """Bool mask keeping the numel - round(sparsity * numel) largest scores (lower index wins ties)."""
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    n = scores.numel()
+    keep = n - num_pruned(n, check_fraction(sparsity, "sparsity"))
+    masks, _ = topk_select([scores], [keep], scope="layer", backend=backend, names=["scores"])
+    return masks[0]
+
