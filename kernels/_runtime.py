@@ -47,9 +47,12 @@ def num_sms(t: torch.Tensor) -> int:
     return sm_count(t.device.index or 0) if t.device.type == "cuda" else 8
 
 
-def dot_precision() -> str:
-    """Match torch's float32 matmul numerics: TF32 only when torch allows it."""
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+def dot_precision(dtype: torch.dtype) -> str:
+    """Match torch's float32 matmul numerics (TF32 only when torch allows it); other dtypes keep
+    Triton's default, which only affects float32 operands anyway."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
 
 
 

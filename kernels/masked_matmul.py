@@ -109,7 +109,7 @@ def masked_matmul_triton(
         a.stride(0), a.stride(1), stride_wj, stride_wr, packed.stride(0), packed.stride(1),
         out.stride(0), out.stride(1),
         TRANSPOSE_W=transpose_weight, HAS_BIAS=bias is not None,
-        UPCAST=interpreting(), DOT_PRECISION=dot_precision(),
+        UPCAST=interpreting(), DOT_PRECISION=dot_precision(a.dtype),
     )
     return out
 

@@ -153,7 +153,7 @@ def ste_grad_triton(
         ds.stride(0) if ds is not None else 0, ds.stride(1) if ds is not None else 0,
         dw.stride(0) if dw is not None else 0, dw.stride(1) if dw is not None else 0,
         WRITE_DS=want_scores, WRITE_DW=want_weight, WRITE_DB=want_bias, ATOMIC=atomic,
-        UPCAST=interpreting(), DOT_PRECISION=dot_precision(),
+        UPCAST=interpreting(), DOT_PRECISION=dot_precision(dy.dtype),
     )
     return ds, _as(dw, weight.dtype), db
 
