@@ -9,6 +9,7 @@ implementation of each it uses.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -120,7 +121,7 @@ def masked_linear(
         compute_dtype = torch.get_autocast_dtype(device_type)
     else:
         compute_dtype = x.dtype
-    x2 = x.reshape(-1, K)
+    x2 = x.reshape(math.prod(lead), K)  # not -1: K may be 0
     if x2.dtype != compute_dtype:
         x2 = x2.to(compute_dtype)
     path = _path_for(backend, x2, weight)

@@ -36,7 +36,7 @@ def _configs():
 def _masked_matmul_kernel(
     a_ptr, w_ptr, packed_ptr, bias_ptr, out_ptr,
     M, J, R, M_BUCKET,
-    stride_am, stride_ar, stride_wj, stride_wr, stride_pn, stride_pb, stride_om, stride_oj,
+    stride_bias, stride_am, stride_ar, stride_wj, stride_wr, stride_pn, stride_pb, stride_om, stride_oj,
     TRANSPOSE_W: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_J: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, GROUP_J: tl.constexpr,
 ):
@@ -76,7 +76,7 @@ def _masked_matmul_kernel(
         else:
             acc += tl.dot(w, a, input_precision=DOT_PRECISION)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_j, mask=offs_j < J, other=0.0).to(tl.float32)[:, None]
+        acc += tl.load(bias_ptr + offs_j * stride_bias, mask=offs_j < J, other=0.0).to(tl.float32)[:, None]
     out_mask = (offs_j[:, None] < J) & (offs_m[None, :] < M)
     tl.store(out_ptr + offs_m[None, :] * stride_om + offs_j[:, None] * stride_oj,
              acc.to(out_ptr.dtype.element_ty), mask=out_mask)
@@ -106,6 +106,7 @@ def masked_matmul_triton(
     _masked_matmul_kernel[grid](
         a, weight, packed, bias if bias is not None else out, out,
         M, J, R, size_bucket(M),
+        bias.stride(0) if bias is not None else 0,
         a.stride(0), a.stride(1), stride_wj, stride_wr, packed.stride(0), packed.stride(1),
         out.stride(0), out.stride(1),
         TRANSPOSE_W=transpose_weight, HAS_BIAS=bias is not None,

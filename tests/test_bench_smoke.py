@@ -1,0 +1,116 @@
+"""bench/masked_linear.py: the --cpu-smoke run end to end, and its checking and verdict logic."""
+from __future__ import annotations
+
+import csv
+import datetime
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "masked_linear.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_masked_linear", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(*args, timeout=180):
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cpu_smoke_writes_checked_rows(tmp_path):
+    out = tmp_path / "results" / "masked_linear.csv"  # the directory does not exist yet
+    proc = run_script("--cpu-smoke", "--csv", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "triton_fused" in proc.stdout and "x dense" in proc.stdout  # the table was printed
+    # a second run appends without a second header
+    proc = run_script("--cpu-smoke", "--modes", "fwd", "--settings", "imp", "--providers", "dense,twin",
+                      "--csv", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text()
+    assert text.count("timestamp,device,") == 1
+    rows = list(csv.DictReader(text.splitlines()))
+    bench = load_bench()
+    assert list(rows[0]) == bench.CSV_FIELDS
+    providers = bench.CPU_PROVIDERS
+    assert len(rows) == len(providers) * 3 * 2 + 3  # all modes x both settings, then dense+eager+twin
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["device"].startswith("cpu") and row["torch"] == torch.__version__
+        assert row["triton"] and row["maskedbert"]
+        datetime.datetime.fromisoformat(row["timestamp"])
+        assert (row["M"], row["N"], row["K"], row["dtype"]) == ("33", "24", "40", "fp32")
+        assert float(row["median_ms"]) > 0
+        assert row["target"] == ""  # targets are judged on a GPU only
+        if row["provider"] == "dense":
+            assert float(row["ratio_to_dense"]) == 1.0
+        if row["provider"] not in ("dense", "eager"):
+            assert float(row["check_rel_err"]) < 1e-4, row
+    seen = {(r["provider"], r["mode"], r["setting"]) for r in rows}
+    for p in ("triton_dense", "triton_fused", "triton"):
+        for mode in ("fwd", "bwd", "fwd+bwd"):
+            assert (p, mode, "frozen") in seen and (p, mode, "imp") in seen
+
+
+def test_without_cuda_it_refuses_to_produce_gpu_numbers(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = run_script("--quick", "--csv", str(tmp_path / "x.csv"), timeout=60)
+    assert proc.returncode == 2 and "--cpu-smoke" in proc.stdout
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_mismatching_provider_is_caught(capsys):
+    # a masked_linear that is off by a constant must be flagged and not timed
+    from maskedbert.kernels import masked_linear, pack_mask
+
+    bench = load_bench()
+    args = bench.parse_args(["--cpu-smoke", "--modes", "fwd", "--settings", "frozen",
+                             "--providers", "dense,twin", "--csv", ""])
+    wrong = lambda *a, **k: masked_linear(*a, **k) + 0.1
+    rows, mismatches = bench.run(args, wrong, pack_mask)
+    assert len(mismatches) == 1 and "twin" in mismatches[0]
+    twin = next(r for r in rows if r["provider"] == "twin")
+    assert twin["status"] == "MISMATCH" and twin["median_ms"] is None
+    assert "MISMATCH" in capsys.readouterr().err
+    rows, mismatches = bench.run(args, masked_linear, pack_mask)
+    assert mismatches == []
+
+
+def test_target_verdict():
+    bench = load_bench()
+    base = {"dense": {"median_ms": 1.0}, "eager": {"median_ms": 3.0}, "compile": {"median_ms": 2.0},
+            "compile_max": {"median_ms": 1.8}}
+    assert bench.target_verdict({"median_ms": 1.05}, base) == "PASS"
+    verdict = bench.target_verdict({"median_ms": 1.9}, base)
+    assert verdict.startswith("MISS") and "dense" in verdict and "compile_max" in verdict
+    assert "eager" in bench.target_verdict({"median_ms": 1.0}, {**base, "eager": {"median_ms": 1.2}})
+    assert bench.target_verdict({"median_ms": 1.0}, {"dense": {"median_ms": 1.0}}).startswith("MISS")
+    assert bench.is_target_config(8192, 768, 3072, torch.bfloat16, "fwd+bwd", "frozen")
+    assert not bench.is_target_config(8192, 1024, 1024, torch.bfloat16, "fwd+bwd", "frozen")
+    assert not bench.is_target_config(4096, 768, 768, torch.bfloat16, "fwd+bwd", "frozen")
+
+
+def test_cli_filters():
+    bench = load_bench()
+    args = bench.parse_args(["--quick"])
+    assert args.tokens == [8192] and args.shapes == bench.BERT_BASE and args.dtypes == ["bf16"]
+    assert args.modes == ["fwd+bwd"] and args.settings == ["frozen"] and args.providers == bench.GPU_PROVIDERS
+    args = bench.parse_args(["--shapes", "large,64x96", "--dtypes", "fp16", "--providers", "triton_fused"])
+    assert args.shapes == bench.BERT_LARGE + [(64, 96)] and args.providers == ["eager", "triton_fused"]
+    assert args.tokens == bench.TOKENS
+    for bad in (["--dtypes", "fp64"], ["--modes", "forward"], ["--shapes", "768"],
+                ["--cpu-smoke", "--providers", "compile"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
