@@ -10,9 +10,11 @@ TRITON_INTERPRET=1 (tests/conftest.py), where fp32->bf16 casts truncate: the bf1
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +28,9 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOLERANCES = {
     torch.float32: (1e-5, 1e-6),
     torch.float16: (5e-3, 5e-4),
-    torch.bfloat16: (2e-2, 3e-3),  # truncating casts under the interpreter double the rounding error
+    # the interpreter truncates fp32->bf16 casts: one cast alone can then be off by 2^-8 relative,
+    # where eager's round-to-nearest-even can be nearly exact (seen: M=N=1, K=9)
+    torch.bfloat16: (2e-2, 6e-3 if os.environ.get("TRITON_INTERPRET") == "1" else 3e-3),
 }
 # dS is accumulated in fp32 from the (rounded) inputs whatever the activation dtype
 FP32_ACCUMULATED = {"scores"}
@@ -168,8 +172,9 @@ SHAPES = [((1,), 1, 9), ((2, 3), 20, 37), ((2, 1, 3), 33, 17)]
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_scores_matches_float64_reference(backend, dtype, shape):
     lead, N, K = shape
-    case = make_case(lead, N, K, dtype, seed=hash((lead, N, K)) % 997)
-    dy = torch.randn(*lead, N, dtype=dtype)
+    case_seed = hash((lead, N, K)) % 997
+    case = make_case(lead, N, K, dtype, seed=case_seed)
+    dy = torch.randn(*lead, N, generator=torch.Generator().manual_seed(case_seed + 1)).to(dtype)
     got = run_op(case, dy, backend)
     assert got["y"].dtype == dtype
     assert {k: v.dtype for k, v in got.items() if k != "y"} == expected_grad_dtypes(case)
