@@ -26,6 +26,7 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class _Path(NamedTuple):
+    name: str
     prep: object
     matmul: object
     ste_grad: object
@@ -33,9 +34,9 @@ class _Path(NamedTuple):
 
 
 _PATHS = {
-    "torch": _Path(mask_prep_torch, masked_matmul_torch, ste_grad_torch, fused=False),
-    "triton_dense": _Path(mask_prep_triton, masked_matmul_triton, ste_grad_triton, fused=False),
-    "triton_fused": _Path(mask_prep_triton, masked_matmul_triton, ste_grad_triton, fused=True),
+    "torch": _Path("torch", mask_prep_torch, masked_matmul_torch, ste_grad_torch, fused=False),
+    "triton_dense": _Path("triton_dense", mask_prep_triton, masked_matmul_triton, ste_grad_triton, fused=False),
+    "triton_fused": _Path("triton_fused", mask_prep_triton, masked_matmul_triton, ste_grad_triton, fused=True),
 }
 
 
@@ -43,28 +44,29 @@ class MaskedLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, scores, mask, threshold, path_name):
         path = _PATHS[path_name]
-        packed_given = mask is not None and mask.dtype == torch.uint8
-        need_dense = not path.fused
-        need_packed = not packed_given
-        dense, packed, _ = path.prep(
-            weight, scores=scores, mask=mask, threshold=threshold, dense_dtype=x.dtype,
-            want_dense=need_dense, want_packed=need_packed,
-        ) if (need_dense or need_packed) else (None, None, None)
-        if packed_given:
-            packed = mask
+        if mask is not None and mask.dtype == torch.uint8:
+            saved_mask = mask  # already packed
+            dense = None if path.fused else path.prep(weight, mask=mask, dense_dtype=x.dtype, want_packed=False)[0]
+        elif path.name == "torch":
+            # the twin keeps a bool mask for backward: packing bits costs more than it saves on CPU
+            dense, _, saved_mask = path.prep(weight, scores=scores, mask=mask, threshold=threshold,
+                                             dense_dtype=x.dtype, want_packed=False, want_bool=True)
+        else:
+            dense, saved_mask, _ = path.prep(weight, scores=scores, mask=mask, threshold=threshold,
+                                             dense_dtype=x.dtype, want_dense=not path.fused)
         if path.fused:
-            y = path.matmul(x, weight, packed, bias)
+            y = path.matmul(x, weight, saved_mask, bias)
         else:
             y = F.linear(x, dense, None if bias is None else bias.to(x.dtype))
         needs_x_for_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[3]
-        ctx.save_for_backward(x if needs_x_for_grad else None, weight, packed)
+        ctx.save_for_backward(x if needs_x_for_grad else None, weight, saved_mask)
         ctx.path_name = path_name
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, packed = ctx.saved_tensors
+        x, weight, packed = ctx.saved_tensors  # packed: bit-packed mask (a bool mask on the torch path)
         path = _PATHS[ctx.path_name]
         need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
         dx = dw = db = ds = None
