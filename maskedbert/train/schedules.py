@@ -1,0 +1,69 @@
+"""Learning-rate schedules: linear warmup then linear decay to zero, or constant (with optional warmup).
+
+Schedules are LambdaLR multipliers held in small picklable objects, so a scheduler's state_dict
+round-trips through a checkpoint and resumes on the same step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["SCHEDULES", "WarmupLinearDecay", "WarmupConstant", "resolve_warmup_steps", "build_schedule"]
+
+
+class WarmupLinearDecay:
+    """Multiplier rising 0 -> 1 over `warmup_steps`, then falling linearly to 0 at `total_steps`."""
+
+    def __init__(self, warmup_steps: int, total_steps: int):
+        self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return step / max(1, self.warmup_steps)
+        return max(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
+
+
+class WarmupConstant:
+    """Multiplier rising 0 -> 1 over `warmup_steps`, then constant 1 (warmup_steps=0: plain constant)."""
+
+    def __init__(self, warmup_steps: int, total_steps: int = 0):
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return step / max(1, self.warmup_steps)
+        return 1.0
+
+
+SCHEDULES = {"linear": WarmupLinearDecay, "constant": WarmupConstant}
+
+
+def resolve_warmup_steps(total_steps: int, warmup_steps: int | None = None, warmup_ratio: float | None = None) -> int:
+    """Warmup length in optimizer steps from an absolute count or a fraction of training (rounded up)."""
+    if warmup_steps and warmup_ratio:
+        raise ValueError("give warmup_steps or warmup_ratio, not both")
+    if warmup_ratio is not None and not 0.0 <= warmup_ratio <= 1.0:
+        raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}")
+    if warmup_steps is not None and warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if warmup_ratio:
+        return int(math.ceil(warmup_ratio * total_steps))
+    return int(warmup_steps or 0)
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    total_steps: int,
+    *,
+    warmup_steps: int | None = None,
+    warmup_ratio: float | None = None,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """LambdaLR for schedule `name` ("linear" or "constant") over `total_steps` optimizer steps."""
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
+    if not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+    warmup = resolve_warmup_steps(total_steps, warmup_steps, warmup_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[name](warmup, total_steps))
