@@ -1,0 +1,339 @@
+"""Bias models for debiased training, and bias / teacher probabilities aligned to examples by id.
+
+Bias models (small, CPU, seconds):
+  - FeatureBiasModel: logistic regression over hand-crafted NLI features (lexical overlap rate, every
+    hypothesis word in the premise, hypothesis a contiguous span of the premise, negation words,
+    length difference), the classic HANS-style bias (McCoy et al. 2019; Clark et al. 2019).
+  - HypothesisOnlyBiasModel: logistic regression over a bag of hypothesis words (Poliak et al. 2018).
+  - or probabilities precomputed elsewhere, loaded from JSON / JSONL keyed by example id.
+
+Probabilities travel as {id: [p_0, ..., p_{C-1}]} and are attached to examples by id
+(`attach_probs` / `align_probs`), never by row order; a missing id is an error that names it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections import Counter
+from typing import Iterable, Mapping, Sequence
+
+import torch
+
+NEGATION_WORDS = frozenset({"not", "no", "never", "nobody", "nothing", "none", "nowhere", "neither", "nor",
+                            "cannot", "n't", "noone"})
+FEATURE_NAMES = ("overlap_rate", "all_words_in_premise", "contiguous_subsequence", "negation_in_hypothesis",
+                 "negation_in_premise", "length_difference", "hypothesis_length")
+# Clark et al. (2019)'s HANS bias: lexical overlap only (their word-vector similarity features aside)
+HANS_FEATURES = ("overlap_rate", "all_words_in_premise", "contiguous_subsequence")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|n't")
+_SUM_TOL = 1e-3
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens (punctuation dropped)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    return _WORD.findall(text.lower())
+
+
+def _is_contiguous(sub: list[str], seq: list[str]) -> bool:
+    n = len(sub)
+    return n > 0 and any(seq[i:i + n] == sub for i in range(len(seq) - n + 1))
+
+
+def nli_features(premise: str, hypothesis: str) -> list[float]:
+    """Hand-crafted bias features of one NLI pair, in FEATURE_NAMES order."""
+    p, h = words(premise), words(hypothesis)
+    p_set = set(p)
+    in_premise = sum(w in p_set for w in h)
+    overlap = in_premise / len(h) if h else 0.0
+    return [
+        overlap,
+        float(bool(h) and in_premise == len(h)),
+        float(_is_contiguous(h, p)),
+        float(any(w in NEGATION_WORDS for w in h)),
+        float(any(w in NEGATION_WORDS for w in p)),
+        (len(p) - len(h)) / max(len(p), len(h), 1),
+        math.log1p(len(h)),
+    ]
+
+
+# ---- logistic regression in torch -----------------------------------------------------------------
+class LogisticRegression(torch.nn.Module):
+    """Multinomial logistic regression, fit full-batch with L-BFGS in float64."""
+
+    def __init__(self, num_features: int, num_labels: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(num_features, num_labels, dtype=torch.float64)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features.to(torch.float64))
+
+    def fit(self, features: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-3, max_iter: int = 100):
+        features, labels = features.to(torch.float64), labels.long()
+        optimizer = torch.optim.LBFGS(self.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(self(features), labels) + l2 * self.linear.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return self
+
+    @torch.no_grad()
+    def predict_proba(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self(features), dim=1)
+
+
+def _labels_tensor(examples: Sequence[Mapping], num_labels: int) -> torch.Tensor:
+    labels = []
+    for ex in examples:
+        y = ex.get("label")
+        if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < num_labels:
+            raise ValueError(f"example {ex.get('id')!r} has label {y!r}; expected an int in [0, {num_labels})")
+        labels.append(y)
+    return torch.tensor(labels)
+
+
+def _check_examples(examples, fields=("id", "premise", "hypothesis")) -> list[Mapping]:
+    examples = list(examples)
+    if not examples:
+        raise ValueError("examples must not be empty")
+    for ex in examples:
+        if not isinstance(ex, Mapping):
+            raise TypeError(f"examples must be dicts, got {type(ex).__name__}")
+        missing = [f for f in fields if f not in ex]
+        if missing:
+            raise ValueError(f"example {ex.get('id')!r} lacks field(s) {missing}")
+    return examples
+
+
+class _BiasModel:
+    """Shared fit / predict over a featurizer; subclasses define `_featurize`."""
+
+    name = "bias"
+
+    def __init__(self, l2: float = 1e-3):
+        self.l2 = l2
+        self.classifier: LogisticRegression | None = None
+        self.num_labels: int | None = None
+
+    def _prepare(self, examples: Sequence[Mapping]) -> None:  # build vocabularies etc.
+        pass
+
+    def _featurize(self, examples: Sequence[Mapping]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fit(self, examples: Iterable[Mapping], num_labels: int) -> "_BiasModel":
+        examples = _check_examples(examples, ("id", "premise", "hypothesis", "label"))
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
+            raise ValueError(f"num_labels must be an integer >= 2, got {num_labels!r}")
+        labels = _labels_tensor(examples, num_labels)
+        self._prepare(examples)
+        features = self._featurize(examples)
+        self.num_labels = num_labels
+        self.classifier = LogisticRegression(features.shape[1], num_labels).fit(features, labels, l2=self.l2)
+        return self
+
+    def predict_probs(self, examples: Iterable[Mapping]) -> dict[str, list[float]]:
+        """{id: class probabilities} for the examples."""
+        if self.classifier is None:
+            raise RuntimeError(f"{type(self).__name__}.predict_probs called before fit")
+        examples = _check_examples(examples)
+        probs = self.classifier.predict_proba(self._featurize(examples))
+        return {str(ex["id"]): row for ex, row in zip(examples, probs.tolist())}
+
+
+class FeatureBiasModel(_BiasModel):
+    """Logistic regression over `nli_features` (overlap, subsequence, negation, length) or a subset."""
+
+    name = "features"
+
+    def __init__(self, l2: float = 1e-3, feature_names: Sequence[str] = FEATURE_NAMES):
+        super().__init__(l2)
+        unknown = [f for f in feature_names if f not in FEATURE_NAMES]
+        if unknown or not feature_names:
+            raise ValueError(f"feature_names must be a non-empty subset of {FEATURE_NAMES}, got {list(feature_names)}")
+        self.columns = [FEATURE_NAMES.index(f) for f in feature_names]
+
+    def _featurize(self, examples):
+        rows = [nli_features(ex["premise"], ex["hypothesis"]) for ex in examples]
+        return torch.tensor(rows, dtype=torch.float64)[:, self.columns]
+
+
+class HypothesisOnlyBiasModel(_BiasModel):
+    """Logistic regression over a bag of hypothesis words (vocabulary from the training examples)."""
+
+    name = "hypothesis_only"
+
+    def __init__(self, l2: float = 1e-3, min_count: int = 1, max_vocab: int = 20000):
+        super().__init__(l2)
+        self.min_count, self.max_vocab = min_count, max_vocab
+        self.vocab: dict[str, int] = {}
+
+    def _prepare(self, examples):
+        counts = Counter(w for ex in examples for w in words(ex["hypothesis"]))
+        kept = [w for w, c in counts.most_common(self.max_vocab) if c >= self.min_count]
+        self.vocab = {w: i for i, w in enumerate(sorted(kept))}
+
+    def _featurize(self, examples):
+        bag = torch.zeros(len(examples), max(len(self.vocab), 1), dtype=torch.float64)
+        for row, ex in enumerate(examples):
+            for w in words(ex["hypothesis"]):
+                col = self.vocab.get(w)
+                if col is not None:
+                    bag[row, col] += 1.0
+        return bag
+
+
+BIAS_MODELS = {
+    "hans_features": lambda **kw: FeatureBiasModel(feature_names=HANS_FEATURES, **kw),  # the overlap bias only
+    "features": FeatureBiasModel,  # overlap, negation and length
+    "hypothesis_only": HypothesisOnlyBiasModel,
+}
+
+
+def make_bias_model(kind: str, **kwargs) -> _BiasModel:
+    """A new bias model: "hans_features" (overlap features), "features" (all) or "hypothesis_only"."""
+    if kind not in BIAS_MODELS:
+        raise ValueError(f"bias model kind must be one of {sorted(BIAS_MODELS)}, got {kind!r}")
+    return BIAS_MODELS[kind](**kwargs)
+
+
+def cross_fit_probs(kind: str, examples: Sequence[Mapping], num_labels: int, *, folds: int = 5,
+                    seed: int = 0) -> dict[str, list[float]]:
+    """Bias probabilities for training examples from models fit on the other folds.
+
+    A bias model that has seen an example scores it over-confidently; out-of-fold predictions keep
+    the training-set bias probabilities honest. Fold assignment is by a seeded shuffle of ids.
+    """
+    examples = _check_examples(examples, ("id", "premise", "hypothesis", "label"))
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= len(examples):
+        raise ValueError(f"folds must be an integer in [2, {len(examples)}], got {folds!r}")
+    order = list(range(len(examples)))
+    torch.manual_seed(seed)
+    order = [order[i] for i in torch.randperm(len(order)).tolist()]
+    result: dict[str, list[float]] = {}
+    for fold in range(folds):
+        held = set(order[fold::folds])
+        train = [ex for i, ex in enumerate(examples) if i not in held]
+        model = make_bias_model(kind).fit(train, num_labels)
+        result.update(model.predict_probs([examples[i] for i in sorted(held)]))
+    return result
+
+
+# ---- probabilities keyed by id ---------------------------------------------------------------------
+def _check_prob_row(key: str, row, num_classes: int | None, source: str) -> list[float]:
+    if not isinstance(row, (list, tuple)) or not row:
+        raise ValueError(f"{source}: probabilities for id {key!r} must be a non-empty list, got {row!r}")
+    values = [float(v) for v in row]
+    if num_classes is not None and len(values) != num_classes:
+        raise ValueError(f"{source}: id {key!r} has {len(values)} probabilities, others have {num_classes}")
+    if any(not math.isfinite(v) or v < 0 for v in values) or abs(sum(values) - 1.0) > _SUM_TOL:
+        raise ValueError(f"{source}: probabilities for id {key!r} must be non-negative and sum to 1, got {values}")
+    return values
+
+
+def validate_probs(probs_by_id: Mapping, source: str = "probabilities") -> dict[str, list[float]]:
+    """Check {id: probabilities} (same class count everywhere, rows sum to 1); ids become strings."""
+    if not isinstance(probs_by_id, Mapping):
+        raise TypeError(f"{source} must be a mapping id -> probabilities, got {type(probs_by_id).__name__}")
+    out: dict[str, list[float]] = {}
+    num_classes = None
+    for key, row in probs_by_id.items():
+        values = _check_prob_row(str(key), row, num_classes, source)
+        num_classes = len(values)
+        if str(key) in out:
+            raise ValueError(f"{source}: duplicate id {str(key)!r}")
+        out[str(key)] = values
+    return out
+
+
+def save_probs(path: str | os.PathLike, probs_by_id: Mapping) -> None:
+    """Write {id: probabilities} atomically: JSON object for *.json, one {"id", "probs"} per line for *.jsonl."""
+    probs = validate_probs(probs_by_id)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".probs-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if path.endswith(".jsonl"):
+                for key, row in probs.items():
+                    f.write(json.dumps({"id": key, "probs": row}) + "\n")
+            else:
+                json.dump(probs, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _row_probs(record: Mapping, source: str, line: int):
+    if "id" not in record:
+        raise ValueError(f"{source}: record {line} has no 'id' field")
+    for key in ("probs", "bias_probs", "teacher_probs"):
+        if key in record:
+            return str(record["id"]), record[key]
+    if "log_probs" in record:
+        return str(record["id"]), [math.exp(v) for v in record["log_probs"]]
+    raise ValueError(f"{source}: record {line} (id {record['id']!r}) needs 'probs' or 'log_probs'")
+
+
+def load_probs(path: str | os.PathLike) -> dict[str, list[float]]:
+    """Read {id: probabilities} from JSON ({id: [...]} or a list of records) or JSONL records.
+
+    A record is {"id": ..., "probs": [...]} ("bias_probs", "teacher_probs" or "log_probs" also read).
+    """
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    pairs: list[tuple[str, object]] = []
+    if path.endswith(".jsonl"):
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                pairs.append(_row_probs(json.loads(line), path, line_no))
+    else:
+        data = json.loads(text)
+        if isinstance(data, dict):
+            pairs = list(data.items())
+        elif isinstance(data, list):
+            pairs = [_row_probs(rec, path, i) for i, rec in enumerate(data, 1)]
+        else:
+            raise ValueError(f"{path}: expected a JSON object {{id: probs}} or a list of records")
+    seen: dict[str, object] = {}
+    for key, row in pairs:
+        if key in seen:
+            raise ValueError(f"{path}: duplicate id {key!r}")
+        seen[key] = row
+    return validate_probs(seen, source=path)
+
+
+def align_probs(ids: Sequence, probs_by_id: Mapping[str, Sequence[float]], name: str = "bias_probs") -> torch.Tensor:
+    """Rows of `probs_by_id` in the order of `ids` as a float32 tensor [len(ids), C]; missing ids are an error."""
+    keys = [str(i) for i in ids]
+    missing = [k for k in keys if k not in probs_by_id]
+    if missing:
+        shown = ", ".join(repr(k) for k in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValueError(f"{name}: no probabilities for id {shown}{more}")
+    return torch.tensor([list(probs_by_id[k]) for k in keys], dtype=torch.float32)
+
+
+def attach_probs(examples: Iterable[Mapping], probs_by_id: Mapping[str, Sequence[float]],
+                 field: str = "bias_probs") -> list[dict]:
+    """Copies of the examples with `field` set to their probabilities, looked up by example id."""
+    examples = list(examples)
+    for ex in examples:
+        if "id" not in ex:
+            raise ValueError(f"every example needs an 'id' to attach {field}; got one with keys {sorted(ex)}")
+    rows = align_probs([ex["id"] for ex in examples], probs_by_id, name=field).tolist()
+    return [{**ex, field: row} for ex, row in zip(examples, rows)]
