@@ -23,7 +23,10 @@ _LAZY_ATTRS = {
     "load_mask_dict": "maskedbert.masks",
 }
 # public submodules reachable as attributes: mb.losses.product_of_experts, mb.optim.AdamW, ...
-_LAZY_SUBMODULES = {"kernels", "losses", "optim", "bias", "data", "metrics", "train", "experiments"}
+_LAZY_SUBMODULES = {
+    "kernels", "losses", "optim", "bias", "data", "metrics", "train", "experiments",
+    "modules", "config", "patching", "masks", "pruning", "evaluation", "models",
+}
 
 __all__ = sorted(_LAZY_ATTRS) + sorted(_LAZY_SUBMODULES)
 
