@@ -44,6 +44,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/ helpers, also when imported by tests
+from _reference import eager_masked_linear  # noqa: E402
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "masked_linear.csv")
 CSV_FIELDS = [
     "timestamp", "device", "torch", "triton", "maskedbert", "M", "N", "K", "dtype", "mode", "setting",
@@ -64,20 +67,8 @@ CHECK_TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 THRESHOLD = 0.0  # scores ~ N(0, 1): about half the weights kept
 
 
-class _ThresholdSTE(torch.autograd.Function):
-    """mask = (S > t) forward, identity backward: the reference code's straight-through estimator."""
-
-    @staticmethod
-    def forward(ctx, scores, threshold):
-        return (scores > threshold).to(scores.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
 def eager_frozen(x, weight, bias, scores):
-    return F.linear(x, weight * _ThresholdSTE.apply(scores, THRESHOLD).to(weight.dtype), bias)
+    return eager_masked_linear(x, weight, bias, scores, THRESHOLD)
 
 
 def eager_imp(x, weight, bias, mask):

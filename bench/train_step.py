@@ -32,6 +32,9 @@ import torch.nn.functional as F
 import maskedbert as mb
 from maskedbert.pruning import exact_sparsity_, reset_thresholds_
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/ helpers, also when imported by tests
+from _reference import eager_masked_linear  # noqa: E402
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 MODEL_SIZES = {  # BERT-base and BERT-large shapes with random weights
@@ -42,21 +45,8 @@ MODEL_SIZES = {  # BERT-base and BERT-large shapes with random weights
 TARGETS = "mask training <= 1.10x dense (top-k every step included); >= 1.3x faster than eager_ref"
 
 
-class _StraightThroughBinarize(torch.autograd.Function):
-    """The reference code's binarizer: a hard 0/1 mask forward, identity gradient backward."""
-
-    @staticmethod
-    def forward(ctx, scores, threshold):
-        return (scores > threshold).to(scores.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
 def _eager_forward(self, x):
-    mask = _StraightThroughBinarize.apply(self.scores, self.threshold)
-    return F.linear(x, self.weight * mask, self.bias)
+    return eager_masked_linear(x, self.weight, self.bias, self.scores, self.threshold)
 
 
 def build_model(size: str, mode: str, sparsity: float, device: torch.device):

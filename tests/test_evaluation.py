@@ -6,13 +6,7 @@ from maskedbert import evaluation as ev
 from maskedbert.data.examples import Example
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run as fast on one thread, and two threads on a shared 2-core machine thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MNLI = ["entailment", "neutral", "contradiction"]
 ROBERTA_MNLI = ["contradiction", "neutral", "entailment"]

@@ -8,13 +8,7 @@ from maskedbert.kernels.topk import num_pruned
 from maskedbert.patching import apply_masks_, masked_modules
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run as fast on one thread, and two threads on a shared 2-core machine thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LABELS = ["entailment", "neutral", "contradiction"]
 

@@ -11,13 +11,7 @@ from maskedbert.experiments import srnet
 from maskedbert.masks import read_metadata
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run as fast on one thread, and two threads on a shared 2-core machine thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = ["--model", "tiny-bert", "--ft-steps", "3", "--prune-steps", "4", "--train-size", "60", "--dev-size", "18",
         "--challenge-per-cell", "3", "--batch-size", "12", "--max-length", "32", "--reset-every", "2",
