@@ -1,7 +1,6 @@
 """Trainer: schedules, exact resume, NaN stop, logging, best-checkpoint rules, gradient accumulation."""
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
