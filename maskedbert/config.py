@@ -152,6 +152,15 @@ class MaskConfig:
         with open(path, encoding="utf-8") as f:
             return cls.from_json(f.read())
 
+    @classmethod
+    def resolve(cls, config: "MaskConfig | None") -> "MaskConfig":
+        """`config`, or the default config for None; anything else is a TypeError."""
+        if config is None:
+            return cls()
+        if not isinstance(config, cls):
+            raise TypeError(f"config must be a MaskConfig or None, got {type(config).__name__}")
+        return config
+
     def replace(self, **changes: Any) -> "MaskConfig":
         """A copy with some fields changed (validated); unknown names fail with the list of fields."""
         known = {f.name for f in dataclasses.fields(self)}

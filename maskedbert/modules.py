@@ -78,10 +78,7 @@ class MaskedLinear(nn.Module):
             raise TypeError("linear is already a MaskedLinear; masks cannot be applied twice")
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
-        if config is None:
-            config = MaskConfig()
-        elif not isinstance(config, MaskConfig):
-            raise TypeError(f"config must be a MaskConfig or None, got {type(config).__name__}")
+        config = MaskConfig.resolve(config)
         if overrides:
             config = config.replace(**overrides)
         layer = cls(linear.weight, linear.bias, mode=config.mode, threshold=config.threshold, backend=config.backend)

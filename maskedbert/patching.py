@@ -63,10 +63,7 @@ def apply_masks_(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if config is None:
-        config = MaskConfig()
-    elif not isinstance(config, MaskConfig):
-        raise TypeError(f"config must be a MaskConfig or None, got {type(config).__name__}")
+    config = MaskConfig.resolve(config)
     if filter_fn is not None and not callable(filter_fn):
         raise TypeError(f"filter_fn must be None or a callable (module, fqn) -> bool, got {type(filter_fn).__name__}")
     if masked_modules(model):
