@@ -5,8 +5,10 @@ hypothesis matches a premise fact exactly. Half of the negatives swap in a word 
 premise (a bag-of-words model catches them); the other half rebind words that do appear in the
 premise (anna's cup takes bob's colour), which needs the model to align the pair. By construction a
 word-overlap rule tops out near 75%, exact comparison of the sentences reaches 100%, and the
-majority class is about 50%. (How many steps a given model needs is not measured here: the
-pretrained MiniLM did not beat the majority class within 32 steps on 256 examples.)
+majority class is about 50%. Measured (2026-11-23, CPU): the pretrained MiniLM (offline-minilm) sat
+at the majority class for about 150 steps, then reached 0.722 dev accuracy after 3 epochs
+(`maskedbert finetune --model offline-minilm --task synthetic-pair --lr 5e-5 --epochs 3 --batch-size 32
+--max-length 48`, seed 0; majority baseline 0.487). Short runs fail on it, as RTE runs can.
 """
 from __future__ import annotations
 
