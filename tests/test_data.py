@@ -140,3 +140,16 @@ def test_synthetic_nli_is_registered_when_present():
     assert {e.meta["heuristic"] for e in challenge} == {"lexical_overlap", "subsequence", "constituent"}
     vocabulary = set(spec.generator.vocabulary())
     assert all(w in vocabulary for e in dev[:50] for w in (e.text_a + " " + e.text_b).split())
+
+
+def test_hub_failure_names_the_task_and_the_offline_fix(monkeypatch):
+    import datasets
+
+    from maskedbert.data.tasks import load_examples
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(RuntimeError, match=r"'rte'.*data_dir.*train\.tsv"):
+        load_examples("rte", "train")

@@ -191,7 +191,13 @@ def _load_hub(spec: TaskSpec, split: str) -> list[Example]:
                           f"data_dir with the original files") from exc
     path, config = spec.hub
     hub_split = spec.hub_split_names.get(split, split)
-    rows = datasets.load_dataset(path, config, split=hub_split)
+    try:
+        rows = datasets.load_dataset(path, config, split=hub_split)
+    except (ConnectionError, OSError, ValueError) as exc:  # offline hub errors come as these
+        raise RuntimeError(
+            f"could not load task {spec.name!r} (split {split!r}) from the hub as {path!r}/{config!r}: "
+            f"{type(exc).__name__}: {exc}. Without network access, pass data_dir with the original files "
+            f"{spec.local_files}") from exc
     a_field, b_field, label_field = spec.hub_fields
     examples = []
     for i, row in enumerate(rows):
