@@ -16,11 +16,12 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from typing import Iterable, Mapping, Sequence
 
 import torch
+
+from maskedbert._atomic import write_text_atomic
 
 NEGATION_WORDS = frozenset({"not", "no", "never", "nobody", "nothing", "none", "nowhere", "neither", "nor",
                             "cannot", "n't", "noone"})
@@ -259,22 +260,11 @@ def validate_probs(probs_by_id: Mapping, source: str = "probabilities") -> dict[
 def save_probs(path: str | os.PathLike, probs_by_id: Mapping) -> None:
     """Write {id: probabilities} atomically: JSON object for *.json, one {"id", "probs"} per line for *.jsonl."""
     probs = validate_probs(probs_by_id)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".probs-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if path.endswith(".jsonl"):
-                for key, row in probs.items():
-                    f.write(json.dumps({"id": key, "probs": row}) + "\n")
-            else:
-                json.dump(probs, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if os.fspath(path).endswith(".jsonl"):
+        text = "".join(json.dumps({"id": key, "probs": row}) + "\n" for key, row in probs.items())
+    else:
+        text = json.dumps(probs)
+    write_text_atomic(path, text)
 
 
 def _row_probs(record: Mapping, source: str, line: int):

@@ -9,9 +9,10 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Any
+
+from maskedbert._atomic import write_text_atomic
 
 MODES = ("scores", "fixed")
 SCORE_INITS = ("magnitude", "magnitude_soft", "constant", "uniform", "kaiming")
@@ -134,18 +135,7 @@ class MaskConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the config as JSON, atomically (temp file in the same folder, then os.replace)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".maskconfig-", suffix=".json.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json() + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MaskConfig":

@@ -23,6 +23,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from maskedbert._atomic import atomic_path
+from maskedbert._atomic import write_text_atomic as _write_text_atomic
+
 HANS_HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
 HANS_DATASET_LABELS = ("entailment", "non-entailment")
 PAWS_DATASET_LABELS = ("not_paraphrase", "paraphrase")
@@ -225,20 +228,7 @@ def evaluate_ood(model, tokenizer, kind: str, examples: Sequence, *, fallback_la
 # ---- results tables and plots -----------------------------------------------------------------------
 def write_text_atomic(path: str, text: str) -> None:
     """Write text to `path` through a temporary file in the same folder and os.replace."""
-    import os
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _write_text_atomic(path, text)
 
 
 def _cell(value) -> str:
@@ -290,9 +280,6 @@ def plot_metrics_vs_sparsity(rows: Sequence[Mapping], path: str, *, metrics: Seq
 
     `references` (e.g. dense models) are drawn as dashed horizontal lines labelled by `reference_key`.
     """
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -319,15 +306,9 @@ def plot_metrics_vs_sparsity(rows: Sequence[Mapping], path: str, *, metrics: Seq
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".plot-", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

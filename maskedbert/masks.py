@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from maskedbert._atomic import atomic_path
 from maskedbert.kernels import PACKED_FORMAT_VERSION, pack_mask, unpack_mask
 
 METADATA_KEY = "maskedbert"
@@ -182,17 +182,8 @@ def _entry_shape(entry, name: str, path: str) -> tuple[int, ...]:
 def _write_atomic(tensors: dict, metadata: dict, path: str) -> None:
     from safetensors.torch import save_file
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _as_rows(mask: torch.Tensor) -> torch.Tensor:

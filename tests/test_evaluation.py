@@ -103,7 +103,7 @@ def test_bad_inputs():
 
 
 def test_evaluate_ood_runs_a_tiny_model():
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from maskedbert.data.synthetic_nli import generate_challenge
     from maskedbert.models import load_model_and_tokenizer
 

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from maskedbert._atomic import write_text_atomic
 from maskedbert.kernels import masked_linear
 
 
@@ -65,8 +66,5 @@ def main(argv=None) -> int:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         for name, payload in (("config.json", vars(args)), ("results.json", result)):
-            tmp = os.path.join(args.out, name + ".tmp")
-            with open(tmp, "w") as f:
-                json.dump(payload, f, indent=2)
-            os.replace(tmp, os.path.join(args.out, name))
+            write_text_atomic(os.path.join(args.out, name), json.dumps(payload, indent=2))
     return 0

@@ -19,6 +19,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from typing import Any
+from maskedbert._atomic import write_text_atomic
 
 __all__ = ["FinetuneConfig", "run_finetune", "build_parser", "main", "write_json"]
 
@@ -69,10 +70,7 @@ class FinetuneConfig:
 
 
 def write_json(path: str, payload: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str))
 
 
 def _task_vocabulary(task_name: str):

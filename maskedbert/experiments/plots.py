@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from typing import Any, Mapping, Sequence
 
@@ -10,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from maskedbert._atomic import atomic_path
 
 __all__ = ["save_figure", "box_plot", "layer_of", "layer_grad_norms", "grad_norm_plot", "loss_vs_metric_plot",
            "FAILED_COLOR", "SUCCESS_COLOR"]
@@ -18,11 +18,11 @@ FAILED_COLOR, SUCCESS_COLOR = "tab:red", "tab:blue"
 
 
 def save_figure(fig, path: str, dpi: int = 120) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

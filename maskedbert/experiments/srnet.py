@@ -26,6 +26,7 @@ import time
 import torch
 
 from maskedbert import bias as bias_lib
+from maskedbert._atomic import atomic_path
 from maskedbert import evaluation as ev
 from maskedbert import losses as loss_lib
 from maskedbert import pruning
@@ -153,8 +154,8 @@ class SRNetRunner:
 
                 def save(target):
                     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-                    save_file(state, target + ".tmp")
-                    os.replace(target + ".tmp", target)
+                    with atomic_path(target, suffix=".safetensors") as tmp:
+                        save_file(state, tmp)
 
                 def on_step(step):  # intermediate checkpoints: mask training / rewinding can start there
                     if step in self.cfg.save_ft_steps:

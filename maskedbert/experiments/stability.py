@@ -37,6 +37,7 @@ import sys
 from typing import Any
 
 from .finetune import FinetuneConfig, run_finetune, write_json
+from maskedbert._atomic import write_text_atomic
 
 __all__ = ["PRESETS", "resolve_study", "run_study", "summarize", "write_reports", "main"]
 
@@ -242,10 +243,7 @@ def _markdown(rows: list[dict[str, Any]], columns) -> str:
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]) -> dict[str, str]:

@@ -8,19 +8,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from maskedbert._atomic import atomic_path
+
 __all__ = ["atomic_torch_save", "capture_rng_state", "restore_rng_state", "save_checkpoint", "load_checkpoint"]
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
     """torch.save to a temp file beside `path`, then os.replace: readers never see a half-written file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def capture_rng_state() -> dict[str, Any]:

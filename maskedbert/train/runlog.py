@@ -6,6 +6,7 @@ import math
 import os
 import sys
 from typing import Any
+from maskedbert._atomic import write_text_atomic
 
 __all__ = ["RunLogger", "read_jsonl"]
 
@@ -43,11 +44,7 @@ class RunLogger:
         if not self.enabled or not os.path.exists(self.path):
             return
         kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            for record in kept:
-                f.write(json.dumps(record) + "\n")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:

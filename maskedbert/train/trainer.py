@@ -52,6 +52,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from maskedbert._atomic import write_text_atomic
+
 from . import distributed as dist_utils
 from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .runlog import RunLogger
@@ -382,10 +384,8 @@ class Trainer:
         if self.config.save_best_model and self.is_main:
             atomic_torch_save(self.model.state_dict(), os.path.join(self.config.output_dir, "best_model.pt"))
         if self.is_main:
-            tmp = os.path.join(self.config.output_dir, "best.json.tmp")
-            with open(tmp, "w") as f:
-                json.dump({"step": self.global_step, "metric": name, "value": value, "metrics": metrics}, f, indent=2)
-            os.replace(tmp, os.path.join(self.config.output_dir, "best.json"))
+            best = {"step": self.global_step, "metric": name, "value": value, "metrics": metrics}
+            write_text_atomic(os.path.join(self.config.output_dir, "best.json"), json.dumps(best, indent=2))
 
     # the loop -----------------------------------------------------------------------------------
     def train(self, resume: bool = True) -> dict[str, Any]:
