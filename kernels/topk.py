@@ -8,16 +8,18 @@ Rule (the same for the Triton kernels and the PyTorch twin):
   -0.0 and +0.0 count as equal; NaN scores are an error. Scores are compared as float32 (fp16 and
   bf16 convert exactly; float64 is rounded to float32 first).
 
-The Triton kernels live in topk_radix.py; this file holds the rule, the PyTorch twin and the API.
+The Triton kernels live in topk_radix.py (launched from topk_launch.py); this file holds the rule,
+the PyTorch twin and the API.
 """
 from __future__ import annotations
 
+import math
 from numbers import Real
 
 import torch
 
 from ._runtime import resolve_backend
-from .topk_radix import INT32_MAX, _kth_values, float_to_key, key_to_float, topk_select_triton  # noqa: F401
+from .topk_launch import INT32_MAX, _kth_values, float_to_key, key_to_float, topk_select_triton  # noqa: F401
 
 # float64 is compared after rounding to float32 (fp16/bf16 convert exactly)
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -47,8 +49,10 @@ def _topk_flat_torch(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     return composite >= kth, (kth >> 32).to(torch.int32)
 
 
-def topk_select_torch(tensors: list[torch.Tensor], keep: list[int], scope: str, names: list[str]):
-    """PyTorch twin of `topk_select_triton` (same arguments, same results)."""
+def topk_select_torch(tensors: list[torch.Tensor], keep: list[int], scope: str, names: list[str],
+                      bracket=None, hits: torch.Tensor | None = None):
+    """PyTorch twin of `topk_select_triton` (same arguments, same results; the bracket, a speed
+    hint for the Triton passes, is ignored and `hits` is left unchanged)."""
     flats = [t.detach().reshape(-1).to(torch.float32) for t in tensors]
     for flat, name in zip(flats, names):
         nans = int(torch.isnan(flat).sum())
@@ -89,15 +93,33 @@ def check_fraction(value, name: str) -> float:
     return float(value)
 
 
-def topk_select(tensors, keep: list[int], *, scope: str = "layer", backend: str = "auto", names=None):
-    """Select by kept counts: keep[i] per tensor (scope="layer") or [total] ("global")."""
+def _check_bracket(bracket, tensors) -> None:
+    if bracket is None:
+        return
+    if not isinstance(bracket, (list, tuple)) or len(bracket) != 2:
+        raise TypeError("bracket must be a (lo, hi) pair of float tensors, one entry per tensor")
+    for side, b in zip(("lo", "hi"), bracket):
+        if not isinstance(b, torch.Tensor) or not b.is_floating_point():
+            raise TypeError(f"bracket {side} must be a float tensor, got {type(b).__name__}")
+        if b.numel() != len(tensors):
+            raise ValueError(f"bracket {side} has {b.numel()} entries but there are {len(tensors)} tensors")
+        if b.device != tensors[0].device:
+            raise ValueError(f"bracket {side} is on {b.device} but the tensors are on {tensors[0].device}")
+
+
+def topk_select(tensors, keep: list[int], *, scope: str = "layer", backend: str = "auto", names=None,
+                bracket=None, hits: torch.Tensor | None = None):
+    """Select by kept counts: keep[i] per tensor (scope="layer") or [total] ("global").
+
+    bracket / hits: see `topk_masks` and `TopkTracker`."""
     names = names or [f"tensors[{i}]" for i in range(len(tensors))]
     _check_tensors(tensors, names)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    _check_bracket(bracket, tensors)
     which = resolve_backend(backend, tensors[0].device)
     select = topk_select_triton if which == "triton" else topk_select_torch
-    return select(list(tensors), list(keep), scope, names)
+    return select(list(tensors), list(keep), scope, names, bracket, hits)
 
 
 def topk_masks(
@@ -105,6 +127,8 @@ def topk_masks(
     sparsity: float | list[float],
     scope: str = "layer",
     backend: str = "auto",
+    bracket: tuple[torch.Tensor, torch.Tensor] | None = None,
+    _hits: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Exact top-k bool masks for many tensors in one go, and the k-th (smallest kept) value of each.
 
@@ -113,6 +137,11 @@ def topk_masks(
     num_pruned(total, sparsity) elements in all (`sparsity` a float). Ties: lower flat index wins.
     kth values: float32 [len(tensors)], +inf where nothing is kept; with scope="global" every entry
     is the global k-th value. With the Triton backend the masks are views of one flat buffer.
+
+    bracket: optional (lo, hi) float tensors with one entry per tensor, a guess of where each k-th
+    value lies (e.g. around the previous step's). It only changes the speed: where the Triton
+    kernels can prove the k-th value is inside and few elements are, they read each tensor twice
+    instead of four or five times; otherwise they fall back. `TopkTracker` makes the guesses.
     """
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError(f"tensors must be a non-empty list of tensors, got {type(tensors).__name__}")
@@ -134,7 +163,7 @@ def topk_masks(
         else:
             fractions = [check_fraction(sparsity, "sparsity")] * len(tensors)
         keep = [n - num_pruned(n, s) for n, s in zip(numels, fractions)]
-    return topk_select(tensors, keep, scope=scope, backend=backend, names=names)
+    return topk_select(tensors, keep, scope=scope, backend=backend, names=names, bracket=bracket, hits=_hits)
 
 
 def topk_mask(scores: torch.Tensor, sparsity: float, *, backend: str = "auto") -> torch.Tensor:
@@ -146,3 +175,67 @@ def topk_mask(scores: torch.Tensor, sparsity: float, *, backend: str = "auto") -
     masks, _ = topk_select([scores], [keep], scope="layer", backend=backend, names=["scores"])
     return masks[0]
 
+
+
+class TopkTracker:
+    """Exact top-k masks for the same tensors step after step (mask training), cheaper when the k-th
+    values move smoothly: each call guesses every k-th value by extending its last change (kth + change)
+    and brackets the guess with a margin of `growth` times that change plus `relative_margin` times
+    the value (see `topk_masks`' bracket). A wider bracket holds the k-th value more often but must
+    not hold more than 1/16 of a tensor's elements (the candidate buffer), so the margin stays tight.
+
+    Results are exactly those of `topk_masks`; only the speed depends on the guesses. No host
+    synchronisation is added: the previous values stay on the device. `hit_rate()` (which does
+    synchronise) reports how often the bracket held, for benchmarks and tuning.
+    """
+
+    def __init__(self, *, growth: float = 1.0, relative_margin: float = 1e-3):
+        if not growth >= 0:
+            raise ValueError(f"growth must be >= 0, got {growth!r}")
+        if not relative_margin >= 0:
+            raise ValueError(f"relative_margin must be >= 0, got {relative_margin!r}")
+        self.growth, self.relative_margin = float(growth), float(relative_margin)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous k-th values (the next call runs without a bracket)."""
+        self._signature = None
+        self._kth = self._change = self._hits = None
+        self.calls = self.bracketed_calls = 0
+
+    def bracket(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The (lo, hi) guess the next call will use, or None."""
+        if self._kth is None:
+            return None
+        finite = torch.isfinite(self._kth)
+        guess = torch.where(finite, self._kth + self._change, self._kth)
+        margin = self.growth * self._change.abs() + self.relative_margin * self._kth.abs()
+        margin = torch.where(finite, margin, torch.zeros_like(margin))
+        return guess - margin, guess + margin
+
+    def __call__(self, tensors, sparsity, scope: str = "layer", backend: str = "auto"):
+        signature = (scope, backend, tuple(t.numel() for t in tensors), tensors[0].device if tensors else None)
+        if signature != self._signature:
+            self.reset()
+            self._signature = signature
+            self._hits = torch.zeros(1 if scope == "global" else len(tensors), dtype=torch.int32,
+                                     device=tensors[0].device)
+        bracket = self.bracket()
+        masks, kth = topk_masks(tensors, sparsity, scope=scope, backend=backend, bracket=bracket, _hits=self._hits)
+        if self._kth is not None:
+            both = torch.isfinite(kth) & torch.isfinite(self._kth)
+            self._change = torch.where(both, kth - self._kth, torch.zeros_like(kth))
+        else:
+            self._change = torch.zeros_like(kth)
+        self._kth = kth.clone()
+        self.calls += 1
+        self.bracketed_calls += bracket is not None
+        return masks, kth
+
+    def hit_rate(self) -> float:
+        """Fraction of bracketed (segment, call) pairs whose bracket held (Triton backend; NaN if none).
+
+        Segments with nothing to select (sparsity 0 or 1) count as misses."""
+        if not self.bracketed_calls:
+            return math.nan
+        return float(self._hits.sum()) / (self.bracketed_calls * self._hits.numel())

@@ -1,8 +1,15 @@
-"""Triton radix select behind kernels.topk: exact top-k masks for many tensors in one set of launches.
+"""Triton radix select kernels behind kernels.topk: exact top-k masks for many tensors at once.
 
-The selection rule (kept count, ties to the lower flat index) is documented in topk.py.
+The selection rule (kept count, ties to the lower flat index) is documented in topk.py; the host
+side (tables, launches) is in topk_launch.py.
 
 Triton plan (no host synchronisation until the final NaN check):
+0. optional bracket pass, given a key range [lo, hi] per segment believed to hold its k-th key
+   (e.g. around the previous step's): one read counts the keys above hi and copies the keys inside
+   to the candidate buffer. When the counts prove the k-th key is inside and the candidates fit,
+   every radix level of that segment reads the candidates only (a "hit": two reads of the data in
+   all, this one and the mask pass, instead of four or five); otherwise the segment goes on as if
+   there were no bracket. The counts decide, so a wrong bracket costs time, never correctness.
 1. fp32 bits -> int32 keys whose signed order is the float order ("ordered keys").
 2. up to four histogram passes over 8 key bits each (most significant first): each program builds
    a 256-bin histogram of a tile with tl.histogram and adds it to the segment's row with atomics;
@@ -14,6 +21,8 @@ Triton plan (no host synchronisation until the final NaN check):
    levels) add them with direct atomics instead of a block histogram. The third pass also copies
    the keys under its prefix to a candidate buffer when they fit (numel/16 slots: smooth scores
    leave a few thousandths), so the fourth level reads those candidates, not the tensor.
+   Per-segment candidate state (seg_compact): 0 none, 1 copy during the next data pass, 2 the
+   candidates hold every key under the prefix (data passes skip the segment).
 3. if the k-th key is shared by more elements than may be kept (ties), a counting pass and a
    cumulative sum give each tile the number of equal keys before it, so the mask pass keeps the
    lowest-index ones.
@@ -21,14 +30,8 @@ Triton plan (no host synchronisation until the final NaN check):
 """
 from __future__ import annotations
 
-import functools
-import math
-
-import torch
 import triton
 import triton.language as tl
-
-from ._runtime import check_triton_tensors, interpreting
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -108,16 +111,16 @@ def _radix_histogram_kernel(
     seg_compact, cand_keys, seg_cand_start, seg_cand_count,
     SHIFT: tl.constexpr, WIDTH: tl.constexpr, IS_FIRST: tl.constexpr,
     NUM_BINS: tl.constexpr, BLOCK: tl.constexpr, ITERS: tl.constexpr, ALIGNED: tl.constexpr,
-    FEW: tl.constexpr, COMPACT: tl.constexpr,
+    FEW: tl.constexpr, COPY: tl.constexpr,
 ):
-    """COMPACT=0: plain pass. 1: also copy the keys under the prefix of compacted segments to the
-    candidate buffer (the next level reads only those). 2: skip compacted segments."""
+    """One radix level over the data. Segments whose candidates are ready (state 2) are skipped; with
+    COPY, segments in state 1 also copy their keys under the prefix to the candidate buffer."""
     tile = tl.program_id(0)
     t = tl.load(tile_tensors + tile)
     seg = tl.load(tensor_segments + t)
     active = tl.load(seg_active + seg)
-    if COMPACT == 2:
-        active = active * (1 - tl.load(seg_compact + seg))
+    if tl.load(seg_compact + seg) == 2:
+        active = 0
     if active != 0:
         base = _tensor_base(tensor_ptrs, t, ALIGNED)
         numel = tl.load(tensor_numels + t)
@@ -127,10 +130,10 @@ def _radix_histogram_kernel(
         counts = tl.zeros([NUM_BINS], dtype=tl.int32)
         lo = tl.full([BLOCK], 2147483647, tl.int32)
         hi = tl.full([BLOCK], -2147483648, tl.int32)
-        compact = 0
+        copying = 0
         cand_base = cand_keys
-        if COMPACT == 1:
-            compact = tl.load(seg_compact + seg)
+        if COPY:
+            copying = tl.load(seg_compact + seg) == 1
             cand_base = cand_keys + tl.load(seg_cand_start + seg)
         for it in range(ITERS):
             offs = start + it * BLOCK + tl.arange(0, BLOCK)
@@ -139,10 +142,10 @@ def _radix_histogram_kernel(
             counts, lo, hi, take = _histogram_block(
                 key, valid, prefix, counts, lo, hi, hist_row, SHIFT, WIDTH, IS_FIRST, NUM_BINS, BLOCK, FEW
             )
-            if COMPACT == 1:
+            if COPY:
                 taken = take.to(tl.int32)
                 num_taken = tl.sum(taken)
-                if (compact != 0) & (num_taken > 0):
+                if copying & (num_taken > 0):
                     # reserve slots, then write in block order (the candidates' order is irrelevant:
                     # ties are cut by index in the full-data mask pass)
                     slot = tl.atomic_add(seg_cand_count + seg, num_taken)
@@ -153,15 +156,15 @@ def _radix_histogram_kernel(
 @triton.jit
 def _candidate_histogram_kernel(
     cand_keys, seg_cand_start, seg_cand_count, seg_active, seg_compact, seg_prefix, hist_ptr, seg_lo, seg_hi,
-    SHIFT: tl.constexpr, WIDTH: tl.constexpr, NUM_BINS: tl.constexpr, BLOCK: tl.constexpr,
-    ITERS: tl.constexpr, FEW: tl.constexpr,
+    SHIFT: tl.constexpr, WIDTH: tl.constexpr, IS_FIRST: tl.constexpr, NUM_BINS: tl.constexpr,
+    BLOCK: tl.constexpr, ITERS: tl.constexpr, FEW: tl.constexpr,
 ):
-    """The last level for compacted segments: a histogram of the candidate keys only."""
+    """A radix level for segments whose candidates are ready (state 2): a histogram of those keys only."""
     seg = tl.program_id(0)
     chunk_start = tl.program_id(1) * BLOCK * ITERS
     count = tl.load(seg_cand_count + seg)
-    run = tl.load(seg_active + seg) * tl.load(seg_compact + seg)
-    if (run != 0) & (chunk_start < count):
+    run = (tl.load(seg_active + seg) != 0) & (tl.load(seg_compact + seg) == 2)
+    if run & (chunk_start < count):
         cand_base = cand_keys + tl.load(seg_cand_start + seg)
         prefix = tl.load(seg_prefix + seg)
         hist_row = hist_ptr + seg * NUM_BINS
@@ -173,14 +176,14 @@ def _candidate_histogram_kernel(
             valid = offs < count
             key = tl.load(cand_base + offs, mask=valid, other=0)
             counts, lo, hi, take = _histogram_block(
-                key, valid, prefix, counts, lo, hi, hist_row, SHIFT, WIDTH, False, NUM_BINS, BLOCK, FEW
+                key, valid, prefix, counts, lo, hi, hist_row, SHIFT, WIDTH, IS_FIRST, NUM_BINS, BLOCK, FEW
             )
         _flush_histogram(counts, lo, hi, hist_row, seg_lo, seg_hi, seg, NUM_BINS)
 
 
 @triton.jit
 def _radix_select_kernel(
-    hist_ptr, seg_lo, seg_hi, seg_active, seg_need, seg_prefix, seg_thresh, seg_need_eq,
+    hist_ptr, seg_lo, seg_hi, seg_active, seg_need, seg_prefix, seg_thresh, seg_need_eq, seg_floor,
     seg_compact, seg_cand_cap,
     SHIFT: tl.constexpr, WIDTH: tl.constexpr, IS_LAST: tl.constexpr, NUM_BINS: tl.constexpr,
     DECIDE_COMPACT: tl.constexpr,
@@ -205,6 +208,9 @@ def _radix_select_kernel(
         lo = tl.load(seg_lo + s)
         uniform = lo == tl.load(seg_hi + s)  # every key under the prefix is the same value
         thresh = tl.where(uniform, lo, thresh)
+        # a bracketed segment's candidates are only the keys from its floor up: a bin kept whole
+        # keeps them, not the data keys below the floor that share the bin's leading bits
+        thresh = tl.maximum(thresh, tl.load(seg_floor + s))
         # all kept (need == total) is marked INT32_MAX so the tie-count pass skips the segment
         need_eq = tl.where(uniform, tl.where(need == total, 2147483647, need), need_eq)
         done = whole_bin | uniform | IS_LAST
@@ -213,8 +219,12 @@ def _radix_select_kernel(
         tl.store(seg_need_eq + s, need_eq)
         tl.store(seg_prefix + s, prefix)
         tl.store(seg_need + s, need_in)
+        state = tl.load(seg_compact + s)
+        if state == 1:  # this level's data pass has copied the candidates
+            tl.store(seg_compact + s, 2)
         if DECIDE_COMPACT:  # the next pass copies the in_chosen keys under the new prefix if they fit
-            tl.store(seg_compact + s, (in_chosen <= tl.load(seg_cand_cap + s)).to(tl.int32))
+            if state == 0:
+                tl.store(seg_compact + s, (in_chosen <= tl.load(seg_cand_cap + s)).to(tl.int32))
 
 
 @triton.jit
@@ -280,174 +290,55 @@ def _mask_kernel(
     tl.atomic_add(nan_counts + t, tl.sum(nans))
 
 
-# ----------------------------------------------------------------------------- launchers
+@triton.jit
+def _bracket_kernel(
+    tensor_ptrs, tensor_numels, tensor_segments, tile_tensors, tile_starts,
+    seg_active, seg_lo_key, seg_hi_key, seg_above, cand_keys, seg_cand_start, seg_cand_cap, seg_cand_count,
+    BLOCK: tl.constexpr, ITERS: tl.constexpr, ALIGNED: tl.constexpr,
+):
+    """Count the keys above each segment's bracket and copy the keys inside it to the candidates
+    (slots past the capacity are counted, not written: the check then rejects the bracket)."""
+    tile = tl.program_id(0)
+    t = tl.load(tile_tensors + tile)
+    seg = tl.load(tensor_segments + t)
+    if tl.load(seg_active + seg) != 0:
+        base = _tensor_base(tensor_ptrs, t, ALIGNED)
+        numel = tl.load(tensor_numels + t)
+        start = tl.multiple_of(tl.load(tile_starts + tile), BLOCK)
+        lo = tl.load(seg_lo_key + seg)
+        hi = tl.load(seg_hi_key + seg)
+        cap = tl.load(seg_cand_cap + seg)
+        cand_base = cand_keys + tl.load(seg_cand_start + seg)
+        above = tl.zeros([BLOCK], dtype=tl.int32)
+        for it in range(ITERS):
+            offs = start + it * BLOCK + tl.arange(0, BLOCK)
+            valid = offs < numel
+            key = _ordered_key(tl.load(base + offs, mask=valid, other=0.0))
+            above += (valid & (key > hi)).to(tl.int32)
+            inside = valid & (key >= lo) & (key <= hi)
+            taken = inside.to(tl.int32)
+            num_inside = tl.sum(taken)
+            if num_inside > 0:
+                slot = tl.atomic_add(seg_cand_count + seg, num_inside)
+                pos = slot + tl.cumsum(taken, 0) - taken
+                tl.store(cand_base + pos, key, mask=inside & (pos < cap))
+        tl.atomic_add(seg_above + seg, tl.sum(above))
 
 
-def _tile_shape() -> tuple[int, int]:
-    """(BLOCK, ITERS): a program reads ITERS blocks of BLOCK elements, then flushes its histogram."""
-    if interpreting():
-        return 256, 2  # several tiles per test tensor, so the cross-tile tie ranks are exercised
-    return 2048, 16
-
-
-@functools.lru_cache(maxsize=64)
-def _layout(device: torch.device, ptrs: tuple[int, ...], numels: tuple[int, ...], scope: str, tile: int):
-    """Per-tensor and per-tile tables (cached: the same model gives the same pointers every step)."""
-    tile_tensors, tile_starts, seg_first_tile = [], [], []
-    out_offsets, offset = [], 0
-    for t, n in enumerate(numels):
-        if scope == "layer":
-            seg_first_tile.append(len(tile_tensors))
-        out_offsets.append(offset)
-        offset += n
-        for start in range(0, n, tile):
-            tile_tensors.append(t)
-            tile_starts.append(start)
-    segments = list(range(len(numels))) if scope == "layer" else [0] * len(numels)
-    if scope == "global":
-        seg_first_tile = [0]
-    # an empty tensor has no tiles: point it anywhere valid (no tile reads its entry)
-    seg_first_tile = [min(i, max(len(tile_tensors) - 1, 0)) for i in seg_first_tile]
-    as_i32 = functools.partial(torch.tensor, dtype=torch.int32, device=device)
-    return {
-        "ptrs": torch.tensor(ptrs, dtype=torch.int64, device=device),
-        "numels": as_i32(numels),
-        "segments": as_i32(segments),
-        "out_offsets": torch.tensor(out_offsets, dtype=torch.int64, device=device),
-        "tile_tensors": as_i32(tile_tensors),
-        "tile_starts": as_i32(tile_starts),
-        "tile_segments": torch.tensor([segments[t] for t in tile_tensors], dtype=torch.long, device=device),
-        "seg_first_tile": torch.tensor(seg_first_tile, dtype=torch.long, device=device),
-        "num_tiles": len(tile_tensors),
-        "total": offset,
-    }
-
-
-def _capacity(numel: int) -> int:
-    """Candidate slots of a segment: enough for smooth score distributions (after two 8-bit levels
-    a few thousandths of the elements remain), small next to the data it saves reading again."""
-    floor = 16 if interpreting() else CANDIDATE_MIN  # small test tensors must exercise both paths
-    return min(numel, max(floor, numel // CANDIDATE_FRACTION))
-
-
-@functools.lru_cache(maxsize=64)
-def _candidate_layout(seg_numels: tuple[int, ...], device: torch.device):
-    caps = [_capacity(n) for n in seg_numels]
-    starts = [sum(caps[:i]) for i in range(len(caps))]
-    as_i32 = functools.partial(torch.tensor, dtype=torch.int32, device=device)
-    return as_i32(caps), as_i32(starts), sum(caps), max(caps)
-
-
-@functools.lru_cache(maxsize=64)
-def _initial_state(numels: tuple[int, ...], keep: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Rows: active, need, prefix, thresh, need_eq (one column per segment). Cached: callers clone it,
-    so a training loop pays a device-to-device copy per call instead of a host-to-device one."""
-    rows = [[], [], [], [], []]
-    for n, k in zip(numels, keep):
-        if k == 0:  # keep nothing: no key is above INT32_MAX and no equal key may be kept
-            state = (0, 0, 0, INT32_MAX, 0)
-        elif k == n:  # keep everything
-            state = (0, 0, 0, INT32_MIN, INT32_MAX)
-        else:
-            state = (1, k, 0, 0, 0)
-        for row, value in zip(rows, state):
-            row.append(value)
-    return torch.tensor(rows, dtype=torch.int32, device=device)
-
-
-def topk_select_triton(tensors: list[torch.Tensor], keep: list[int], scope: str, names: list[str]):
-    """Triton radix select. `keep`: kept count per tensor (scope="layer") or [total] ("global").
-
-    Returns (list of bool masks, viewing one flat buffer; float32 kth values per tensor).
-    """
-    check_triton_tensors(**dict(zip(names, tensors)))
-    device = tensors[0].device
-    flats = [t.detach().reshape(-1).to(torch.float32).contiguous() for t in tensors]
-    numels = [f.numel() for f in flats]
-    if any(n >= 2**31 - 2**20 for n in numels) or (scope == "global" and sum(numels) >= 2**31 - 2**20):
-        raise ValueError("backend='triton' selects among fewer than 2**31 elements; use backend='torch'")
-    block, iters = _tile_shape()
-    aligned = all(f.data_ptr() % 16 == 0 for f in flats)  # views at odd offsets load element by element
-    lay = _layout(device, tuple(f.data_ptr() for f in flats), tuple(numels), scope, block * iters)
-    seg_numels = numels if scope == "layer" else [sum(numels)]
-    state = _initial_state(tuple(seg_numels), tuple(keep), device).clone()
-    active, need, prefix, thresh, need_eq = state.unbind(0)
-    num_seg = len(seg_numels)
-    out = torch.empty(lay["total"], dtype=torch.uint8, device=device)
-    kth_keys = torch.full((len(flats),), INT32_MAX, dtype=torch.int32, device=device)
-    nan_counts = torch.zeros(len(flats), dtype=torch.int32, device=device)
-    num_tiles = lay["num_tiles"]
-    if num_tiles:
-        levels = len(RADIX_LEVELS)
-        hist = torch.zeros((levels, num_seg, NUM_BINS), dtype=torch.int32, device=device)
-        key_range = torch.empty((2, levels, num_seg), dtype=torch.int32, device=device)
-        key_range[0].fill_(INT32_MAX)  # running min and max key under each segment's prefix
-        key_range[1].fill_(INT32_MIN)
-        common = (lay["ptrs"], lay["numels"], lay["segments"], lay["tile_tensors"], lay["tile_starts"])
-        # candidate buffer: the last level reads only the keys left under the prefix when they fit
-        compact = torch.zeros(num_seg, dtype=torch.int32, device=device)
-        cand_count = torch.zeros(num_seg, dtype=torch.int32, device=device)
-        cand_cap, cand_start, cand_total, max_cap = _candidate_layout(tuple(seg_numels), device)
-        cand_keys = torch.empty(max(cand_total, 1), dtype=torch.int32, device=device)
-        cand = (compact, cand_keys, cand_start, cand_count)
-        last = levels - 1
-        for level, (shift, width) in enumerate(RADIX_LEVELS):
-            lo, hi = key_range[0, level], key_range[1, level]
-            mode = 1 if level == last - 1 else 2 if level == last else 0
-            _radix_histogram_kernel[(num_tiles,)](
-                *common, active, prefix, hist[level], lo, hi, *cand,
-                SHIFT=shift, WIDTH=width, IS_FIRST=level == 0, NUM_BINS=NUM_BINS, BLOCK=block, ITERS=iters,
-                ALIGNED=aligned, FEW=FEW_MATCHES, COMPACT=mode,
-            )
-            if level == last:
-                chunks = triton.cdiv(max(max_cap, 1), block * iters)
-                _candidate_histogram_kernel[(num_seg, chunks)](
-                    cand_keys, cand_start, cand_count, active, compact, prefix, hist[level], lo, hi,
-                    SHIFT=shift, WIDTH=width, NUM_BINS=NUM_BINS, BLOCK=block, ITERS=iters, FEW=FEW_MATCHES,
-                )
-            _radix_select_kernel[(num_seg,)](
-                hist[level], lo, hi, active, need, prefix, thresh, need_eq, compact, cand_cap,
-                SHIFT=shift, WIDTH=width, IS_LAST=level == last, NUM_BINS=NUM_BINS,
-                DECIDE_COMPACT=level == last - 2,
-            )
-        tile_eq = torch.empty(num_tiles, dtype=torch.int32, device=device)
-        _tie_count_kernel[(num_tiles,)](
-            *common, thresh, need_eq, tile_eq, BLOCK=block, ITERS=iters, ALIGNED=aligned,
-        )
-        # equal keys in earlier tiles of the same segment (tiles are in flat-index order)
-        before = torch.cumsum(tile_eq, 0, dtype=torch.int64) - tile_eq
-        before = (before - before[lay["seg_first_tile"]][lay["tile_segments"]]).to(torch.int32)
-        _mask_kernel[(num_tiles,)](
-            *common[:3], lay["out_offsets"], *common[3:], thresh, need_eq, before, kth_keys, nan_counts, out,
-            BLOCK=block, ITERS=iters, ALIGNED=aligned,
-        )
-    _raise_on_nan(nan_counts, names)
-    masks = [m.view(t.shape) for m, t in zip(out.view(torch.bool).split(numels), tensors)]
-    return masks, _kth_values(kth_keys, scope)
-
-
-def _raise_on_nan(nan_counts: torch.Tensor, names: list[str]) -> None:
-    bad = torch.nonzero(nan_counts).flatten().tolist()  # the one host synchronisation
-    if bad:
-        raise ValueError(f"{names[bad[0]]} contains {int(nan_counts[bad[0]])} NaN values; scores must not be NaN")
-
-
-def _kth_values(kth_keys: torch.Tensor, scope: str) -> torch.Tensor:
-    """Smallest kept key per tensor -> float; +inf where nothing is kept (global: one value for all)."""
-    if scope == "global" and kth_keys.numel():
-        kth_keys = kth_keys.min().expand_as(kth_keys)
-    values = key_to_float(kth_keys)
-    return torch.where(kth_keys == INT32_MAX, torch.full_like(values, math.inf), values)
-
-
-def float_to_key(x: torch.Tensor) -> torch.Tensor:
-    """fp32 tensor -> int32 ordered keys (the same map as the kernels' _ordered_key)."""
-    bits = x.to(torch.float32).view(torch.int32)
-    bits = torch.where(bits == INT32_MIN, torch.zeros_like(bits), bits)
-    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-
-
-def key_to_float(key: torch.Tensor) -> torch.Tensor:
-    bits = torch.where(key < 0, key ^ 0x7FFFFFFF, key)
-    return bits.view(torch.float32)
-
+@triton.jit
+def _bracket_check_kernel(seg_active, seg_need, seg_above, seg_cand_count, seg_cand_cap, seg_compact,
+                          seg_lo_key, seg_floor, seg_hits):
+    """Per segment: a hit when the k-th key is provably inside the bracket and the candidates fit."""
+    s = tl.program_id(0)
+    if tl.load(seg_active + s) != 0:
+        need = tl.load(seg_need + s)
+        above = tl.load(seg_above + s)
+        inside = tl.load(seg_cand_count + s)
+        hit = (above < need) & (need <= above + inside) & (inside <= tl.load(seg_cand_cap + s))
+        if hit:  # radix-select the (need - above)-th largest candidate from level 0
+            tl.store(seg_need + s, need - above)
+            tl.store(seg_compact + s, 2)
+            tl.store(seg_floor + s, tl.load(seg_lo_key + s))
+            tl.store(seg_hits + s, tl.load(seg_hits + s) + 1)
+        else:  # go on without the bracket; the usual compaction may reuse the buffer
+            tl.store(seg_cand_count + s, 0)

@@ -161,7 +161,7 @@ def test_last_level_reads_only_the_compacted_candidates(monkeypatch):
     class Spy:
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
-                if kwargs["COMPACT"] == 2:  # the last level: (active, compacted) per segment
+                if kwargs["SHIFT"] == 0:  # the last level: (active, candidate state) per segment
                     last_pass.append((args[5].tolist(), args[10].tolist()))
                 return kernel[grid](*args, **kwargs)
 
@@ -173,7 +173,7 @@ def test_last_level_reads_only_the_compacted_candidates(monkeypatch):
     # the k-th largest falls inside each cluster: 50 cluster values kept besides everything above it
     keep = [int((t > 1.0 + 64 * 2.0**-23).sum()) + 50 for t in tensors]
     masks, kth = topk_select(tensors, keep, scope="layer", backend="triton")
-    assert last_pass == [([1, 1, 1], [1, 1, 1])]
+    assert last_pass == [([1, 1, 1], [2, 2, 2])]  # 2: candidates ready, data not read
     for t, m, k in zip(tensors, masks, keep):
         assert torch.equal(m, reference_topk(t, k))
     twin, twin_kth = topk_select(tensors, keep, scope="layer", backend="torch")
@@ -182,7 +182,7 @@ def test_last_level_reads_only_the_compacted_candidates(monkeypatch):
     flat = torch.cat(tensors)
     masks, _ = topk_select(tensors, [sum(keep)], scope="global", backend="triton")
     assert torch.equal(torch.cat(masks), reference_topk(flat, sum(keep)))
-    assert last_pass[-1] == ([1], [1])
+    assert last_pass[-1] == ([1], [2])
 
 
 def test_num_pruned_uses_python_round():
