@@ -206,3 +206,24 @@ def test_random_brackets_never_change_the_result(scope, seed):
     hi = lo + scale * torch.rand(len(tensors), generator=gen) * 0.3
     masks, got = topk_masks(tensors, sparsity, scope=scope, backend="triton", bracket=(lo, hi))
     _check(tensors, sparsity, masks, got, scope=scope)
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_gpu_tracker_matches_twin_and_hits_on_bert_sized_scores(scope, cuda_device):
+    gen = torch.Generator().manual_seed(20)
+    scores = [torch.randn(s, generator=gen) * 0.01 for s in [(768, 768), (3072, 768), (768, 3072), (3, 768)]]
+    tracker = TopkTracker()
+    for step in range(5):
+        sparsity = 0.7 + 0.002 * step
+        on_gpu = [s.to(cuda_device) for s in scores]
+        masks, kth = tracker(on_gpu, sparsity, scope=scope, backend="triton")
+        want, want_kth = topk_masks(scores, sparsity, scope=scope, backend="torch")
+        assert all(torch.equal(m.cpu(), w) for m, w in zip(masks, want))
+        assert torch.equal(kth.cpu(), want_kth)
+        for s in scores:
+            s.add_(torch.randn(s.shape, generator=gen) * 1e-4)
+    assert tracker.hit_rate() > 0.5
