@@ -25,9 +25,10 @@ def packed_cols(num_cols: int) -> int:
 @triton.jit
 def _mask_prep_kernel(
     src_ptr, w_ptr, dense_ptr, packed_ptr, bool_ptr,
-    threshold, N, K,
+    threshold, threshold_ptr, N, K,
     stride_sn, stride_sk, stride_wn, stride_wk, stride_dn, stride_dk, stride_pn, stride_bn,
-    SOURCE: tl.constexpr, WRITE_DENSE: tl.constexpr, WRITE_PACKED: tl.constexpr, WRITE_BOOL: tl.constexpr,
+    SOURCE: tl.constexpr, THRESHOLD_FROM_PTR: tl.constexpr,
+    WRITE_DENSE: tl.constexpr, WRITE_PACKED: tl.constexpr, WRITE_BOOL: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -43,8 +44,12 @@ def _mask_prep_kernel(
     byte_valid = (offs_n[:, None] < N) & (offs_b[None, :] < num_bytes)
 
     if SOURCE == 0:
+        if THRESHOLD_FROM_PTR:  # a device-resident threshold: read here, so the host never waits for it
+            tau = tl.load(threshold_ptr).to(tl.float32)
+        else:
+            tau = threshold
         s = tl.load(src_ptr + n3 * stride_sn + col3 * stride_sk, mask=valid, other=0.0)
-        keep = (s > threshold) & valid  # strict; NaN compares false, so NaN scores are pruned
+        keep = (s > tau) & valid  # strict; NaN compares false, so NaN scores are pruned
     elif SOURCE == 1:
         m = tl.load(src_ptr + n3 * stride_sn + col3 * stride_sk, mask=valid, other=0)
         keep = (m != 0) & valid
@@ -76,7 +81,7 @@ def mask_prep_triton(
     *,
     scores: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
-    threshold: float = 0.0,
+    threshold: float | torch.Tensor = 0.0,
     shape: tuple[int, int] | None = None,
     dense_dtype: torch.dtype | None = None,
     want_dense: bool = True,
@@ -86,12 +91,18 @@ def mask_prep_triton(
     """Returns (W*M or None, packed mask or None, bool mask or None); see the module docstring.
 
     Exactly one of `scores` (fp32, kept where > threshold) or `mask` (bool [N, K] or packed uint8)
-    is the source. `shape` (N, K) is needed only when neither weight nor a bool/score source gives it.
+    is the source. `threshold` is a number or a 1-element fp32 tensor on the scores' device (read by
+    the kernel, no host synchronisation). `shape` (N, K) is needed only when neither weight nor a
+    bool/score source gives it.
     """
     src, kind = _source(scores, mask)
     N, K = _resolve_shape(weight, src, kind, shape)
     device = src.device
-    check_triton_tensors(weight=weight, scores=scores, mask=mask)
+    threshold_from_ptr = isinstance(threshold, torch.Tensor) and kind == SOURCE_SCORES
+    # a number goes in as a kernel argument; a tensor is never read on the host (float() would sync)
+    scalar_threshold = 0.0 if isinstance(threshold, torch.Tensor) else float(threshold)
+    check_triton_tensors(weight=weight, scores=scores, mask=mask,
+                         threshold=threshold if threshold_from_ptr else None)
     dense = torch.empty((N, K), dtype=dense_dtype or weight.dtype, device=device) if want_dense else None
     packed = torch.empty((N, packed_cols(K)), dtype=torch.uint8, device=device) if want_packed else None
     as_bool = torch.empty((N, K), dtype=torch.bool, device=device) if want_bool else None
@@ -108,13 +119,14 @@ def mask_prep_triton(
     grid = (triton.cdiv(N, BLOCK_N), triton.cdiv(packed_cols(K), BLOCK_B))
     _mask_prep_kernel[grid](
         src, w, d, p, bool_u8,
-        float(threshold), N, K,
+        scalar_threshold, threshold if threshold_from_ptr else dummy, N, K,
         src.stride(0), src.stride(1),
         w.stride(0) if want_dense else 0, w.stride(1) if want_dense else 0,
         d.stride(0) if want_dense else 0, d.stride(1) if want_dense else 0,
         p.stride(0) if want_packed else 0,
         as_bool.stride(0) if want_bool else 0,
-        SOURCE=kind, WRITE_DENSE=want_dense, WRITE_PACKED=want_packed, WRITE_BOOL=want_bool,
+        SOURCE=kind, THRESHOLD_FROM_PTR=threshold_from_ptr,
+        WRITE_DENSE=want_dense, WRITE_PACKED=want_packed, WRITE_BOOL=want_bool,
         BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B,
     )
     return dense, packed, as_bool
@@ -125,17 +137,20 @@ def mask_prep_torch(
     *,
     scores: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
-    threshold: float = 0.0,
+    threshold: float | torch.Tensor = 0.0,
     shape: tuple[int, int] | None = None,
     dense_dtype: torch.dtype | None = None,
     want_dense: bool = True,
     want_packed: bool = True,
     want_bool: bool = False,
 ):
-    """PyTorch twin of `mask_prep_triton` (same signature, same outputs)."""
+    """PyTorch twin of `mask_prep_triton` (same signature, same outputs); a tensor threshold is
+    compared as it is (no host synchronisation)."""
     src, kind = _source(scores, mask)
     N, K = _resolve_shape(weight, src, kind, shape)
     if kind == SOURCE_SCORES:
+        if isinstance(threshold, torch.Tensor):
+            threshold = threshold.reshape(())  # a 1-element tensor of any shape must not broadcast the mask
         keep = src > threshold
     elif kind == SOURCE_BOOL:
         keep = src

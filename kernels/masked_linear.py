@@ -94,7 +94,7 @@ def masked_linear(
     bias: torch.Tensor | None = None,
     *,
     scores: torch.Tensor | None = None,
-    threshold: float = 0.0,
+    threshold: float | torch.Tensor = 0.0,
     mask: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
@@ -106,7 +106,9 @@ def masked_linear(
         bias: optional [N].
         scores: float32 [N, K] mask scores, trained by the straight-through estimator
             dS = (dy^T x) * W. Kept where scores > threshold (strict; NaN is pruned).
-        threshold: the threshold tau for `scores`.
+        threshold: the threshold tau for `scores`: a number, or a 1-element floating tensor on the
+            scores' device (compared as float32 and read by the kernels on the device, so the
+            host never waits for it; it gets no gradient).
         mask: a fixed mask instead of scores: bool [N, K] or bit-packed uint8 [N, ceil(K/8)]
             (see maskedbert.kernels.pack_mask).
         backend: "auto" (Triton on CUDA, the PyTorch twin elsewhere), "torch", "triton" (the
@@ -128,8 +130,15 @@ def masked_linear(
         x2 = x2.to(compute_dtype)
     path = _path_for(backend, x2, weight)
     with torch.autocast(device_type, enabled=False):
-        y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, float(threshold), path)
+        y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, _threshold_arg(threshold), path)
     return y.reshape(*lead, weight.shape[0])
+
+
+def _threshold_arg(threshold):
+    """A number as a float (as always); a tensor as a detached 0-d float32 tensor, never read on the host."""
+    if isinstance(threshold, torch.Tensor):
+        return threshold.detach().reshape(()).to(torch.float32)
+    return float(threshold)
 
 
 def _path_for(backend: str, x2: torch.Tensor, weight: torch.Tensor) -> str:
@@ -187,8 +196,14 @@ def _validate(x, weight, bias, scores, mask, threshold, backend) -> None:
         if mask.requires_grad:
             raise ValueError("mask is fixed and cannot require grad; pass trainable scores= instead")
     if isinstance(threshold, torch.Tensor):
+        if not threshold.is_floating_point():
+            raise TypeError(f"threshold must be a number or a 1-element floating tensor, got {_describe(threshold)}")
         if threshold.numel() != 1:
-            raise ValueError(f"threshold must be a number, got {_describe(threshold)}")
+            raise ValueError(f"threshold must be a number or a 1-element tensor, got {_describe(threshold)}")
+        owner = "weight" if scores is None else "scores"
+        op_device = (weight if scores is None else scores).device
+        if threshold.device != op_device:
+            raise ValueError(f"threshold must be on the {owner}' device {op_device}, got {_describe(threshold)}")
     elif not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
         raise TypeError(f"threshold must be a number, got {_describe(threshold)}")
     named = [("x", x), ("weight", weight), ("bias", bias), ("scores", scores), ("mask", mask)]

@@ -20,6 +20,7 @@ import torch
 
 from ._runtime import resolve_backend
 from .topk_launch import INT32_MAX, _kth_values, float_to_key, key_to_float, topk_select_triton  # noqa: F401
+from .topk_launch import INT32_MIN, _pruned_max_values
 
 # float64 is compared after rounding to float32 (fp16/bf16 convert exactly)
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -50,7 +51,7 @@ def _topk_flat_torch(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
 
 
 def topk_select_torch(tensors: list[torch.Tensor], keep: list[int], scope: str, names: list[str],
-                      bracket=None, hits: torch.Tensor | None = None):
+                      bracket=None, hits: torch.Tensor | None = None, pruned_max: bool = False):
     """PyTorch twin of `topk_select_triton` (same arguments, same results; the bracket, a speed
     hint for the Triton passes, is ignored and `hits` is left unchanged)."""
     flats = [t.detach().reshape(-1).to(torch.float32) for t in tensors]
@@ -68,7 +69,13 @@ def topk_select_torch(tensors: list[torch.Tensor], keep: list[int], scope: str, 
         flat_masks = list(mask.split([f.numel() for f in flats]))
         kth_keys = kth_key.expand(len(flats))
     masks = [m.view(t.shape) for m, t in zip(flat_masks, tensors)]
-    return masks, _kth_values(kth_keys.to(device), scope)
+    if not pruned_max:
+        return masks, _kth_values(kth_keys.to(device), scope)
+    pruned_keys = torch.stack([
+        torch.where(m, INT32_MIN, float_to_key(f)).amax() if f.numel() else torch.tensor(INT32_MIN, dtype=torch.int32)
+        for f, m in zip(flats, flat_masks)
+    ]).to(device=device, dtype=torch.int32) if flats else torch.empty(0, dtype=torch.int32, device=device)
+    return masks, _kth_values(kth_keys.to(device), scope), _pruned_max_values(pruned_keys, scope)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -108,10 +115,12 @@ def _check_bracket(bracket, tensors) -> None:
 
 
 def topk_select(tensors, keep: list[int], *, scope: str = "layer", backend: str = "auto", names=None,
-                bracket=None, hits: torch.Tensor | None = None):
+                bracket=None, hits: torch.Tensor | None = None, pruned_max: bool = False):
     """Select by kept counts: keep[i] per tensor (scope="layer") or [total] ("global").
 
-    bracket / hits: see `topk_masks` and `TopkTracker`."""
+    Returns (masks, kth values) and, with `pruned_max`, the largest pruned value per tensor too
+    (float32, -inf where nothing is pruned; global: the largest over all tensors), which code that
+    keeps a threshold (score > largest pruned) needs. bracket / hits: see `topk_masks`, `TopkTracker`."""
     names = names or [f"tensors[{i}]" for i in range(len(tensors))]
     _check_tensors(tensors, names)
     if scope not in SCOPES:
@@ -119,7 +128,7 @@ def topk_select(tensors, keep: list[int], *, scope: str = "layer", backend: str 
     _check_bracket(bracket, tensors)
     which = resolve_backend(backend, tensors[0].device)
     select = topk_select_triton if which == "triton" else topk_select_torch
-    return select(list(tensors), list(keep), scope, names, bracket, hits)
+    return select(list(tensors), list(keep), scope, names, bracket, hits, pruned_max)
 
 
 def topk_masks(
@@ -128,8 +137,9 @@ def topk_masks(
     scope: str = "layer",
     backend: str = "auto",
     bracket: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pruned_max: bool = False,
     _hits: torch.Tensor | None = None,
-) -> tuple[list[torch.Tensor], torch.Tensor]:
+):
     """Exact top-k bool masks for many tensors in one go, and the k-th (smallest kept) value of each.
 
     scope="layer": tensor i prunes num_pruned(numel_i, sparsity_i) elements (`sparsity` a float or a
@@ -142,6 +152,9 @@ def topk_masks(
     value lies (e.g. around the previous step's). It only changes the speed: where the Triton
     kernels can prove the k-th value is inside and few elements are, they read each tensor twice
     instead of four or five times; otherwise they fall back. `TopkTracker` makes the guesses.
+
+    pruned_max: also return the largest pruned value per tensor (-inf where nothing is pruned), for
+    code that keeps a threshold `score > largest pruned`: (masks, kth, pruned_max).
     """
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError(f"tensors must be a non-empty list of tensors, got {type(tensors).__name__}")
@@ -163,7 +176,8 @@ def topk_masks(
         else:
             fractions = [check_fraction(sparsity, "sparsity")] * len(tensors)
         keep = [n - num_pruned(n, s) for n, s in zip(numels, fractions)]
-    return topk_select(tensors, keep, scope=scope, backend=backend, names=names, bracket=bracket, hits=_hits)
+    return topk_select(tensors, keep, scope=scope, backend=backend, names=names, bracket=bracket, hits=_hits,
+                       pruned_max=pruned_max)
 
 
 def topk_mask(scores: torch.Tensor, sparsity: float, *, backend: str = "auto") -> torch.Tensor:
@@ -213,7 +227,8 @@ class TopkTracker:
         margin = torch.where(finite, margin, torch.zeros_like(margin))
         return guess - margin, guess + margin
 
-    def __call__(self, tensors, sparsity, scope: str = "layer", backend: str = "auto"):
+    def __call__(self, tensors, sparsity, scope: str = "layer", backend: str = "auto", pruned_max: bool = False):
+        """topk_masks(tensors, sparsity, scope, backend, pruned_max=...) with this tracker's bracket."""
         signature = (scope, backend, tuple(t.numel() for t in tensors), tensors[0].device if tensors else None)
         if signature != self._signature:
             self.reset()
@@ -221,7 +236,9 @@ class TopkTracker:
             self._hits = torch.zeros(1 if scope == "global" else len(tensors), dtype=torch.int32,
                                      device=tensors[0].device)
         bracket = self.bracket()
-        masks, kth = topk_masks(tensors, sparsity, scope=scope, backend=backend, bracket=bracket, _hits=self._hits)
+        result = topk_masks(tensors, sparsity, scope=scope, backend=backend, bracket=bracket,
+                            pruned_max=pruned_max, _hits=self._hits)
+        kth = result[1]
         if self._kth is not None:
             both = torch.isfinite(kth) & torch.isfinite(self._kth)
             self._change = torch.where(both, kth - self._kth, torch.zeros_like(kth))
@@ -230,7 +247,7 @@ class TopkTracker:
         self._kth = kth.clone()
         self.calls += 1
         self.bracketed_calls += bracket is not None
-        return masks, kth
+        return result
 
     def hit_rate(self) -> float:
         """Fraction of bracketed (segment, call) pairs whose bracket held (Triton backend; NaN if none).

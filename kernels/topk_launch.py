@@ -89,13 +89,14 @@ def _initial_state(numels: tuple[int, ...], keep: tuple[int, ...], device: torch
 
 
 def topk_select_triton(tensors: list[torch.Tensor], keep: list[int], scope: str, names: list[str],
-                       bracket=None, hits: torch.Tensor | None = None):
+                       bracket=None, hits: torch.Tensor | None = None, pruned_max: bool = False):
     """Triton radix select. `keep`: kept count per tensor (scope="layer") or [total] ("global").
 
     `bracket`: optional (lo, hi) float tensors, one entry per tensor, believed to hold each k-th
     value (scope="global": their min and max bound the one k-th value); see topk_radix step 0.
     `hits`: optional int32 tensor, one entry per segment, incremented on the device where the
-    bracket held. Returns (list of bool masks, viewing one flat buffer; float32 kth values per tensor).
+    bracket held. Returns (list of bool masks, viewing one flat buffer; float32 kth values per tensor),
+    plus the largest pruned value per tensor (-inf where nothing is pruned) when `pruned_max`.
     """
     check_triton_tensors(**dict(zip(names, tensors)))
     device = tensors[0].device
@@ -112,6 +113,7 @@ def topk_select_triton(tensors: list[torch.Tensor], keep: list[int], scope: str,
     num_seg = len(seg_numels)
     out = torch.empty(lay["total"], dtype=torch.uint8, device=device)
     kth_keys = torch.full((len(flats),), INT32_MAX, dtype=torch.int32, device=device)
+    pruned_keys = torch.full((len(flats),), INT32_MIN, dtype=torch.int32, device=device)
     nan_counts = torch.zeros(len(flats), dtype=torch.int32, device=device)
     num_tiles = lay["num_tiles"]
     if num_tiles:
@@ -168,11 +170,13 @@ def topk_select_triton(tensors: list[torch.Tensor], keep: list[int], scope: str,
         before = torch.cumsum(tile_eq, 0, dtype=torch.int64) - tile_eq
         before = (before - before[lay["seg_first_tile"]][lay["tile_segments"]]).to(torch.int32)
         radix._mask_kernel[(num_tiles,)](
-            *common[:3], lay["out_offsets"], *common[3:], thresh, need_eq, before, kth_keys, nan_counts, out,
+            *common[:3], lay["out_offsets"], *common[3:], thresh, need_eq, before, kth_keys, pruned_keys, nan_counts, out,
             BLOCK=block, ITERS=iters, ALIGNED=aligned,
         )
     _raise_on_nan(nan_counts, names)
     masks = [m.view(t.shape) for m, t in zip(out.view(torch.bool).split(numels), tensors)]
+    if pruned_max:
+        return masks, _kth_values(kth_keys, scope), _pruned_max_values(pruned_keys, scope)
     return masks, _kth_values(kth_keys, scope)
 
 
@@ -196,6 +200,14 @@ def _kth_values(kth_keys: torch.Tensor, scope: str) -> torch.Tensor:
         kth_keys = kth_keys.min().expand_as(kth_keys)
     values = key_to_float(kth_keys)
     return torch.where(kth_keys == INT32_MAX, torch.full_like(values, math.inf), values)
+
+
+def _pruned_max_values(pruned_keys: torch.Tensor, scope: str) -> torch.Tensor:
+    """Largest pruned key per tensor -> float; -inf where nothing is pruned (global: one value for all)."""
+    if scope == "global" and pruned_keys.numel():
+        pruned_keys = pruned_keys.max().expand_as(pruned_keys)
+    values = key_to_float(pruned_keys)
+    return torch.where(pruned_keys == INT32_MIN, torch.full_like(values, -math.inf), values)
 
 
 def float_to_key(x: torch.Tensor) -> torch.Tensor:

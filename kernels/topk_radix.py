@@ -26,7 +26,8 @@ Triton plan (no host synchronisation until the final NaN check):
 3. if the k-th key is shared by more elements than may be kept (ties), a counting pass and a
    cumulative sum give each tile the number of equal keys before it, so the mask pass keeps the
    lowest-index ones.
-4. the mask pass writes every mask into one flat bool buffer and the smallest kept key per tensor.
+4. the mask pass writes every mask into one flat bool buffer, the smallest kept key and the largest
+   pruned key per tensor.
 """
 from __future__ import annotations
 
@@ -253,7 +254,7 @@ def _tie_count_kernel(
 @triton.jit
 def _mask_kernel(
     tensor_ptrs, tensor_numels, tensor_segments, tensor_out_offsets, tile_tensors, tile_starts,
-    seg_thresh, seg_need_eq, tile_eq_before, kth_keys, nan_counts, out_ptr,
+    seg_thresh, seg_need_eq, tile_eq_before, kth_keys, pruned_keys, nan_counts, out_ptr,
     BLOCK: tl.constexpr, ITERS: tl.constexpr, ALIGNED: tl.constexpr,
 ):
     tile = tl.program_id(0)
@@ -269,6 +270,7 @@ def _mask_kernel(
     running = tl.load(tile_eq_before + tile)
     cut_ties = (need_eq > 0) & (need_eq < 2147483647)
     min_kept = tl.full([BLOCK], 2147483647, tl.int32)
+    max_pruned = tl.full([BLOCK], -2147483648, tl.int32)  # callers keeping a threshold need it
     nans = tl.zeros([BLOCK], dtype=tl.int32)
     for it in range(ITERS):
         offs = start + it * BLOCK + tl.arange(0, BLOCK)
@@ -286,7 +288,9 @@ def _mask_kernel(
         keep = valid & ((key > thresh) | keep_eq)
         tl.store(out_base + offs, keep.to(tl.uint8), mask=valid)
         min_kept = tl.minimum(min_kept, tl.where(keep, key, 2147483647))
+        max_pruned = tl.maximum(max_pruned, tl.where(valid & ~keep, key, -2147483648))
     tl.atomic_min(kth_keys + t, tl.min(min_kept))
+    tl.atomic_max(pruned_keys + t, tl.max(max_pruned))
     tl.atomic_add(nan_counts + t, tl.sum(nans))
 
 

@@ -23,7 +23,12 @@ class MaskedLinear(nn.Module):
         weight, bias: the wrapped Parameters (shared with the nn.Linear it was built from).
         scores: fp32 Parameter [out, in] in mode "scores", else None.
         packed_mask: uint8 buffer [out, ceil(in/8)] in mode "fixed" (bit k%8 of byte k//8 is column k).
-        threshold: tau; kept where scores > tau (strict, NaN is pruned).
+        threshold: tau as a Python float; kept where scores > tau (strict, NaN is pruned). Reading it
+            copies the value to the host (a synchronisation on CUDA); assigning a float or a 1-element
+            tensor writes the buffer in place (a tensor on the layer's device without synchronising).
+        threshold_tensor: the float32 0-d buffer that holds tau on the layer's device (moved by
+            .to(), saved in the state_dict in mode "scores"). Code that runs every step (the forward,
+            maskedbert.pruning's exact_sparsity_) reads and writes this buffer, never `threshold`.
         mode: "scores" or "fixed".
         backend: passed to masked_linear ("auto" picks Triton on CUDA, PyTorch elsewhere).
     """
@@ -48,7 +53,9 @@ class MaskedLinear(nn.Module):
         self.weight = weight
         self.bias = bias
         self.mode = mode
-        self.threshold = float(threshold)
+        # persistent in mode "scores" so a resumed run keeps the thresholds pruning set; unused in "fixed"
+        self.register_buffer("threshold_tensor", torch.tensor(float(threshold), dtype=torch.float32,
+                                                              device=weight.device), persistent=mode == "scores")
         self.backend = backend
         # requires_grad of the wrapped Parameters before this layer changed it, restored by to_linear()
         self._weight_requires_grad = weight.requires_grad
@@ -63,6 +70,43 @@ class MaskedLinear(nn.Module):
             )
             self.register_buffer("packed_mask", packed)
         self.set_mask_(torch.ones(weight.shape, dtype=torch.bool, device=weight.device))
+
+    # ---- the threshold ---------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        """tau as a Python float (synchronises with the device: keep it out of per-step code)."""
+        return float(self.threshold_tensor)
+
+    @threshold.setter
+    def threshold(self, value: float | torch.Tensor) -> None:
+        if isinstance(value, torch.Tensor):
+            if not value.is_floating_point():
+                raise TypeError(f"threshold must be a number or a 1-element float tensor, got {_describe(value)}")
+            if value.numel() != 1:
+                raise ValueError(f"threshold must be a number or a 1-element float tensor, got {_describe(value)}")
+            with torch.no_grad():
+                self.threshold_tensor.copy_(value.detach().reshape(()))  # in place, no host synchronisation
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            self.threshold_tensor.fill_(float(value))
+        else:
+            raise TypeError(f"threshold must be a number or a 1-element float tensor, got {_describe(value)}")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        # state_dicts saved before the threshold was a buffer lack it: the layer keeps its current value
+        key = prefix + "threshold_tensor"
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)
+
+    def _apply(self, fn, recurse=True):
+        # model.half() casts every floating buffer; tau stays float32 (the kernels compare in float32)
+        threshold = self.threshold_tensor
+        super()._apply(fn, recurse)
+        if self.threshold_tensor.dtype != torch.float32:
+            self.threshold_tensor = threshold.to(device=self.threshold_tensor.device, dtype=torch.float32)
+        return self
 
     # ---- construction / export -----------------------------------------------------------------
     @classmethod
@@ -107,7 +151,8 @@ class MaskedLinear(nn.Module):
     def mask(self) -> torch.Tensor:
         """bool [out_features, in_features]: True where the weight is kept."""
         if self.mode == "scores":
-            return self.scores.detach() > self.threshold
+            # float32 like the forward (model.half() leaves fp16 scores); the buffer keeps this sync-free
+            return self.scores.detach().float() > self.threshold_tensor
         return unpack_mask(self.packed_mask, self.in_features)
 
     @torch.no_grad()
@@ -173,7 +218,7 @@ class MaskedLinear(nn.Module):
             scores = self.scores
             if scores.dtype != torch.float32:  # model.half() casts every parameter; the op wants fp32 scores
                 scores = scores.float()
-            return masked_linear(x, self.weight, self.bias, scores=scores, threshold=self.threshold,
+            return masked_linear(x, self.weight, self.bias, scores=scores, threshold=self.threshold_tensor,
                                  backend=self.backend)
         return masked_linear(x, self.weight, self.bias, mask=self.packed_mask, backend=self.backend)
 

@@ -181,7 +181,8 @@ def test_triton_backend_matches_torch_backend():
 
 
 def test_state_dict_holds_scores_or_packed_mask():
-    assert set(MaskedLinear.from_linear(_linear()).state_dict()) == {"weight", "bias", "scores"}
+    # mode "scores" also keeps its threshold (set by pruning during training); "fixed" has no use for it
+    assert set(MaskedLinear.from_linear(_linear()).state_dict()) == {"weight", "bias", "scores", "threshold_tensor"}
     assert set(MaskedLinear.from_linear(_linear(), mode="fixed").state_dict()) == {"weight", "bias", "packed_mask"}
 
 

@@ -227,3 +227,24 @@ def test_gpu_tracker_matches_twin_and_hits_on_bert_sized_scores(scope, cuda_devi
         for s in scores:
             s.add_(torch.randn(s.shape, generator=gen) * 1e-4)
     assert tracker.hit_rate() > 0.5
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("kind", ["randn", "ties"])
+def test_largest_pruned_value_matches_the_masks(scope, kind):
+    gen = torch.Generator().manual_seed(30)
+    make = (lambda n: torch.randn(n, generator=gen)) if kind == "randn" else \
+        (lambda n: torch.randint(0, 2, (n,), generator=gen).float() * 0.02)
+    tensors = [make(n) for n in (900, 37, 1, 0, 610)]
+    for sparsity in (0.0, 0.3, 0.9, 1.0):
+        results = {b: topk_masks(tensors, sparsity, scope=scope, backend=b, pruned_max=True)
+                   for b in ("torch", "triton")}
+        masks, kth, pruned = results["torch"]
+        want = [t[~m].max() if (~m).any() else torch.tensor(-float("inf")) for t, m in zip(tensors, masks)]
+        want = torch.stack(want)
+        if scope == "global":
+            want = want.max().expand(len(tensors))
+        assert torch.equal(pruned, want)
+        t_masks, t_kth, t_pruned = results["triton"]
+        assert all(torch.equal(a, b) for a, b in zip(t_masks, masks))
+        assert torch.equal(t_kth, kth) and torch.equal(t_pruned, pruned)
