@@ -8,7 +8,8 @@ Modes (each on a fresh randomly initialised model; no hub):
     eager_ref_S    mask training with the reference code's layer: m = (S > t) with a straight-through
                    binarizer; F.linear(x, W*m)  (S = sparsity in %)
     mb_reset_S     maskedbert layers, threshold reset to the k-th score every --reset-every steps
-    mb_topk_S      maskedbert layers, exact top-k every step (maskedbert.pruning.exact_sparsity_)
+    mb_topk_S      maskedbert layers, exact top-k every step (maskedbert.pruning.exact_sparsity_ with a
+                   TopkTracker, as MaskSparsityController runs it)
     imp_S          IMP retraining: fixed mask, weights train
 Reports median (and mean) step time, tokens/s, peak memory and the ratio to dense, with device and
 library versions, to bench/results/train_step.csv and a plot. GPU numbers exist only once this has
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import maskedbert as mb
+from maskedbert.kernels import TopkTracker
 from maskedbert.pruning import exact_sparsity_, reset_thresholds_
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/ helpers, also when imported by tests
@@ -89,6 +91,7 @@ def time_mode(args, size: str, seq: int, mode: str, sparsity: float, device: tor
     use_autocast = args.dtype != "float32"
     amp_dtype = getattr(torch, args.dtype) if use_autocast else None
     cuda = device.type == "cuda"
+    tracker = TopkTracker()  # brackets each step's k-th values around the previous step's
 
     def step(i: int):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_autocast):
@@ -97,7 +100,7 @@ def time_mode(args, size: str, seq: int, mode: str, sparsity: float, device: tor
         opt.step()
         opt.zero_grad(set_to_none=True)
         if mode.startswith("mb_topk"):
-            exact_sparsity_(model, sparsity)
+            exact_sparsity_(model, sparsity, tracker=tracker)
         elif mode.startswith(("mb_reset", "eager_ref")) and i % args.reset_every == 0:
             reset_thresholds_(model, sparsity)
 
@@ -124,8 +127,10 @@ def time_mode(args, size: str, seq: int, mode: str, sparsity: float, device: tor
     model = opt = None  # free the GPU memory before the next mode (step() holds these as closure cells)
     if cuda:
         torch.cuda.empty_cache()
+    # how often the tracker's bracket held (Triton top-k on CUDA only; the CPU twin ignores brackets)
+    hits = tracker.hit_rate() if cuda and mode.startswith("mb_topk") else float("nan")
     return {"median_ms": median, "mean_ms": statistics.fmean(times),
-            "tokens_per_s": args.batch * seq / (median / 1e3), "peak_mem_mib": peak}
+            "tokens_per_s": args.batch * seq / (median / 1e3), "peak_mem_mib": peak, "topk_bracket_hits": hits}
 
 
 def versions(device: torch.device) -> dict:
