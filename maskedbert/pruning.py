@@ -379,6 +379,7 @@ def iterative_magnitude_pruning(
     rewind_state: Mapping[str, torch.Tensor] | None = None,
     rewind_classifier: bool = False,
     on_level: Callable[[nn.Module, float, int], object] | None = None,
+    start_round: int = 0,
 ) -> list[dict]:
     """Run IMP rounds on a model whose layers are MaskedLinear in mode "fixed".
 
@@ -386,7 +387,9 @@ def iterative_magnitude_pruning(
     inside it: they are rebuilt every round), then magnitude pruning to levels[r] (exact), then the
     weights are rewound to `rewind_state` (default: a snapshot taken before round 0), and
     `on_level(model, level, r)` sees the new mask on rewound weights (save the mask there).
-    Returns one record per round: level, measured sparsity.
+    `start_round` resumes an interrupted run: the model must hold the state `on_level` saw after
+    round start_round - 1 (and `rewind_state` the original snapshot); earlier rounds are skipped.
+    Returns one record per round run: level, measured sparsity.
     """
     levels = [_check_fraction("levels[i]", s, upper_open=True) for s in levels]
     if not levels:
@@ -397,9 +400,14 @@ def iterative_magnitude_pruning(
     if not layers or any(m.mode != "fixed" for m in layers.values()):
         raise ValueError("IMP needs MaskedLinear layers in mode 'fixed' "
                          "(apply_masks_(model, MaskConfig(mode='fixed')))")
+    _check_int("start_round", start_round, 0)
+    if start_round and rewind_state is None:
+        raise ValueError("start_round > 0 needs the original rewind_state (the model now holds pruned weights)")
     state = snapshot_weights(model) if rewind_state is None else dict(rewind_state)
     records = []
     for r, level in enumerate(levels):
+        if r < start_round:
+            continue
         train_round(model, r)
         magnitude_prune_(model, level, scope)
         measured = _check_exact(model, level, scope)

@@ -193,3 +193,20 @@ def test_controller_threshold_reset_follows_schedule_and_finalize_is_exact():
     assert controller.finalize() == pytest.approx(0.9, abs=1e-3)
     with pytest.raises(ValueError, match="method"):
         pruning.MaskSparsityController(model, schedule, method="random")
+
+
+def test_imp_start_round_needs_the_original_rewind_state():
+    import torch.nn as nn
+
+    import maskedbert as mb
+
+    model = nn.Sequential(nn.Linear(6, 5))
+    mb.apply_masks_(model, mb.MaskConfig(mode="fixed", train_weights=True, target_modules="all-linear"))
+    with pytest.raises(ValueError, match="rewind_state"):
+        pruning.iterative_magnitude_pruning(model, lambda m, r: None, [0.2, 0.4], start_round=1)
+    with pytest.raises(ValueError, match="start_round"):
+        pruning.iterative_magnitude_pruning(model, lambda m, r: None, [0.2], start_round=-1)
+    trained = []
+    records = pruning.iterative_magnitude_pruning(model, lambda m, r: trained.append(r), [0.2, 0.4],
+                                                  rewind_state=pruning.snapshot_weights(model), start_round=1)
+    assert trained == [1] and [r["round"] for r in records] == [1]

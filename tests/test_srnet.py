@@ -171,3 +171,34 @@ def test_prune_from_an_intermediate_checkpoint_and_rewind_to_it(tmp_path):
               "--sparsities", "0.2", "--prune-start", step2, "--rewind-to", step2, "--train-classifier", "yes", *TINY]
     assert srnet.main(argv_b) == 0
     assert {(r["method"], r["sparsity"]) for r in _rows(out_b)} >= {("imp", "0.2000"), ("mask", "0.2000")}
+
+
+def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
+    """Killed during round 2, a rerun trains rounds 2 and 3 only and ends where an unbroken run does."""
+    base = ["--losses", "ce", "--pipelines", "prune_ft", "--methods", "imp", "--sparsities", "0.25",
+            "--imp-per-round", "0.1", *TINY]
+    whole = str(tmp_path / "whole")
+    assert srnet.main(["--out", whole, *base]) == 0
+
+    out = str(tmp_path / "broken")
+    calls = []
+    real = pruning.train_steps
+
+    def dies_in_round_two(*args, **kwargs):
+        calls.append(kwargs.get("desc"))
+        if kwargs.get("desc", "").endswith("round 2") and len(calls) < 10:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pruning, "train_steps", dies_in_round_two)
+    with pytest.raises(KeyboardInterrupt):
+        srnet.main(["--out", out, *base])
+    assert os.path.isfile(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
+    calls.clear()
+    calls.extend([None] * 10)  # let round 2 through this time
+    assert srnet.main(["--out", out, *base]) == 0
+    assert [c for c in calls if c] == ["IMP prune_ft ce round 2", "IMP prune_ft ce round 3"]
+    assert not os.path.exists(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
+    (a,), (b,) = ([r for r in _rows(d) if r["method"] == "imp"] for d in (whole, out))
+    for column in ("id_accuracy", "ood_accuracy", "measured_sparsity"):
+        assert a[column] == b[column], column

@@ -9,7 +9,7 @@ Pipelines (each with any loss: ce, poe, reweight, conf_reg), over a sparsity swe
   --oracle             mask-train the CE fine-tuned model on out-of-distribution training data
 Outputs in --out: results.csv / results.md (ID and OOD metric per pipeline, method, loss and
 sparsity), srnet_sparsity.png, config.json (the resolved config), masks/*.safetensors, cells/*.json.
-A rerun with the same --out skips finished cells (resume).
+A rerun with the same --out skips finished cells and resumes an IMP sequence at its next round.
 
 Default data: the offline synthetic NLI task with a planted overlap shortcut and its HANS-style
 challenge set; real tasks go through maskedbert.data (--task mnli --data-dir ... --ood-task hans ...).
@@ -27,6 +27,7 @@ import torch
 
 from maskedbert import bias as bias_lib
 from maskedbert._atomic import atomic_path
+from maskedbert.train.checkpoint import atomic_torch_save
 from maskedbert import evaluation as ev
 from maskedbert import losses as loss_lib
 from maskedbert import pruning
@@ -318,6 +319,17 @@ class SRNetRunner:
         apply_masks_(model, MaskConfig(mode="fixed", train_weights=True, scope=cfg.scope))
         current = {"level": 0.0, "start": time.perf_counter()}
         dataset = self.train_dataset(loss)
+        # after every round: the pruned, rewound model and the rewind state, so an interrupted
+        # sequence resumes at its next round instead of round 0
+        resume_path = self._path("resume", f"{pipeline}-imp-{loss}.pt")
+        start_round = 0
+        if os.path.isfile(resume_path):
+            saved = torch.load(resume_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["model"])
+            rewind_state, start_round, current["level"] = saved["rewind"], saved["next_round"], saved["level"]
+            self.log(f"IMP {pipeline} {loss}: resuming at round {start_round} (level {current['level']:.2f})")
+        elif rewind_state is None:
+            rewind_state = pruning.snapshot_weights(model)
 
         def evaluate_level(m):
             level = current["level"]
@@ -337,10 +349,15 @@ class SRNetRunner:
         def on_level(m, level, r):
             current.update(level=level, start=time.perf_counter())
             save_masks(m, self._path("masks", f"{pipeline}-imp-{loss}-level{level:.2f}.safetensors"))
+            state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
+            atomic_torch_save({"model": state, "rewind": rewind_state, "next_round": r + 1, "level": level},
+                              resume_path)
 
         pruning.iterative_magnitude_pruning(model, train_round, levels, scope=cfg.scope, rewind_state=rewind_state,
-                                            rewind_classifier=cfg.rewind_classifier, on_level=on_level)
+                                            rewind_classifier=cfg.rewind_classifier, on_level=on_level,
+                                            start_round=start_round)
         train_round(model, len(levels))  # train and evaluate the last level
+        os.unlink(resume_path)  # every level's cell is recorded now
 
     def run_oracle_cell(self, sparsity: float) -> None:
         key = self.cell_key("oracle", "mask", "ce", sparsity)
