@@ -43,3 +43,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def histogram_passes(monkeypatch):
+    """Record every launch of topk_radix's data-pass kernel: a list of (args, kwargs), filled as the
+    passes start (tensors in it are read at launch, so copy what you need: .tolist())."""
+    from maskedbert.kernels import topk_radix
+
+    kernel = topk_radix._radix_histogram_kernel
+    launches = []
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append(([a.tolist() if isinstance(a, torch.Tensor) else a for a in args], kwargs))
+                return kernel[grid](*args, **kwargs)
+
+            return launch
+
+    monkeypatch.setattr(topk_radix, "_radix_histogram_kernel", Spy())
+    return launches

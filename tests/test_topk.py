@@ -120,26 +120,12 @@ def test_batched_triton_equals_twin_random(sizes, sparsity, seed, scope):
     assert torch.equal(a_kth, b_kth)
 
 
-def test_tied_scores_finish_the_radix_search_early(monkeypatch):
+def test_tied_scores_finish_the_radix_search_early(histogram_passes):
     """SRN's two-valued init: once every key under the prefix is equal, later passes skip their reads."""
-    from maskedbert.kernels import topk_radix as topk_module
-
-    active_per_pass = []
-    kernel = topk_module._radix_histogram_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                active_per_pass.append(args[5].tolist())  # seg_active as the pass starts
-                return kernel[grid](*args, **kwargs)
-
-            return launch
-
-    monkeypatch.setattr(topk_module, "_radix_histogram_kernel", Spy())
     gen = torch.Generator().manual_seed(10)
     tensors = [make_scores("srn_ties", (900,), gen) for _ in range(2)]
     masks, _ = topk_masks(tensors, 0.9, backend="triton")
-    assert active_per_pass == [[1, 1], [1, 1], [0, 0], [0, 0]]
+    assert [args[5] for args, _ in histogram_passes] == [[1, 1], [1, 1], [0, 0], [0, 0]]  # seg_active
     assert [int(m.sum()) for m in masks] == [90, 90]
 
 
@@ -151,29 +137,18 @@ def _clustered(gen, size=3000, cluster=100):
     return x
 
 
-def test_last_level_reads_only_the_compacted_candidates(monkeypatch):
-    from maskedbert.kernels import topk_radix
+def test_last_level_reads_only_the_compacted_candidates(histogram_passes):
     from maskedbert.kernels.topk import topk_select
 
-    last_pass = []
-    kernel = topk_radix._radix_histogram_kernel
+    def last_pass():  # the last level: (active, candidate state) per segment
+        return [(args[5], args[10]) for args, kwargs in histogram_passes if kwargs["SHIFT"] == 0]
 
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                if kwargs["SHIFT"] == 0:  # the last level: (active, candidate state) per segment
-                    last_pass.append((args[5].tolist(), args[10].tolist()))
-                return kernel[grid](*args, **kwargs)
-
-            return launch
-
-    monkeypatch.setattr(topk_radix, "_radix_histogram_kernel", Spy())
     gen = torch.Generator().manual_seed(12)
     tensors = [_clustered(gen) for _ in range(3)]
     # the k-th largest falls inside each cluster: 50 cluster values kept besides everything above it
     keep = [int((t > 1.0 + 64 * 2.0**-23).sum()) + 50 for t in tensors]
     masks, kth = topk_select(tensors, keep, scope="layer", backend="triton")
-    assert last_pass == [([1, 1, 1], [2, 2, 2])]  # 2: candidates ready, data not read
+    assert last_pass() == [([1, 1, 1], [2, 2, 2])]  # 2: candidates ready, data not read
     for t, m, k in zip(tensors, masks, keep):
         assert torch.equal(m, reference_topk(t, k))
     twin, twin_kth = topk_select(tensors, keep, scope="layer", backend="torch")
@@ -182,7 +157,7 @@ def test_last_level_reads_only_the_compacted_candidates(monkeypatch):
     flat = torch.cat(tensors)
     masks, _ = topk_select(tensors, [sum(keep)], scope="global", backend="triton")
     assert torch.equal(torch.cat(masks), reference_topk(flat, sum(keep)))
-    assert last_pass[-1] == ([1], [2])
+    assert last_pass()[-1] == ([1], [2])
 
 
 def test_num_pruned_uses_python_round():

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from maskedbert.kernels import TopkTracker, num_pruned, topk_masks
-from maskedbert.kernels.topk import topk_select
 
 from test_topk import reference_topk
 
@@ -107,26 +106,14 @@ def test_nothing_or_everything_kept_and_empty_tensors_ignore_the_bracket():
         assert torch.equal(got, want_kth)
 
 
-def test_bracketed_passes_skip_the_data(monkeypatch):
+def test_bracketed_passes_skip_the_data(histogram_passes):
     """On a hit, the radix levels read candidates only: every data pass sees the segment as ready."""
-    from maskedbert.kernels import topk_radix
-
-    states = []
-    kernel = topk_radix._radix_histogram_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                states.append(args[10].tolist())  # candidate state per segment as the pass starts
-                return kernel[grid](*args, **kwargs)
-
-            return launch
-
     tensors = _tensors(5)[:3]
     _, kth = topk_masks(tensors, 0.5, backend="torch")
-    monkeypatch.setattr(topk_radix, "_radix_histogram_kernel", Spy())
+    histogram_passes.clear()  # only the bracketed call below
     masks, got = topk_masks(tensors, 0.5, backend="triton", bracket=(kth - 0.01, kth + 0.01))
     _check(tensors, 0.5, masks, got)
+    states = [args[10] for args, _ in histogram_passes]  # candidate state per segment as each pass starts
     assert states and all(s == [2, 2, 2] for s in states)
 
 
@@ -169,11 +156,6 @@ def test_bad_brackets_and_tracker_settings_name_the_argument():
         TopkTracker(growth=-1)
     with pytest.raises(ValueError, match="relative_margin"):
         TopkTracker(relative_margin=float("nan"))
-    assert select_is_exported()
-
-
-def select_is_exported():
-    return callable(topk_select)
 
 
 def test_a_bin_kept_whole_keeps_only_the_candidates_not_the_data_below_the_bracket():
