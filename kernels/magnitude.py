@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .topk import check_fraction, num_pruned, topk_select
+from .topk import check_fraction, fractions_per_tensor, num_pruned, topk_select
 
 AMOUNT_OF = ("remaining", "original")
 
@@ -55,12 +55,7 @@ def magnitude_masks(
         _check_enough(prune, sum(remaining), "all weights")
         keep = [sum(remaining) - prune]
     else:
-        if isinstance(amount, (list, tuple)):
-            if len(amount) != len(weights):
-                raise ValueError(f"amount has {len(amount)} entries but there are {len(weights)} weights")
-            fractions = [check_fraction(a, f"amount[{i}]") for i, a in enumerate(amount)]
-        else:
-            fractions = [check_fraction(amount, "amount")] * len(weights)
+        fractions = fractions_per_tensor(amount, len(weights), "amount", "weights")
         keep = []
         for i, (n, r, f) in enumerate(zip(numels, remaining, fractions)):
             prune = num_pruned(r if amount_of == "remaining" else n, f)

@@ -100,6 +100,16 @@ def check_fraction(value, name: str) -> float:
     return float(value)
 
 
+def fractions_per_tensor(value, count: int, name: str, items: str) -> list[float]:
+    """`value` (one fraction for all, or a list with one per tensor) as `count` checked fractions;
+    errors name the argument (`name`) and what the list should match (`items`, e.g. "tensors")."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise ValueError(f"{name} has {len(value)} entries but there are {count} {items}")
+        return [check_fraction(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    return [check_fraction(value, name)] * count
+
+
 def _check_bracket(bracket, tensors) -> None:
     if bracket is None:
         return
@@ -169,12 +179,7 @@ def topk_masks(
         total = sum(numels)
         keep = [total - num_pruned(total, check_fraction(sparsity, "sparsity"))]
     else:
-        if isinstance(sparsity, (list, tuple)):
-            if len(sparsity) != len(tensors):
-                raise ValueError(f"sparsity has {len(sparsity)} entries but there are {len(tensors)} tensors")
-            fractions = [check_fraction(s, f"sparsity[{i}]") for i, s in enumerate(sparsity)]
-        else:
-            fractions = [check_fraction(sparsity, "sparsity")] * len(tensors)
+        fractions = fractions_per_tensor(sparsity, len(tensors), "sparsity", "tensors")
         keep = [n - num_pruned(n, s) for n, s in zip(numels, fractions)]
     return topk_select(tensors, keep, scope=scope, backend=backend, names=names, bracket=bracket, hits=_hits,
                        pruned_max=pruned_max)
