@@ -84,24 +84,24 @@ def kthvalue_loop(tensors, sparsity):
     return masks
 
 
+def _kept(t: torch.Tensor, sparsity: float) -> int:
+    return t.numel() - num_pruned(t.numel(), sparsity)
+
+
+def _mask_of(t: torch.Tensor, kept_indices: torch.Tensor) -> torch.Tensor:
+    """Bool mask shaped like `t`, True at the given flat indices."""
+    m = torch.zeros(t.numel(), dtype=torch.bool, device=t.device)
+    m[kept_indices] = True
+    return m.view(t.shape)
+
+
 def topk_loop(tensors, sparsity):
-    masks = []
-    for t in tensors:
-        keep = t.numel() - num_pruned(t.numel(), sparsity)
-        m = torch.zeros(t.numel(), dtype=torch.bool, device=t.device)
-        m[torch.topk(t.reshape(-1), keep, sorted=False).indices] = True
-        masks.append(m.view(t.shape))
-    return masks
+    return [_mask_of(t, torch.topk(t.reshape(-1), _kept(t, sparsity), sorted=False).indices) for t in tensors]
 
 
 def sort_loop(tensors, sparsity):
-    masks = []
-    for t in tensors:
-        keep = t.numel() - num_pruned(t.numel(), sparsity)
-        m = torch.zeros(t.numel(), dtype=torch.bool, device=t.device)
-        m[torch.sort(t.reshape(-1), descending=True, stable=True).indices[:keep]] = True
-        masks.append(m.view(t.shape))
-    return masks
+    return [_mask_of(t, torch.sort(t.reshape(-1), descending=True, stable=True).indices[:_kept(t, sparsity)])
+            for t in tensors]
 
 
 def kthvalue_global(tensors, sparsity):
@@ -112,9 +112,7 @@ def kthvalue_global(tensors, sparsity):
 
 def topk_global(tensors, sparsity):
     flat = torch.cat([t.reshape(-1) for t in tensors])
-    keep = flat.numel() - num_pruned(flat.numel(), sparsity)
-    m = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    m[torch.topk(flat, keep, sorted=False).indices] = True
+    m = _mask_of(flat, torch.topk(flat, _kept(flat, sparsity), sorted=False).indices)
     return list(m.split([t.numel() for t in tensors]))
 
 
