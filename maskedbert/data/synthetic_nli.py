@@ -103,40 +103,36 @@ def _sn_past_participle(rng):
     return _sentence("the", a, v, "by the", b, vi), _sentence("the", b, vi)
 
 
-def _ce_since(rng):
-    a, b = _nouns(rng, 2)
-    v1, v2 = rng.sample(_INTRANSITIVE, 2)
-    return _sentence("since the", a, v1, ", the", b, v2), _sentence("the", a, v1)
+def _clause_then_first(connective: str) -> Template:
+    """"<connective> a v1, the b v2" -> "the a v1": entailed after "since", not after "if"."""
+    def template(rng):
+        a, b = _nouns(rng, 2)
+        v1, v2 = rng.sample(_INTRANSITIVE, 2)
+        return _sentence(connective, a, v1, ", the", b, v2), _sentence("the", a, v1)
+    return template
 
 
-def _ce_adverb(rng):
-    a, b = _nouns(rng, 2)
-    return (_sentence(rng.choice(_SURE_ADVERBS), "the", a, (v := rng.choice(_TRANSITIVE)), "the", b),
-            _sentence("the", a, v, "the", b))
+def _adverb_then_clause(adverbs: tuple[str, ...]) -> Template:
+    """"<adverb> the a v the b" -> "the a v the b": entailed for sure adverbs, not for unsure ones."""
+    def template(rng):
+        a, b = _nouns(rng, 2)
+        return (_sentence(rng.choice(adverbs), "the", a, (v := rng.choice(_TRANSITIVE)), "the", b),
+                _sentence("the", a, v, "the", b))
+    return template
 
 
-def _ce_factive(rng):
-    a, b = _nouns(rng, 2)
-    vi = rng.choice(_INTRANSITIVE)
-    return _sentence("the", a, rng.choice(_FACTIVE), "that the", b, vi), _sentence("the", b, vi)
+def _embedded_under_verb(verbs: tuple[str, ...]) -> Template:
+    """"the a <verb> that the b vi" -> "the b vi": entailed under factive verbs, not nonfactive ones."""
+    def template(rng):
+        a, b = _nouns(rng, 2)
+        vi = rng.choice(_INTRANSITIVE)
+        return _sentence("the", a, rng.choice(verbs), "that the", b, vi), _sentence("the", b, vi)
+    return template
 
 
-def _cn_if(rng):
-    a, b = _nouns(rng, 2)
-    v1, v2 = rng.sample(_INTRANSITIVE, 2)
-    return _sentence("if the", a, v1, ", the", b, v2), _sentence("the", a, v1)
-
-
-def _cn_adverb(rng):
-    a, b = _nouns(rng, 2)
-    return (_sentence(rng.choice(_UNSURE_ADVERBS), "the", a, (v := rng.choice(_TRANSITIVE)), "the", b),
-            _sentence("the", a, v, "the", b))
-
-
-def _cn_nonfactive(rng):
-    a, b = _nouns(rng, 2)
-    vi = rng.choice(_INTRANSITIVE)
-    return _sentence("the", a, rng.choice(_NONFACTIVE), "that the", b, vi), _sentence("the", b, vi)
+_ce_since, _cn_if = _clause_then_first("since the"), _clause_then_first("if the")
+_ce_adverb, _cn_adverb = _adverb_then_clause(_SURE_ADVERBS), _adverb_then_clause(_UNSURE_ADVERBS)
+_ce_factive, _cn_nonfactive = _embedded_under_verb(_FACTIVE), _embedded_under_verb(_NONFACTIVE)
 
 
 def _cn_disjunction(rng):
