@@ -141,6 +141,19 @@ def _threshold_arg(threshold):
     return float(threshold)
 
 
+def check_threshold(threshold, device: torch.device | None = None, owner: str = "the op") -> None:
+    """A threshold is a number or a 1-element floating tensor (on `device`, when given); errors name it."""
+    if isinstance(threshold, torch.Tensor):
+        if not threshold.is_floating_point():
+            raise TypeError(f"threshold must be a number or a 1-element floating tensor, got {_describe(threshold)}")
+        if threshold.numel() != 1:
+            raise ValueError(f"threshold must be a number or a 1-element tensor, got {_describe(threshold)}")
+        if device is not None and threshold.device != device:
+            raise ValueError(f"threshold must be on the device of {owner} ({device}), got {_describe(threshold)}")
+    elif not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
+        raise TypeError(f"threshold must be a number, got {_describe(threshold)}")
+
+
 def _path_for(backend: str, x2: torch.Tensor, weight: torch.Tensor) -> str:
     if backend in ("triton_dense", "triton_fused", "torch"):
         return backend
@@ -195,17 +208,8 @@ def _validate(x, weight, bias, scores, mask, threshold, backend) -> None:
             raise TypeError(f"mask must be bool [N, K] or bit-packed uint8 [N, ceil(K/8)], got {_describe(mask)}")
         if mask.requires_grad:
             raise ValueError("mask is fixed and cannot require grad; pass trainable scores= instead")
-    if isinstance(threshold, torch.Tensor):
-        if not threshold.is_floating_point():
-            raise TypeError(f"threshold must be a number or a 1-element floating tensor, got {_describe(threshold)}")
-        if threshold.numel() != 1:
-            raise ValueError(f"threshold must be a number or a 1-element tensor, got {_describe(threshold)}")
-        owner = "weight" if scores is None else "scores"
-        op_device = (weight if scores is None else scores).device
-        if threshold.device != op_device:
-            raise ValueError(f"threshold must be on the {owner}' device {op_device}, got {_describe(threshold)}")
-    elif not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
-        raise TypeError(f"threshold must be a number, got {_describe(threshold)}")
+    owner = "weight" if scores is None else "scores"
+    check_threshold(threshold, (weight if scores is None else scores).device, owner)
     named = [("x", x), ("weight", weight), ("bias", bias), ("scores", scores), ("mask", mask)]
     devices = {name: t.device for name, t in named if t is not None}
     if len(set(devices.values())) > 1:

@@ -14,6 +14,7 @@ from torch import nn
 
 from maskedbert.config import MaskConfig
 from maskedbert.kernels import masked_linear, pack_mask, topk_mask, unpack_mask
+from maskedbert.kernels.masked_linear import check_threshold
 
 
 class MaskedLinear(nn.Module):
@@ -79,17 +80,12 @@ class MaskedLinear(nn.Module):
 
     @threshold.setter
     def threshold(self, value: float | torch.Tensor) -> None:
+        check_threshold(value)  # any device: copy_ moves it
         if isinstance(value, torch.Tensor):
-            if not value.is_floating_point():
-                raise TypeError(f"threshold must be a number or a 1-element float tensor, got {_describe(value)}")
-            if value.numel() != 1:
-                raise ValueError(f"threshold must be a number or a 1-element float tensor, got {_describe(value)}")
             with torch.no_grad():
                 self.threshold_tensor.copy_(value.detach().reshape(()))  # in place, no host synchronisation
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            self.threshold_tensor.fill_(float(value))
         else:
-            raise TypeError(f"threshold must be a number or a 1-element float tensor, got {_describe(value)}")
+            self.threshold_tensor.fill_(float(value))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
