@@ -285,7 +285,7 @@ def test_no_host_reads_after_topk(monkeypatch, scope):
         armed["on"] = True
         return result
 
-    monkeypatch.setattr(pruning, "topk_masks", topk_then_arm)
+    monkeypatch.setattr(pruning.sparsity, "topk_masks", topk_then_arm)
     for sparsity in SPARSITIES:
         try:
             pruning.exact_sparsity_(model, sparsity, scope)
@@ -317,7 +317,7 @@ def test_exact_sparsity_and_forward_do_not_synchronize_on_cuda(monkeypatch, cuda
         torch.cuda.set_sync_debug_mode("error")
         return result
 
-    monkeypatch.setattr(pruning, "topk_masks", topk_then_forbid_syncs)
+    monkeypatch.setattr(pruning.sparsity, "topk_masks", topk_then_forbid_syncs)
     try:
         for scope in ("layer", "global"):
             pruning.exact_sparsity_(model, 0.6, scope)

@@ -1,0 +1,88 @@
+"""A small training loop over maskedbert's Trainer for fine-tuning, IMP rounds and mask training."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from maskedbert.pruning._checks import _check_fraction, _check_int
+
+
+@dataclass
+class TrainSettings:
+    """Optimizer and loop settings; the optimizer and schedule are built anew on every call."""
+
+    steps: int
+    batch_size: int = 32
+    lr: float = 2e-5  # weights and head (BERT fine-tuning)
+    lr_scores: float = 1e-4  # mask scores; they live on the scale of the threshold (1e-2)
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_int("steps", self.steps, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        for name in ("lr", "lr_scores", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        _check_fraction("warmup_ratio", self.warmup_ratio)
+
+
+def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settings: TrainSettings, *,
+                step_callback: Callable[[int], object] | None = None, desc: str = "train",
+                output_dir: str | None = None) -> list[float]:
+    """Train for settings.steps optimizer steps with maskedbert's Trainer; returns each step's loss.
+
+    `loss_fn(logits, batch)` computes the loss (maskedbert.losses.make_loss_fn); parameters train
+    as their requires_grad says (mask scores, weights and head by the MaskConfig), in the groups of
+    patching.mask_param_groups (scores at lr_scores without decay); the optimizer and schedule are
+    new on every call (IMP rebuilds them each round). `step_callback(step)` runs after every
+    optimizer step (step counts from 1), e.g. a MaskSparsityController. The Trainer's log
+    (log.jsonl) and final checkpoint go to `output_dir`; without one, to a temporary folder that is
+    removed afterwards.
+    """
+    import shutil
+    import tempfile
+
+    from maskedbert.patching import mask_param_groups
+    from maskedbert.train.runlog import read_jsonl
+    from maskedbert.train.trainer import TrainConfig, Trainer
+
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
+    if len(dataset) == 0:
+        raise ValueError("dataset must not be empty")
+    groups = mask_param_groups(model, lr_scores=settings.lr_scores, lr_weights=settings.lr,
+                               weight_decay=settings.weight_decay)
+    if not groups:
+        raise ValueError("model has no trainable parameters")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", desc).strip("-") or "train"
+    run_dir = output_dir or tempfile.mkdtemp(prefix=f"{slug}-")  # the progress bar shows the folder name
+    try:
+        config = TrainConfig(
+            output_dir=run_dir, max_steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
+            weight_decay=settings.weight_decay, schedule=settings.schedule, warmup_ratio=settings.warmup_ratio,
+            max_grad_norm=settings.max_grad_norm or None, seed=settings.seed, log_every=1, log_grad_norms=False,
+            device=str(next(model.parameters()).device), progress=True)
+        callback = None if step_callback is None else (lambda trainer, step: step_callback(step))
+        trainer = Trainer(model, config, dataset, collate_fn, loss_fn=loss_fn, param_groups=groups,
+                          step_callback=callback)
+        trainer.train(resume=False)
+        records = read_jsonl(os.path.join(run_dir, "log.jsonl"))
+        losses = [float(r["loss"]) for r in records if r.get("type") == "train"]
+    finally:
+        if output_dir is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:  # the log stays; the end-of-run checkpoint (model + optimizer) is large and not reused
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(run_dir, "checkpoint.pt"))
+    model.eval()
+    return losses
