@@ -194,8 +194,10 @@ def _texts(example: Any) -> tuple[str, str | None]:
 
 @torch.no_grad()
 def predict_logits(model, tokenizer, examples: Sequence, *, batch_size: int = 64,
-                   max_length: int = 128) -> torch.Tensor:
-    """Logits [n, num_labels] of a sequence-classification model on (premise, hypothesis) pairs."""
+                   max_length: int = 128, desc: str | None = None) -> torch.Tensor:
+    """Logits [n, num_labels] of a sequence-classification model on (premise, hypothesis) pairs.
+
+    desc: show a progress bar with this name (None: no bar)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     examples = list(examples)
@@ -203,8 +205,13 @@ def predict_logits(model, tokenizer, examples: Sequence, *, batch_size: int = 64
     model.eval()
     device = next(model.parameters()).device
     chunks = []
+    starts = range(0, len(examples), batch_size)
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
     try:
-        for start in range(0, len(examples), batch_size):
+        for start in starts:
             a, b = zip(*(_texts(e) for e in examples[start:start + batch_size]))
             b = None if any(t is None for t in b) else list(b)
             enc = tokenizer(list(a), b, truncation=True, max_length=max_length, padding=True, return_tensors="pt")

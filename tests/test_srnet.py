@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from maskedbert import pruning
-from maskedbert.experiments import srnet
+from maskedbert.experiments import srnet, srnet_pipelines
+from maskedbert.errors import UsageError
 from maskedbert.masks import read_metadata
 
 
@@ -134,9 +135,9 @@ def test_bias_and_teacher_probabilities_follow_ids_and_model_label_order(tmp_pat
 
 
 def test_prune_start_and_bad_arguments(tmp_path):
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="--pipelines"):
         srnet.parse_args(["--pipelines", "nope"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="--sparsities"):
         srnet.parse_args(["--sparsities", "1.5"])
     with pytest.raises(ValueError, match="unknown loss"):
         srnet.SRNetConfig(losses=["focal"])
@@ -147,7 +148,7 @@ def test_prune_start_and_bad_arguments(tmp_path):
 def test_collapsed_nli_loss_is_binary_cross_entropy():
     logits = torch.randn(5, 3, dtype=torch.float64)
     labels = torch.tensor([0, 1, 1, 0, 1])
-    loss = srnet._collapsed_nli_loss(0)(logits, {"labels": labels})
+    loss = srnet_pipelines._collapsed_nli_loss(0)(logits, {"labels": labels})
     p = torch.softmax(logits, 1)
     p_label = torch.where(labels == 0, p[:, 0], p[:, 1] + p[:, 2])
     assert loss.item() == pytest.approx(-p_label.log().mean().item())

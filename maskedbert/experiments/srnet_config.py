@@ -1,22 +1,32 @@
-"""Configuration and data of `maskedbert srnet` (the pipelines themselves are in srnet.py)."""
+"""Configuration of `maskedbert srnet` and the protocol each pipeline follows (docs/PROTOCOLS.md).
+
+Defaults follow Liu et al. (2022); where the paper is silent, the reference code
+(llyx97/sparse-and-robust-PLM). Every choice is a field; the "auto" values resolve per pipeline in
+`SRNetConfig.protocol`, and the resolved values are saved in config.json beside the results.
+"""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
-from maskedbert import evaluation as ev
 from maskedbert import losses as loss_lib
 from maskedbert import pruning
+from maskedbert.errors import UsageError
 
 PIPELINES = ("ft_prune", "prune_ft", "mask_pretrained")
 METHODS = ("mask", "imp")
 RESULT_COLUMNS = ("pipeline", "method", "loss", "sparsity", "measured_sparsity", "id_accuracy", "ood_accuracy",
-                  "ood_entailment", "ood_non_entailment", "mask_change", "seconds")
+                  "ood_entailment", "ood_non_entailment", "mask_change", "selected_step", "seconds")
+REWIND_CHOICES = ("auto", "none", "start")
+AUTO_YES_NO = ("auto", "yes", "no")
+SCORE_INITS = ("magnitude", "magnitude_soft")
 
 
 @dataclass
 class SRNetConfig:
     out: str = "runs/srnet"
+    preset: str | None = None  # the settings came from this preset (maskedbert srnet --list-presets)
     task: str = "synthetic-nli"
     data_dir: str | None = None
     ood_task: str = "hans"
@@ -29,29 +39,46 @@ class SRNetConfig:
     sparsities: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.7, 0.9])
     oracle: bool = False
     # "hans_features" (lexical overlap, Clark et al. 2019), "features" (+ negation, length),
-    # "hypothesis_only", or a JSON/JSONL file of probabilities keyed by example id
+    # "hypothesis_only", or a probabilities file (JSON/JSONL keyed by example id, or .npy rows in file order)
     bias_model: str = "hans_features"
     teacher_probs: str | None = None  # file; default: the CE fine-tuned model's predictions
     anneal_floor: float | None = None  # Utama et al.'s bias annealing (e.g. 0.8); None: off
+    # training length: epochs win over steps when given (steps = ceil(epochs * train examples / batch))
     ft_steps: int = 300
-    prune_steps: int = 300
+    ft_epochs: float | None = None
+    prune_steps: int = 300  # one mask-training run, or one IMP round
+    prune_epochs: float | None = None
     batch_size: int = 32
     lr: float = 2e-5
     lr_scores: float = 1e-3
+    warmup_steps: int | None = None  # None: warmup_ratio of each run's steps
+    warmup_ratio: float = 0.1
     max_length: int = 128
     threshold: float = 1e-2
-    initial_sparsity: float = 0.7  # cubic schedule start (capped at the target)
+    # mask training starts at initial_sparsity (None: the target, i.e. fixed sparsity, the paper's main
+    # setting); below the target the sparsity rises on the cubic schedule (GSI, Sec. 3.6.2) until
+    # ramp_end of training
+    initial_sparsity: float | None = None
+    ramp_end: float = 0.8
+    score_init: str = "magnitude"
     sparsity_method: str = "threshold_reset"
     reset_every: int = 50
     scope: str = "layer"
+    # mask selection: the best ID dev accuracy among evaluations every eval_every steps after
+    # select_after of training (ties: the later step), or the last mask
+    select: str = "best"
+    select_after: float = 0.7
+    eval_every: int | None = None  # None: a tenth of the mask-training steps
     imp_per_round: float = 0.1
     imp_amount_of: str = "original"
+    rewind: str = "auto"  # IMP: auto = none for ft_prune, the pre-trained weights (start) for prune_ft
     rewind_classifier: bool = False
     # ft_prune prunes the model fine-tuned with the same loss, the CE one ("ce"), or the weights in a
     # checkpoint (a model directory or a .safetensors/.bin file, e.g. an intermediate fine-tuning step)
     prune_start: str = "same_loss"
-    rewind_to: str | None = None  # IMP: a checkpoint to rewind to; default the weights IMP started from
-    train_classifier: bool | None = None  # mask training: None = freeze a fine-tuned head, train a new one
+    rewind_to: str | None = None  # IMP with rewinding: a checkpoint to rewind to; default its start weights
+    mask_classifier: str = "auto"  # auto = yes: the paper prunes the task classifier too
+    train_classifier: str = "auto"  # mask training: auto = no (no parameter value changes); weight training: yes
     save_ft_steps: list[int] = field(default_factory=list)  # also save fine-tuning checkpoints at these steps
     train_size: int = 3000  # synthetic task sizes
     dev_size: int = 600
@@ -66,72 +93,83 @@ class SRNetConfig:
         for name, allowed in (("pipelines", PIPELINES), ("methods", METHODS)):
             bad = [v for v in getattr(self, name) if v not in allowed]
             if bad or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {getattr(self, name)}")
-        self.losses = [loss_lib.canonical_loss_name(n) for n in self.losses]
+                raise UsageError(f"--{name}: must be a non-empty comma list of {', '.join(allowed)}; "
+                                 f"got {','.join(getattr(self, name)) or 'nothing'}")
+        try:
+            self.losses = [loss_lib.canonical_loss_name(n) for n in self.losses]
+        except ValueError as err:
+            raise UsageError(f"--losses: {err}") from None
         if not self.losses:
-            raise ValueError("losses must not be empty")
+            raise UsageError("--losses: must not be empty; choose from ce, poe, reweight, conf_reg")
         if not self.sparsities or any(not 0.0 < s < 1.0 for s in self.sparsities):
-            raise ValueError(f"sparsities must be numbers in (0, 1), got {self.sparsities}")
+            raise UsageError(f"--sparsities: each must be a fraction pruned in (0, 1), got {self.sparsities}")
         self.sparsities = sorted(set(float(s) for s in self.sparsities))
-        if self.sparsity_method not in pruning.SPARSITY_METHODS:
-            raise ValueError(f"sparsity_method must be one of {pruning.SPARSITY_METHODS}, got {self.sparsity_method!r}")
-        if self.scope not in ("layer", "global"):
-            raise ValueError(f"scope must be 'layer' or 'global', got {self.scope!r}")
+        choices = (("sparsity_method", pruning.SPARSITY_METHODS), ("scope", ("layer", "global")),
+                   ("select", pruning.SELECT_MODES), ("rewind", REWIND_CHOICES), ("mask_classifier", AUTO_YES_NO),
+                   ("train_classifier", AUTO_YES_NO), ("score_init", SCORE_INITS),
+                   ("imp_amount_of", pruning.AMOUNT_OF))
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"--{_flag(name)}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.prune_start not in ("same_loss", "ce") and not os.path.exists(self.prune_start):
-            raise ValueError(f"prune_start must be 'same_loss', 'ce' or an existing checkpoint, "
-                             f"got {self.prune_start!r}")
+            raise UsageError(f"--prune-start: must be same_loss, ce or an existing checkpoint, got {self.prune_start!r}")
         if self.rewind_to is not None and not os.path.exists(self.rewind_to):
-            raise ValueError(f"rewind_to must be an existing checkpoint, got {self.rewind_to!r}")
+            raise UsageError(f"--rewind-to: must be an existing checkpoint, got {self.rewind_to!r}")
+        if self.rewind_to is not None and self.rewind == "none":
+            raise UsageError("--rewind-to: needs rewinding, but --rewind is none")
         for name in ("ft_steps", "prune_steps", "batch_size", "reset_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"--{_flag(name)}: must be >= 1, got {getattr(self, name)}")
+        for name in ("ft_epochs", "prune_epochs"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise UsageError(f"--{_flag(name)}: must be > 0, got {getattr(self, name)}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise UsageError(f"--eval-every: must be >= 1, got {self.eval_every}")
+        if self.initial_sparsity is not None and not 0.0 <= self.initial_sparsity < 1.0:
+            raise UsageError(f"--initial-sparsity: must be a fraction in [0, 1), got {self.initial_sparsity}")
+        for name in ("select_after", "ramp_end", "warmup_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UsageError(f"--{_flag(name)}: must be a fraction in [0, 1], got {getattr(self, name)}")
+
+    # ---- resolution -------------------------------------------------------------------------------
+    def steps(self, phase: str, train_examples: int) -> int:
+        """Optimizer steps of a fine-tuning ("ft") or pruning ("prune") run: from epochs when given."""
+        epochs = {"ft": self.ft_epochs, "prune": self.prune_epochs}[phase]
+        if epochs is None:
+            return {"ft": self.ft_steps, "prune": self.prune_steps}[phase]
+        return max(1, math.ceil(epochs * train_examples / self.batch_size))
+
+    def start_sparsity(self, target: float) -> float:
+        """Mask training's initial sparsity for a target: fixed (the target) unless GSI asks lower."""
+        return target if self.initial_sparsity is None else min(self.initial_sparsity, target)
+
+    def resolved_eval_every(self, prune_steps: int) -> int:
+        return self.eval_every if self.eval_every is not None else max(1, prune_steps // 10)
+
+    def protocol(self, pipeline: str, method: str) -> dict:
+        """What one pipeline x method does, with the "auto" choices resolved (saved in config.json).
+
+        IMP: both pipelines skip the first training (a: the model is already fine-tuned; b: the paper
+        prunes the pre-trained weights first) and rewind only in (b). Mask training never changes a
+        parameter value unless train_classifier says so; the task head is masked with the rest.
+        """
+        if pipeline not in PIPELINES + ("oracle",) or method not in METHODS:
+            raise ValueError(f"unknown pipeline/method {pipeline!r}/{method!r}")
+        mask_head = self.mask_classifier != "no"
+        out = {"mask_classifier": mask_head, "score_init": self.score_init, "scope": self.scope}
+        if method == "imp":
+            rewind = self.rewind if self.rewind != "auto" else ("none" if pipeline == "ft_prune" else "start")
+            out.update(rewind=rewind, rewind_to=self.rewind_to if rewind == "start" else None,
+                       rewind_classifier=self.rewind_classifier, skip_first_training=True, train_classifier=True,
+                       amount_of=self.imp_amount_of, per_round=self.imp_per_round)
+            return out
+        out.update(train_classifier_mask_training=self.train_classifier == "yes", select=self.select,
+                   select_after=self.select_after, initial_sparsity=self.initial_sparsity,
+                   ramp_end=self.ramp_end, sparsity_method=self.sparsity_method)
+        if pipeline == "prune_ft":  # the subnetwork's weights then train: its head with them
+            out["train_classifier_finetuning"] = self.train_classifier != "no"
+        return out
 
 
-# ---- data ---------------------------------------------------------------------------------------------
-@dataclass
-class TaskData:
-    train: list
-    dev: list
-    ood: list
-    ood_train: list | None
-    label_names: tuple
-    ood_kind: str
-    vocab: list | None  # closed vocabulary (synthetic task) for word-level tiny tokenizers
-
-
-def _ood_kind(name: str) -> str:
-    key = ev.normalize_name(name)
-    if key.startswith("hans") or key == "synthetic_hans":
-        return "hans"
-    if key.startswith("paws"):
-        return "paws"
-    if key.startswith("fever_symmetric"):
-        return "fever_symmetric"
-    raise ValueError(f"ood_task must be hans, paws-* or fever-symmetric-*, got {name!r}")
-
-
-def load_task_data(cfg: SRNetConfig) -> TaskData:
-    from maskedbert.data.examples import Example
-
-    if cfg.task == "synthetic-nli":
-        from maskedbert.data import synthetic_nli as sn
-
-        data = sn.make_synthetic_nli(cfg.train_size, cfg.dev_size, cfg.challenge_per_cell, seed=cfg.seed)
-        to_ex = lambda d: Example(d["id"], d["premise"], d["hypothesis"], d["label"],  # noqa: E731
-                                  {"heuristic": d["heuristic"], "subcase": d["subcase"]})
-        oracle = sn.generate_challenge(max(cfg.challenge_per_cell, 20), seed=cfg.seed + 1, id_prefix="oracle-train")
-        vocab = sorted({w for split in ("train", "validation", "challenge") for d in data[split]
-                        for w in (d["premise"] + " " + d["hypothesis"]).split()})
-        return TaskData([to_ex(d) for d in data["train"]], [to_ex(d) for d in data["validation"]],
-                        [to_ex(d) for d in data["challenge"]], [to_ex(d) for d in oracle],
-                        tuple(data["label_names"]), "hans", vocab)
-    from maskedbert.data.tasks import get_task, load_examples
-
-    spec = get_task(cfg.task)
-    train = load_examples(spec, "train", data_dir=cfg.data_dir, limit=cfg.train_limit)
-    dev = load_examples(spec, spec.dev_split, data_dir=cfg.data_dir, limit=cfg.eval_limit)
-    ood = load_examples(cfg.ood_task, cfg.ood_split, data_dir=cfg.ood_data_dir, limit=cfg.eval_limit)
-    ood_train = None
-    if cfg.oracle:
-        ood_train = load_examples(cfg.ood_task, "train", data_dir=cfg.ood_data_dir, limit=cfg.train_limit)
-    return TaskData(train, dev, ood, ood_train, tuple(spec.label_names), _ood_kind(cfg.ood_task), None)
+def _flag(name: str) -> str:
+    return name.replace("_", "-")

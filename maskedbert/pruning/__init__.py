@@ -21,6 +21,7 @@ from maskedbert.patching import magnitude_prune_, masked_modules
 from maskedbert.pruning.imp import iterative_magnitude_pruning
 from maskedbert.pruning.loop import TrainSettings, train_steps
 from maskedbert.pruning.rewind import head_parameter_names, load_rewind_state, rewind_weights_, snapshot_weights
+from maskedbert.pruning.selection import SELECT_MODES, BestMaskSelector
 from maskedbert.pruning.schedules import AMOUNT_OF, CubicSparsitySchedule, cubic_sparsity, imp_sparsity_levels
 from maskedbert.pruning.sparsity import (
     SPARSITY_METHODS,
@@ -31,7 +32,7 @@ from maskedbert.pruning.sparsity import (
 )
 
 __all__ = [
-    "AMOUNT_OF", "SPARSITY_METHODS", "CubicSparsitySchedule", "MaskSparsityController", "TopkTracker", "TrainSettings",
+    "AMOUNT_OF", "SELECT_MODES", "SPARSITY_METHODS", "BestMaskSelector", "CubicSparsitySchedule", "MaskSparsityController", "TopkTracker", "TrainSettings",
     "cubic_sparsity", "exact_sparsity_", "head_parameter_names", "imp_sparsity_levels", "iterative_magnitude_pruning",
     "load_rewind_state", "magnitude_prune_", "masked_modules", "num_pruned", "reset_thresholds_", "rewind_weights_",
     "score_mask_sparsity", "snapshot_weights", "topk_masks", "train_steps",

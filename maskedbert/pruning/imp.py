@@ -35,6 +35,7 @@ def iterative_magnitude_pruning(
     rewind_classifier: bool = False,
     on_level: Callable[[nn.Module, float, int], object] | None = None,
     start_round: int = 0,
+    rewind: bool = True,
 ) -> list[dict]:
     """Run IMP rounds on a model whose layers are MaskedLinear in mode "fixed".
 
@@ -44,6 +45,8 @@ def iterative_magnitude_pruning(
     `on_level(model, level, r)` sees the new mask on rewound weights (save the mask there).
     `start_round` resumes an interrupted run: the model must hold the state `on_level` saw after
     round start_round - 1 (and `rewind_state` the original snapshot); earlier rounds are skipped.
+    rewind=False: no rewinding; each round trains on from the weights the last round trained (Liu et
+    al. 2022, Sec. 2.2.1, for pruning a fine-tuned model). `rewind_state` is then unused.
     Returns one record per round run: level, measured sparsity.
     """
     levels = [_check_fraction("levels[i]", s, upper_open=True) for s in levels]
@@ -56,9 +59,11 @@ def iterative_magnitude_pruning(
         raise ValueError("IMP needs MaskedLinear layers in mode 'fixed' "
                          "(apply_masks_(model, MaskConfig(mode='fixed')))")
     _check_int("start_round", start_round, 0)
-    if start_round and rewind_state is None:
+    if start_round and rewind and rewind_state is None:
         raise ValueError("start_round > 0 needs the original rewind_state (the model now holds pruned weights)")
-    state = snapshot_weights(model) if rewind_state is None else dict(rewind_state)
+    state = None
+    if rewind:
+        state = snapshot_weights(model) if rewind_state is None else dict(rewind_state)
     records = []
     for r, level in enumerate(levels):
         if r < start_round:
@@ -66,7 +71,8 @@ def iterative_magnitude_pruning(
         train_round(model, r)
         magnitude_prune_(model, level, scope)
         measured = _check_exact(model, level, scope)
-        rewind_weights_(model, state, rewind_classifier=rewind_classifier)
+        if state is not None:
+            rewind_weights_(model, state, rewind_classifier=rewind_classifier)
         records.append({"round": r, "level": level, "sparsity": measured})
         if on_level is not None:
             on_level(model, level, r)

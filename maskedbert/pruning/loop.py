@@ -22,6 +22,7 @@ class TrainSettings:
     lr_scores: float = 1e-4  # mask scores; they live on the scale of the threshold (1e-2)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
+    warmup_steps: int | None = None  # given: wins over warmup_ratio
     schedule: str = "linear"
     max_grad_norm: float = 1.0
     seed: int = 0
@@ -34,6 +35,8 @@ class TrainSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
         _check_fraction("warmup_ratio", self.warmup_ratio)
+        if self.warmup_steps is not None:
+            _check_int("warmup_steps", self.warmup_steps, 0)
 
 
 def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settings: TrainSettings, *,
@@ -69,7 +72,8 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
     try:
         config = TrainConfig(
             output_dir=run_dir, max_steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
-            weight_decay=settings.weight_decay, schedule=settings.schedule, warmup_ratio=settings.warmup_ratio,
+            weight_decay=settings.weight_decay, schedule=settings.schedule,
+            warmup_steps=settings.warmup_steps, warmup_ratio=None if settings.warmup_steps is not None else settings.warmup_ratio,
             max_grad_norm=settings.max_grad_norm or None, seed=settings.seed, log_every=1, log_grad_norms=False,
             device=str(next(model.parameters()).device), progress=True)
         callback = None if step_callback is None else (lambda trainer, step: step_callback(step))

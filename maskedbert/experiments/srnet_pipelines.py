@@ -1,0 +1,239 @@
+"""The cells of an srnet study (Liu et al. 2022): dense fine-tuning, mask training, IMP, oracle masks.
+
+Each cell is one (pipeline, method, loss, sparsity) result, written to cells/<key>.json when it is
+finished; a rerun skips finished cells. The protocol of every pipeline (which weights rewind, what
+trains, how the mask is selected) comes from SRNetConfig.protocol; docs/PROTOCOLS.md gives sources.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from maskedbert import evaluation as ev
+from maskedbert import losses as loss_lib
+from maskedbert import pruning
+from maskedbert.experiments.srnet_runner import SRNetBase
+from maskedbert.train.checkpoint import atomic_torch_save
+
+
+def _collapsed_nli_loss(entail_index: int):
+    """CE on entailment vs the rest of a multi-class head: oracle training on 2-label HANS-style data."""
+    def loss_fn(logits, batch):
+        log_probs = torch.log_softmax(logits, dim=1)
+        others = [c for c in range(logits.shape[1]) if c != entail_index]
+        binary = torch.stack([log_probs[:, entail_index], torch.logsumexp(log_probs[:, others], dim=1)], dim=1)
+        return torch.nn.functional.nll_loss(binary, batch["labels"])
+    return loss_fn
+
+
+class SRNetRunner(SRNetBase):
+    """Runs the cells of one study; `run()` runs all that the config asks for."""
+
+    # ---- dense ------------------------------------------------------------------------------------
+    def run_dense(self, loss: str) -> None:
+        key = self.cell_key("finetune", "dense", loss, 0.0)
+        if self.skip(key):
+            return
+        start = time.perf_counter()
+        row = self.evaluate(self.finetuned(loss), f"dense {loss}")
+        row.update(pipeline="finetune", method="dense", loss=loss, sparsity=0.0,
+                   seconds=time.perf_counter() - start)
+        self.record(key, row)
+
+    # ---- mask training ----------------------------------------------------------------------------
+    def mask_train_(self, model, loss: str, sparsity: float, *, protocol: dict, train_classifier: bool,
+                    dataset=None, loss_fn=None, desc: str = "mask") -> tuple[float, dict]:
+        """Mask training to `sparsity`: weights frozen (the head trains only if asked), scores trained
+        with the straight-through estimator, the mask selected by `protocol["select"]`, and the
+        result at exactly the target sparsity.
+
+        Returns (mask change, selection record): the fraction of mask entries that differ from the
+        initial magnitude mask (0 means training changed nothing: the result is magnitude pruning).
+        """
+        from maskedbert.config import MaskConfig
+        from maskedbert.patching import apply_masks_
+
+        cfg, steps = self.cfg, self.prune_steps
+        initial = cfg.start_sparsity(sparsity)
+        soft = cfg.score_init == "magnitude_soft"
+        # magnitude: scores 2*tau for the kept top |W| and 0 for the rest; magnitude_soft: scores |W| with
+        # each threshold at the k-th |W| (set by exact_sparsity_ below), so the initial sparsity is exact
+        apply_masks_(model, MaskConfig(mode="scores", threshold=cfg.threshold, score_init=cfg.score_init,
+                                       sparsity=0.0 if soft else initial, scope="layer" if soft else cfg.scope,
+                                       mask_classifier=protocol["mask_classifier"], train_classifier=train_classifier))
+        if soft:
+            pruning.exact_sparsity_(model, initial, cfg.scope)
+        schedule = pruning.CubicSparsitySchedule.for_training(steps, initial, sparsity, ramp_end_fraction=cfg.ramp_end)
+        controller = pruning.MaskSparsityController(model, schedule, method=cfg.sparsity_method,
+                                                    reset_every=cfg.reset_every, scope=cfg.scope)
+        controller.apply(0)
+        selector = pruning.BestMaskSelector(model, lambda m: self.dev_accuracy(m, f"{desc}: select on ID dev"),
+                                            total_steps=steps, every=cfg.resolved_eval_every(steps),
+                                            after=cfg.select_after, mode=protocol["select"])
+        layers = pruning.masked_modules(model)
+        initial_masks = {name: layer.mask().clone() for name, layer in layers.items()}
+
+        def on_step(step):
+            controller(step)
+            selector(step)
+
+        self.train(model, loss, steps, desc, dataset=dataset, loss_fn=loss_fn, step_callback=on_step)
+        selection = selector.restore()
+        controller.finalize()
+        changed = sum(int((layer.mask() != initial_masks[name]).sum()) for name, layer in layers.items())
+        return changed / sum(m.numel() for m in initial_masks.values()), selection
+
+    def finetune_subnetwork_(self, model, loss: str, masks: dict, key: str, *, protocol: dict) -> None:
+        """Fix the masks found on a model, make its weights trainable and fine-tune them with `loss`."""
+        from maskedbert.config import MaskConfig
+        from maskedbert.patching import apply_masks_, merge_and_unload
+
+        merge_and_unload(model)  # weights were frozen: W*M, with the pruned entries re-masked below
+        apply_masks_(model, MaskConfig(mode="fixed", train_weights=True, scope=self.cfg.scope,
+                                       mask_classifier=protocol["mask_classifier"],
+                                       train_classifier=protocol["train_classifier_finetuning"]))
+        for name, layer in pruning.masked_modules(model).items():
+            layer.set_mask_(masks[name])
+        self.train(model, loss, self.ft_steps, f"{key} fine-tune subnetwork")
+
+    def pruning_start(self, loss: str):
+        """The model pipeline (a) prunes: fine-tuned with `loss`, with CE, or loaded from a checkpoint."""
+        if self.cfg.prune_start == "same_loss":
+            return self.finetuned(loss)
+        if self.cfg.prune_start == "ce":
+            return self.finetuned("ce")
+        model = self.fresh_model()
+        pruning.rewind_weights_(model, pruning.load_rewind_state(self.cfg.prune_start), rewind_classifier=True)
+        return model
+
+    def run_mask_cell(self, pipeline: str, loss: str, sparsity: float) -> None:
+        key = self.cell_key(pipeline, "mask", loss, sparsity)
+        if self.skip(key):
+            return
+        start = time.perf_counter()
+        protocol = self.cfg.protocol(pipeline, "mask")
+        head_trains = protocol["train_classifier_mask_training"]
+        model = self.pruning_start(loss) if pipeline == "ft_prune" else self.fresh_model()
+        change, selection = self.mask_train_(model, loss, sparsity, protocol=protocol, train_classifier=head_trains,
+                                             desc=key)
+        if pipeline == "prune_ft":
+            masks = {n: m.mask().clone() for n, m in pruning.masked_modules(model).items()}
+            self.finetune_subnetwork_(model, loss, masks, key, protocol=protocol)
+        row = self.evaluate(model, key)
+        row.update(pipeline=pipeline, method="mask", loss=loss, sparsity=sparsity, mask_change=change,
+                   selected_step=selection["selected_step"], selected_metric=selection["selected_metric"],
+                   seconds=time.perf_counter() - start)
+        self.record(key, row, model)
+
+    # ---- IMP ------------------------------------------------------------------------------------------
+    def run_imp_sequence(self, pipeline: str, loss: str) -> None:
+        """One IMP run to the largest sweep sparsity; every sweep level is trained once and evaluated.
+
+        Round 0 prunes without training (a: the model is fine-tuned already; b: the paper prunes the
+        pre-trained weights first). Round r >= 1 trains the level-(r-1) subnetwork - from the weights the
+        last round trained (a, no rewinding) or from the rewound pre-trained weights (b) - and that
+        training is its evaluation; one more training evaluates the last level.
+        """
+        from maskedbert.config import MaskConfig
+        from maskedbert.masks import save_masks
+        from maskedbert.patching import apply_masks_
+
+        cfg = self.cfg
+        protocol = cfg.protocol(pipeline, "imp")
+        keys = {s: self.cell_key(pipeline, "imp", loss, s) for s in cfg.sparsities}
+        if all([self.skip(k) for k in keys.values()]):
+            return
+        levels = sorted(set(pruning.imp_sparsity_levels(max(cfg.sparsities), cfg.imp_per_round, cfg.imp_amount_of))
+                        | set(cfg.sparsities))
+        model = self.pruning_start(loss) if pipeline == "ft_prune" else self.fresh_model()
+        rewind = protocol["rewind"] != "none"
+        rewind_state = pruning.load_rewind_state(protocol["rewind_to"]) if protocol["rewind_to"] else None
+        apply_masks_(model, MaskConfig(mode="fixed", train_weights=True, scope=cfg.scope,
+                                       mask_classifier=protocol["mask_classifier"], train_classifier=True))
+        current = {"level": 0.0, "start": time.perf_counter()}
+        dataset = self.train_dataset(loss)
+        # after every round: the pruned (rewound) model and the rewind state, so an interrupted
+        # sequence resumes at its next round instead of round 0
+        resume_path = self._path("resume", f"{pipeline}-imp-{loss}.pt")
+        start_round = 0
+        if os.path.isfile(resume_path):
+            saved = torch.load(resume_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["model"])
+            rewind_state, start_round, current["level"] = saved["rewind"], saved["next_round"], saved["level"]
+            self.log(f"IMP {pipeline} {loss}: resuming at round {start_round} (level {current['level']:.2f})")
+        elif rewind and rewind_state is None:
+            rewind_state = pruning.snapshot_weights(model)
+
+        def evaluate_level(m):
+            level = current["level"]
+            if level in keys and not self.done(keys[level]):
+                row = self.evaluate(m, keys[level])
+                row.update(pipeline=pipeline, method="imp", loss=loss, sparsity=level,
+                           seconds=time.perf_counter() - current["start"])
+                self.record(keys[level], row, m)
+
+        def train_round(m, r):
+            if r == 0 and protocol["skip_first_training"]:
+                return
+            self.train(m, loss, self.prune_steps, f"IMP {pipeline} {loss} round {r}", dataset=dataset)
+            evaluate_level(m)
+
+        def on_level(m, level, r):
+            current.update(level=level, start=time.perf_counter())
+            save_masks(m, self._path("masks", f"{pipeline}-imp-{loss}-level{level:.2f}.safetensors"))
+            state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
+            atomic_torch_save({"model": state, "rewind": rewind_state, "next_round": r + 1, "level": level},
+                              resume_path)
+
+        pruning.iterative_magnitude_pruning(model, train_round, levels, scope=cfg.scope, rewind_state=rewind_state,
+                                            rewind_classifier=protocol["rewind_classifier"], on_level=on_level,
+                                            start_round=start_round, rewind=rewind)
+        train_round(model, len(levels))  # train and evaluate the last level
+        os.unlink(resume_path)  # every level's cell is recorded now
+
+    # ---- oracle -----------------------------------------------------------------------------------
+    def run_oracle_cell(self, sparsity: float) -> None:
+        key = self.cell_key("oracle", "mask", "ce", sparsity)
+        if self.skip(key) or not self.data.ood_train:
+            return
+        start = time.perf_counter()
+        protocol = self.cfg.protocol("oracle", "mask")
+        model = self.finetuned("ce")
+        if self.data.ood_kind == "hans":
+            entail = self.model_names.index(next(n for n in self.model_names if ev.normalize_name(n) == "entailment"))
+            dataset, loss_fn = self._encode(self.data.ood_train, None), _collapsed_nli_loss(entail)
+        else:
+            dataset, loss_fn = self._encode(self.data.ood_train, None), loss_lib.make_loss_fn("ce")
+        change, selection = self.mask_train_(model, "ce", sparsity, protocol=protocol,
+                                             train_classifier=protocol["train_classifier_mask_training"],
+                                             dataset=dataset, loss_fn=loss_fn, desc=key)
+        row = self.evaluate(model, key)
+        row.update(pipeline="oracle", method="mask", loss="ce", sparsity=sparsity, mask_change=change,
+                   selected_step=selection["selected_step"], selected_metric=selection["selected_metric"],
+                   seconds=time.perf_counter() - start)
+        self.record(key, row, model)
+
+    # ---- the whole study --------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        import json
+
+        cfg = self.cfg
+        self.check_resumable()
+        ev.write_text_atomic(self._path("config.json"), json.dumps(self.resolved_config(), indent=2, sort_keys=True))
+        for loss in cfg.losses:
+            self.run_dense(loss)
+        for pipeline in cfg.pipelines:
+            for loss in cfg.losses:
+                methods = ["mask"] if pipeline == "mask_pretrained" else cfg.methods
+                for method in methods:
+                    if method == "imp":
+                        self.run_imp_sequence(pipeline, loss)
+                    else:
+                        for s in cfg.sparsities:
+                            self.run_mask_cell(pipeline, loss, s)
+        if cfg.oracle:
+            for s in cfg.sparsities:
+                self.run_oracle_cell(s)
+        return self.collect()

@@ -1,0 +1,251 @@
+"""The shared state of an srnet study: data, the pristine model, fine-tuned models, bias and teacher
+probabilities, evaluation and the cell files. The pipelines themselves are in srnet_pipelines.py."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+
+import torch
+
+from maskedbert import bias as bias_lib
+from maskedbert import evaluation as ev
+from maskedbert import losses as loss_lib
+from maskedbert import pruning
+from maskedbert._atomic import atomic_path
+from maskedbert.errors import UsageError
+from maskedbert.experiments.srnet_config import PIPELINES, SRNetConfig
+from maskedbert.experiments.srnet_data import load_task_data
+
+
+def _as_dicts(examples) -> list[dict]:
+    return [{"id": e.id, "premise": e.text_a, "hypothesis": e.text_b or "", "label": int(e.label)} for e in examples]
+
+
+class SRNetBase:
+    """Holds the data, the pristine model, the fine-tuned models, bias and teacher probabilities."""
+
+    # fields that only say which cells to run; any other change makes earlier cells incomparable
+    SWEEP_FIELDS = ("out", "pipelines", "methods", "losses", "sparsities", "oracle", "preset")
+
+    def __init__(self, cfg: SRNetConfig, log=print, progress: bool = True):
+        from maskedbert.data.collate import PadCollator
+        from maskedbert.metrics import label_mapping
+        from maskedbert.models import load_model_and_tokenizer
+
+        self.cfg, self.log, self.progress = cfg, log, progress
+        self.data = load_task_data(cfg)
+        torch.manual_seed(cfg.seed)
+        self.pristine, self.tokenizer = load_model_and_tokenizer(
+            cfg.model, len(self.data.label_names), label_names=list(self.data.label_names), vocab=self.data.vocab,
+            config_overrides=cfg.config_overrides or None)
+        os.makedirs(cfg.out, exist_ok=True)  # after the model loaded: a bad --model leaves nothing behind
+        device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.pristine.to(device).eval()
+        self.label_map = label_mapping(self.data.label_names, self.pristine.config.label2id)
+        self.model_names = ev.model_label_names(self.pristine, self.data.label_names)
+        self.collate = PadCollator(self.tokenizer.pad_token_id)
+        self._encoded = self._encode(self.data.train, self.label_map)
+        self.ft_steps = cfg.steps("ft", len(self.data.train))
+        self.prune_steps = cfg.steps("prune", len(self.data.train))
+        self._finetuned: dict[str, dict] = {}
+        self._bias: dict | None = None
+        self._teacher: dict | None = None
+        self.skipped: list[str] = []
+
+    def _encode(self, examples, label_map):
+        from maskedbert.data.collate import encode_examples
+
+        return encode_examples(examples, self.tokenizer, max_length=self.cfg.max_length, label_map=label_map)
+
+    def _path(self, *parts) -> str:
+        return os.path.join(self.cfg.out, *parts)
+
+    # probabilities come in dataset label order; the model's head may order labels differently
+    def _to_model_order(self, rows: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(rows)
+        out[:, self.label_map] = rows
+        return out
+
+    def bias_probs(self) -> dict:
+        if self._bias is None:
+            cache = self._path("bias_probs.json")
+            if os.path.isfile(self.cfg.bias_model):
+                self._bias = bias_lib.load_probs(self.cfg.bias_model)
+            elif os.path.isfile(cache):
+                self._bias = bias_lib.load_probs(cache)
+            else:  # out-of-fold predictions: the bias model never scores examples it was fit on
+                self.log(f"fitting the {self.cfg.bias_model!r} bias model (5-fold cross-fit)")
+                self._bias = bias_lib.cross_fit_probs(self.cfg.bias_model, _as_dicts(self.data.train),
+                                                      len(self.data.label_names), folds=5, seed=self.cfg.seed)
+                bias_lib.save_probs(cache, self._bias)
+        return self._bias
+
+    def teacher_probs(self) -> dict:
+        if self._teacher is None:
+            cache = self._path("teacher_probs.json")
+            if self.cfg.teacher_probs:
+                self._teacher = bias_lib.load_probs(self.cfg.teacher_probs)
+            elif os.path.isfile(cache):
+                self._teacher = bias_lib.load_probs(cache)
+            else:  # the CE fine-tuned model is the teacher (Utama et al. 2020)
+                teacher = self.finetuned("ce")
+                logits = self.predict(teacher, self.data.train, "teacher predictions")
+                probs = torch.softmax(logits, dim=1)[:, self.label_map]  # back to dataset label order
+                self._teacher = {e.id: row for e, row in zip(self.data.train, probs.tolist())}
+                bias_lib.save_probs(cache, self._teacher)
+        return self._teacher
+
+    def train_dataset(self, loss: str):
+        fields = {}
+        ids = self._encoded.example_ids
+        if loss_lib.NEEDS_BIAS[loss]:
+            fields["bias_probs"] = self._to_model_order(bias_lib.align_probs(ids, self.bias_probs(), "bias_probs"))
+        if loss_lib.NEEDS_TEACHER[loss]:
+            fields["teacher_probs"] = self._to_model_order(
+                bias_lib.align_probs(ids, self.teacher_probs(), "teacher_probs"))
+        return self._encoded.with_fields(**fields) if fields else self._encoded
+
+    def loss_fn(self, loss: str, steps: int):
+        if self.cfg.anneal_floor is not None and loss_lib.NEEDS_BIAS[loss]:
+            return loss_lib.make_loss_fn(loss, anneal_floor=self.cfg.anneal_floor, total_steps=steps)
+        return loss_lib.make_loss_fn(loss)
+
+    def settings(self, steps: int, **changes) -> pruning.TrainSettings:
+        cfg = self.cfg
+        return pruning.TrainSettings(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_scores=cfg.lr_scores,
+                                     warmup_ratio=cfg.warmup_ratio, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
+                                     **changes)
+
+    def train(self, model, loss: str, steps: int, desc: str, *, dataset=None, loss_fn=None, step_callback=None):
+        """`steps` optimizer steps of `model` with `loss`; the log goes to logs/<desc>/."""
+        slug = desc.replace(" ", "-")
+        return pruning.train_steps(model, dataset if dataset is not None else self.train_dataset(loss), self.collate,
+                                   loss_fn or self.loss_fn(loss, steps), self.settings(steps),
+                                   step_callback=step_callback, desc=desc, output_dir=self._path("logs", slug))
+
+    def fresh_model(self):
+        return copy.deepcopy(self.pristine)
+
+    def finetuned(self, loss: str):
+        """The dense model fine-tuned with `loss` (cached in memory and in checkpoints/)."""
+        from safetensors.torch import load_file, save_file
+
+        path = self._path("checkpoints", f"finetuned-{loss}.safetensors")
+        if loss not in self._finetuned:
+            model = self.fresh_model()
+            if os.path.isfile(path):
+                model.load_state_dict(load_file(path))
+            else:
+                self.log(f"fine-tuning the dense model with loss {loss!r} ({self.ft_steps} steps)")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+
+                def save(target):
+                    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+                    with atomic_path(target, suffix=".safetensors") as tmp:
+                        save_file(state, tmp)
+
+                def on_step(step):  # intermediate checkpoints: mask training / rewinding can start there
+                    if step in self.cfg.save_ft_steps:
+                        save(self._path("checkpoints", f"finetuned-{loss}-step{step}.safetensors"))
+
+                self.train(model, loss, self.ft_steps, f"fine-tune {loss}", step_callback=on_step)
+                save(path)
+            self._finetuned[loss] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model = self.fresh_model()
+        model.load_state_dict(self._finetuned[loss])
+        return model
+
+    # ---- evaluation and bookkeeping ---------------------------------------------------------------
+    def predict(self, model, examples, desc: str) -> torch.Tensor:
+        return ev.predict_logits(model, self.tokenizer, examples, max_length=self.cfg.max_length,
+                                 desc=desc if self.progress else None)
+
+    def dev_accuracy(self, model, desc: str = "dev accuracy") -> float:
+        """In-distribution dev accuracy (what mask selection maximises)."""
+        logits = self.predict(model, self.data.dev, desc)
+        inverse = {m: d for d, m in enumerate(self.label_map)}
+        preds = [inverse.get(int(p), -1) for p in logits.argmax(1)]
+        return sum(p == int(e.label) for p, e in zip(preds, self.data.dev)) / len(self.data.dev)
+
+    def evaluate(self, model, name: str = "model") -> dict:
+        """ID accuracy and OOD metrics; a masked model is evaluated merged (dense W*M, the export form)."""
+        from maskedbert.patching import merge_and_unload
+
+        try:
+            measured = pruning.score_mask_sparsity(model)
+            model = merge_and_unload(copy.deepcopy(model))
+        except ValueError:  # no masks: a dense model
+            measured = 0.0
+        id_acc = self.dev_accuracy(model, f"evaluate {name}: ID dev")
+        ood_logits = self.predict(model, self.data.ood, f"evaluate {name}: OOD")
+        ood = ev.ood_metrics(self.data.ood_kind, ood_logits.argmax(1), self.data.ood, self.model_names)
+        return {"id_accuracy": id_acc, "ood_accuracy": ood["accuracy"],
+                "ood_entailment": ood.get("entailment", ood.get("duplicate", ood.get("supports"))),
+                "ood_non_entailment": ood.get("non_entailment", ood.get("non_duplicate", ood.get("refutes"))),
+                "ood_detail": ood, "measured_sparsity": measured}
+
+    @staticmethod
+    def cell_key(pipeline: str, method: str, loss: str, sparsity: float) -> str:
+        return f"{pipeline}-{method}-{loss}-s{sparsity:.2f}"
+
+    def done(self, key: str) -> bool:
+        return os.path.isfile(self._path("cells", key + ".json"))
+
+    def skip(self, key: str) -> bool:
+        """True (and says so) when the cell is finished: a rerun never recomputes it."""
+        if not self.done(key):
+            return False
+        if key not in self.skipped:
+            self.skipped.append(key)
+            self.log(f"  {key}: finished earlier, skipped (cells/{key}.json; --fresh or another --out to redo)")
+        return True
+
+    def record(self, key: str, row: dict, model=None) -> None:
+        from maskedbert.masks import save_masks
+
+        if model is not None and pruning.masked_modules(model):
+            mask_path = self._path("masks", key + ".safetensors")
+            os.makedirs(os.path.dirname(mask_path), exist_ok=True)
+            save_masks(model, mask_path)
+            row["mask_file"] = os.path.relpath(mask_path, self.cfg.out)
+        ev.write_text_atomic(self._path("cells", key + ".json"), json.dumps(row, indent=2, sort_keys=True))
+        self.log(f"  {key}: ID acc {row['id_accuracy']:.4f}  OOD acc {row['ood_accuracy']:.4f}  "
+                 f"sparsity {row['measured_sparsity']:.4f}")
+
+    def resolved_config(self) -> dict:
+        """The config as saved in config.json: every field, plus the resolved steps and protocols."""
+        cfg = self.cfg
+        resolved = {"ft_steps": self.ft_steps, "prune_steps": self.prune_steps,
+                    "eval_every": cfg.resolved_eval_every(self.prune_steps), "train_examples": len(self.data.train)}
+        protocols = {}
+        for pipeline in cfg.pipelines + (["oracle"] if cfg.oracle else []):
+            methods = ["mask"] if pipeline in ("mask_pretrained", "oracle") else cfg.methods
+            for method in methods:
+                protocols[f"{pipeline}/{method}"] = cfg.protocol(pipeline, method)
+        return {**dataclasses.asdict(cfg), "resolved": resolved, "protocols": protocols}
+
+    def check_resumable(self) -> None:
+        """Refuse to mix cells computed under a different config into one table."""
+        path = self._path("config.json")
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        new = dataclasses.asdict(self.cfg)
+        changed = sorted(k for k in new if k not in self.SWEEP_FIELDS and k in old and old[k] != new[k])
+        if changed:
+            raise UsageError(f"--out: {self.cfg.out} holds results of a run with different settings "
+                             f"({', '.join(changed)}); use another --out or delete it")
+
+    def collect(self) -> list[dict]:
+        rows = []
+        folder = self._path("cells")
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if name.endswith(".json"):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    rows.append(json.load(f))
+        order = {p: i for i, p in enumerate(("finetune", *PIPELINES, "oracle"))}
+        rows.sort(key=lambda r: (order.get(r["pipeline"], 99), r["method"], r["loss"], r["sparsity"]))
+        return rows
