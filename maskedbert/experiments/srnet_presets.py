@@ -232,7 +232,7 @@ _TASKS = {
         ood=(("paws-qqp", "validation"), ("paws-wiki", "test")), ood_src=_RG_OOD,
         metric=("f1", "scripts/full_bert/std_train/qqp.sh:31 (--best_metric eval_f1; every QQP script)"),
         per_param_clip=True, clip_src="scripts/full_bert/std_train/qqp.sh:27 (--global_grad_clip false: "
-                                      "hg_transformers/trainer.py:552-555 clips each parameter to norm 1; "
+                                      "hg_transformers/trainer.py:552-555 and mask_trainer.py:619-622 clip each parameter to norm 1; "
                                       "IMP rounds still clip globally, hg_transformers/trainer_imp.py:681)",
         ft_by_loss={"ce": 3, "poe": 3, "conf_reg": 3, "reweight": 3},
         ft_by_loss_src="scripts/full_bert/{std_train,robust_train/poe,robust_train/conf_reg,robust_train/reweighting}/qqp.sh:3",
