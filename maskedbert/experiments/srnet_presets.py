@@ -204,7 +204,7 @@ def _task_numbers(t: dict) -> dict:
             "gsi": gsi_section}
 
 
-def _dirs(task: str, t: str) -> dict:
+def _dirs(t: str) -> dict:
     m = "scripts/mask_train"
     return {"ft": f"scripts/full_bert/std_train/{t}.sh", "imp_a": f"scripts/imp/prune_after_ft/std/{t}.sh",
             "lt_prune": f"scripts/imp/lt/pruning/{t}.sh", "lt_retrain": f"scripts/imp/lt/retrain/std/{t}/0.7.sh",
@@ -217,7 +217,7 @@ def _dirs(task: str, t: str) -> dict:
 _RG_OOD = "run_glue.py:438-445 and mask_run_glue.py:472-479 (the OOD sets evaluated alongside dev)"
 _TASKS = {
     "mnli": dict(
-        task="mnli", dirs=_dirs("MNLI", "mnli"), lr=5e-5, warmup=3600, every=1000,
+        task="mnli", dirs=_dirs("mnli"), lr=5e-5, warmup=3600, every=1000,
         ood=(("hans", "validation"),), ood_src=_RG_OOD + "; load_dataset.py:202 (heuristics_evaluation_set.txt)",
         metric=("accuracy", "run_glue.py:198 and mask_run_glue.py:184 (best_metric default eval_acc; MNLI matched dev)"),
         per_param_clip=False, clip_src="mask_run_glue.py:191 and run_glue.py:220 (global_grad_clip default true)",
@@ -228,7 +228,7 @@ _TASKS = {
         lt_prune_every_line=29, lt_ft_epochs=5, lt_r_mc_line=36, mask_r_epochs=3, mask_r_poe_epochs=5, gsi_tc_line=39,
         gsi_metric=("accuracy", "mask_run_glue.py:184 (default eval_acc; the GSI script sets none)")),
     "qqp": dict(
-        task="qqp", dirs=_dirs("QQP", "qqp"), lr=2e-5, warmup=3400, every=1000,
+        task="qqp", dirs=_dirs("qqp"), lr=2e-5, warmup=3400, every=1000,
         ood=(("paws-qqp", "validation"), ("paws-wiki", "test")), ood_src=_RG_OOD,
         metric=("f1", "scripts/full_bert/std_train/qqp.sh:31 (--best_metric eval_f1; every QQP script)"),
         per_param_clip=True, clip_src="scripts/full_bert/std_train/qqp.sh:27 (--global_grad_clip false: "
@@ -241,7 +241,7 @@ _TASKS = {
         lt_prune_every_line=29, lt_ft_epochs=3, lt_r_mc_line=37, mask_r_epochs=3, mask_r_poe_epochs=3, gsi_tc_line=40,
         gsi_metric=("f1", "scripts/mask_train/mask_on_plm_ft/plm_std_ft/poe/qqp/gradual_sparsity_increase/0.9.sh:39")),
     "fever": dict(
-        task="fever", dirs=_dirs("fever", "fever"), lr=2e-5, warmup=0, every=500,
+        task="fever", dirs=_dirs("fever"), lr=2e-5, warmup=0, every=500,
         ood=(("fever-symmetric-v1", "validation"), ("fever-symmetric-v2", "test")),
         ood_src=_RG_OOD + " (sym1 test = Symmetric v0.1 generated set, sym2 test)",
         metric=("accuracy", "run_glue.py:198 and mask_run_glue.py:184 (best_metric default eval_acc)"),
