@@ -135,3 +135,50 @@ def test_presets_module_does_not_import_torch():
     code = "import sys, maskedbert.experiments.srnet_presets; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---- the presets as srnet runs them -------------------------------------------------------------------
+OFFLINE = ["--task", "synthetic-nli", "--ood-task", "hans", "--model", "tiny-bert", "--train-size", "64",
+           "--dev-size", "16", "--challenge-per-cell", "3"]
+
+
+def test_preset_sets_the_papers_values_and_flags_win(tmp_path):
+    from maskedbert.experiments import srnet
+
+    cfg = srnet.parse_args(["--preset", "mnli", "--out", str(tmp_path), *OFFLINE])
+    assert (cfg.lr, cfg.lr_scores, cfg.warmup_steps, cfg.batch_size, cfg.max_length) == (5e-5, 5e-5, 3600, 32, 128)
+    assert (cfg.ft_epochs, cfg.prune_epochs, cfg.reset_every, cfg.eval_every) == (3, 5, 1000, 1000)
+    assert cfg.ft_epochs_by_loss["poe"] == 5 and cfg.select_after == 0.7 and cfg.preset == "mnli"
+    assert cfg.for_cell("mask_pretrained", "mask").select_after == 0.0
+    imp = cfg.for_cell("ft_prune", "imp")
+    assert (imp.prune_epochs, imp.warmup_steps) == (0.5, 0)
+    qqp = srnet.parse_args(["--preset", "qqp", *OFFLINE])
+    assert qqp.clip_mode == "per_parameter" and qqp.ood_task == "hans"  # the flag wins over paws-qqp
+    given = srnet.parse_args(["--preset", "mnli", "--warmup-steps", "5", "--prune-epochs", "1", *OFFLINE])
+    assert given.warmup_steps == 5 and given.for_cell("ft_prune", "imp").warmup_steps == 5
+    assert given.for_cell("ft_prune", "imp").prune_epochs == 1
+
+
+def test_preset_dry_run_resolves_epochs_per_pipeline(tmp_path):
+    import json
+    import os
+
+    from maskedbert.experiments import srnet
+
+    assert srnet.main(["--preset", "mnli", "--out", str(tmp_path), "--dry-run", "--losses", "ce,poe", *OFFLINE]) == 0
+    config = json.load(open(os.path.join(tmp_path, "config.json")))
+    assert config["resolved"]["ft_steps"] == {"ce": 6, "poe": 10}  # ceil(64 / 32) * 3 and * 5 epochs
+    assert config["protocols"]["ft_prune/mask"]["prune_steps"] == 10  # 5 epochs
+    assert config["protocols"]["ft_prune/imp"]["prune_steps"] == 1  # 0.5 epochs: a tenth of IMP's 5
+    assert config["protocols"]["mask_pretrained/mask"]["select_after"] == 0.0
+
+
+def test_unknown_preset_and_list_presets(capsys):
+    from maskedbert.errors import UsageError
+    from maskedbert.experiments import srnet
+
+    with pytest.raises(UsageError, match="--preset.*fever, mnli, qqp"):
+        srnet.parse_args(["--preset", "sst2"])
+    assert srnet.main(["--list-presets"]) == 0
+    table = capsys.readouterr().out
+    assert "mnli" in table and "5e-05 / 3600" in table and "per_parameter" in table

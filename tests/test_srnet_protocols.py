@@ -151,29 +151,28 @@ def test_selector_keeps_the_best_state_with_ties_to_the_later_step():
     assert torch.equal(layer.scores, seen[3])  # the state seen at step 8
 
 
-def test_magnitude_soft_init_is_exact_at_the_initial_sparsity(tmp_path):
+def test_magnitude_soft_init_is_exact_at_the_initial_sparsity(tmp_path, monkeypatch):
     argv = ["--out", str(tmp_path), "--losses", "ce", "--pipelines", "mask_pretrained", "--sparsities", "0.6",
             "--score-init", "magnitude_soft", "--select", "last", *TINY]
     cfg = srnet.parse_args(argv)
     runner = srnet.SRNetRunner(cfg, log=lambda *_: None)
-    model = runner.fresh_model()
     seen = {}
-    real = pruning.MaskSparsityController.apply
+    real = pruning.train_steps
 
-    def first_apply(self, step):
-        if not seen:
-            seen["sparsity"] = pruning.score_mask_sparsity(self.model)
-            layer = pruning.masked_modules(self.model)["bert.encoder.layer.0.output.dense"]
-            seen["scores_are_abs_w"] = torch.equal(layer.scores.detach().abs(), layer.weight.detach().abs().float()) \
-                or torch.allclose(layer.scores.detach(), layer.weight.detach().abs().float(), atol=1e-6)
-        return real(self, step)
+    def at_start(model, *args, **kwargs):  # the mask as training begins
+        seen["sparsity"] = pruning.score_mask_sparsity(model)
+        layer = pruning.masked_modules(model)["bert.encoder.layer.0.output.dense"]
+        seen["scores"], seen["abs_w"] = layer.scores.detach().clone(), layer.weight.detach().abs().float()
+        seen["threshold"] = layer.threshold
+        return real(model, *args, **kwargs)
 
-    pruning.MaskSparsityController.apply = first_apply
-    try:
-        runner.mask_train_(model, "ce", 0.6, protocol=cfg.protocol("mask_pretrained", "mask"), train_classifier=False)
-    finally:
-        pruning.MaskSparsityController.apply = real
-    assert seen["sparsity"] == pytest.approx(0.6, abs=1e-3) and seen["scores_are_abs_w"]
+    monkeypatch.setattr(pruning, "train_steps", at_start)
+    runner.mask_train_(runner.fresh_model(), "ce", 0.6, protocol=cfg.protocol("mask_pretrained", "mask"),
+                       train_classifier=False)
+    assert seen["sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert torch.allclose(seen["scores"], seen["abs_w"], atol=1e-6)  # scores are |W| (ties nudged by one ulp)
+    k = round(0.6 * seen["abs_w"].numel())
+    assert seen["threshold"] == pytest.approx(float(seen["abs_w"].flatten().sort().values[k - 1]))
 
 
 def test_dry_run_writes_the_resolved_config_and_trains_nothing(tmp_path, recorded_training):
@@ -181,7 +180,7 @@ def test_dry_run_writes_the_resolved_config_and_trains_nothing(tmp_path, recorde
     assert srnet.main(argv) == 0
     assert recorded_training == []
     config = json.load(open(os.path.join(tmp_path, "config.json")))
-    assert config["resolved"]["ft_steps"] == 10  # ceil(2 epochs * 60 examples / batch 12)
+    assert config["resolved"]["ft_steps"] == {"ce": 10}  # ceil(2 epochs * 60 examples / batch 12)
     assert config["protocols"]["prune_ft/imp"]["rewind"] == "start"
     assert config["protocols"]["mask_pretrained/mask"]["train_classifier_mask_training"] is False
     assert config["protocols"]["prune_ft/mask"]["train_classifier_finetuning"] is True

@@ -142,20 +142,32 @@ def parse_args(argv) -> SRNetConfig:
     return _parse(argv)[0]
 
 
+def _given_flags(argv) -> set[str]:
+    """The option names the command line sets explicitly (not from a default or a preset)."""
+    p = build_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv)))
+
+
 def _parse(argv) -> tuple[SRNetConfig, argparse.Namespace]:
     p = build_parser()
     first = p.parse_args(argv)
     if first.list_presets:
         return None, first
+    values = {}
     if first.preset is not None:
         from maskedbert.experiments import srnet_presets
 
         values = srnet_presets.preset_config(first.preset)  # UsageError naming --preset when unknown
-        p.set_defaults(**values, preset=first.preset)
+        given = _given_flags(argv)
+        # a flag given on the command line wins everywhere, also over the preset's per-pipeline values
+        values["overrides"] = {cell: {k: v for k, v in fields.items() if k not in given}
+                               for cell, fields in values["overrides"].items()}
+        p.set_defaults(**{k: v for k, v in values.items() if k in vars(first)}, preset=first.preset)
     args = p.parse_args(argv)
     fields = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
-    if first.preset is not None:  # preset fields that are not flags (e.g. config_overrides)
-        fields.update({k: v for k, v in values.items() if k not in fields})
+    fields.update({k: v for k, v in values.items() if k not in fields})  # preset fields that are not flags
     return SRNetConfig(**fields), args
 
 

@@ -6,6 +6,7 @@ Defaults follow Liu et al. (2022); where the paper is silent, the reference code
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class SRNetConfig:
     bias_model: str = "hans_features"
     teacher_probs: str | None = None  # file; default: the CE fine-tuned model's predictions
     anneal_floor: float | None = None  # Utama et al.'s bias annealing (e.g. 0.8); None: off
-    # training length: epochs win over steps when given (steps = ceil(epochs * train examples / batch))
+    # training length: epochs win over steps when given (steps = int(ceil(examples / batch) * epochs))
     ft_steps: int = 300
     ft_epochs: float | None = None
     prune_steps: int = 300  # one mask-training run, or one IMP round
@@ -53,6 +54,11 @@ class SRNetConfig:
     lr_scores: float = 1e-3
     warmup_steps: int | None = None  # None: warmup_ratio of each run's steps
     warmup_ratio: float = 0.1
+    adam_eps: float = 1e-8  # the reference's AdamW (hg_transformers/training_args.py:70)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    clip_mode: str = "global"  # or "per_parameter" (the reference's QQP runs)
+    ft_epochs_by_loss: dict = field(default_factory=dict)  # e.g. {"poe": 5}: MNLI's debiased dense runs
     max_length: int = 128
     threshold: float = 1e-2
     # mask training starts at initial_sparsity (None: the target, i.e. fixed sparsity, the paper's main
@@ -88,6 +94,8 @@ class SRNetConfig:
     seed: int = 0
     device: str = "auto"  # "auto": cuda when available, else cpu
     config_overrides: dict = field(default_factory=dict)  # model config fields, e.g. tiny sizes
+    # per "pipeline/method" (e.g. "ft_prune/imp", "mask_pretrained/mask"): fields that differ there
+    overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for name, allowed in (("pipelines", PIPELINES), ("methods", METHODS)):
@@ -107,7 +115,7 @@ class SRNetConfig:
         choices = (("sparsity_method", pruning.SPARSITY_METHODS), ("scope", ("layer", "global")),
                    ("select", pruning.SELECT_MODES), ("rewind", REWIND_CHOICES), ("mask_classifier", AUTO_YES_NO),
                    ("train_classifier", AUTO_YES_NO), ("score_init", SCORE_INITS),
-                   ("imp_amount_of", pruning.AMOUNT_OF))
+                   ("imp_amount_of", pruning.AMOUNT_OF), ("clip_mode", ("global", "per_parameter")))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{_flag(name)}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -125,6 +133,12 @@ class SRNetConfig:
                 raise UsageError(f"--{_flag(name)}: must be > 0, got {getattr(self, name)}")
         if self.eval_every is not None and self.eval_every < 1:
             raise UsageError(f"--eval-every: must be >= 1, got {self.eval_every}")
+        cells = {f"{p}/{m}" for p in PIPELINES + ("oracle",) for m in METHODS}
+        for key, values in self.overrides.items():
+            unknown = set(values) - {f.name for f in dataclasses.fields(self)} if isinstance(values, dict) else None
+            if key not in cells or unknown is None or unknown or "overrides" in values:
+                raise UsageError(f"overrides: {key!r} must be one of {sorted(cells)} mapping to srnet settings, "
+                                 f"got {values!r}")
         if self.initial_sparsity is not None and not 0.0 <= self.initial_sparsity < 1.0:
             raise UsageError(f"--initial-sparsity: must be a fraction in [0, 1), got {self.initial_sparsity}")
         for name in ("select_after", "ramp_end", "warmup_ratio"):
@@ -132,12 +146,21 @@ class SRNetConfig:
                 raise UsageError(f"--{_flag(name)}: must be a fraction in [0, 1], got {getattr(self, name)}")
 
     # ---- resolution -------------------------------------------------------------------------------
-    def steps(self, phase: str, train_examples: int) -> int:
+    def for_cell(self, pipeline: str, method: str) -> "SRNetConfig":
+        """The config one pipeline/method runs with: `overrides` applied (a preset's per-pipeline values)."""
+        values = self.overrides.get(f"{pipeline}/{method}")
+        return dataclasses.replace(self, **values) if values else self
+
+    def steps(self, phase: str, train_examples: int, loss: str | None = None) -> int:
         """Optimizer steps of a fine-tuning ("ft") or pruning ("prune") run: from epochs when given."""
         epochs = {"ft": self.ft_epochs, "prune": self.prune_epochs}[phase]
+        if phase == "ft" and loss in self.ft_epochs_by_loss:
+            epochs = self.ft_epochs_by_loss[loss]
         if epochs is None:
             return {"ft": self.ft_steps, "prune": self.prune_steps}[phase]
-        return max(1, math.ceil(epochs * train_examples / self.batch_size))
+        # the reference's count: whole batches per epoch (the last one partial), then x epochs truncated
+        # (hg_transformers/mask_trainer.py:447, trainer_imp.py:556)
+        return max(1, int(math.ceil(train_examples / self.batch_size) * epochs))
 
     def start_sparsity(self, target: float) -> float:
         """Mask training's initial sparsity for a target: fixed (the target) unless GSI asks lower."""

@@ -66,9 +66,10 @@ class SRNetRunner(SRNetBase):
         if soft:
             pruning.exact_sparsity_(model, initial, cfg.scope)
         schedule = pruning.CubicSparsitySchedule.for_training(steps, initial, sparsity, ramp_end_fraction=cfg.ramp_end)
+        # the init already has the initial sparsity; the first threshold reset comes after reset_every
+        # steps, as in the reference (a reset at step 0 would move tau from 1e-2 to the tied value 0)
         controller = pruning.MaskSparsityController(model, schedule, method=cfg.sparsity_method,
                                                     reset_every=cfg.reset_every, scope=cfg.scope)
-        controller.apply(0)
         selector = pruning.BestMaskSelector(model, lambda m: self.dev_accuracy(m, f"{desc}: select on ID dev"),
                                             total_steps=steps, every=cfg.resolved_eval_every(steps),
                                             after=cfg.select_after, mode=protocol["select"])
@@ -112,6 +113,10 @@ class SRNetRunner(SRNetBase):
         key = self.cell_key(pipeline, "mask", loss, sparsity)
         if self.skip(key):
             return
+        with self.cell_scope(pipeline, "mask"):
+            self._mask_cell(pipeline, loss, sparsity, key)
+
+    def _mask_cell(self, pipeline: str, loss: str, sparsity: float, key: str) -> None:
         start = time.perf_counter()
         protocol = self.cfg.protocol(pipeline, "mask")
         head_trains = protocol["train_classifier_mask_training"]
@@ -136,15 +141,18 @@ class SRNetRunner(SRNetBase):
         last round trained (a, no rewinding) or from the rewound pre-trained weights (b) - and that
         training is its evaluation; one more training evaluates the last level.
         """
+        keys = {s: self.cell_key(pipeline, "imp", loss, s) for s in self.cfg.sparsities}
+        if all([self.skip(k) for k in keys.values()]):
+            return
+        with self.cell_scope(pipeline, "imp") as cfg:
+            self._imp_sequence(pipeline, loss, keys, cfg)
+
+    def _imp_sequence(self, pipeline: str, loss: str, keys: dict, cfg) -> None:
         from maskedbert.config import MaskConfig
         from maskedbert.masks import save_masks
         from maskedbert.patching import apply_masks_
 
-        cfg = self.cfg
         protocol = cfg.protocol(pipeline, "imp")
-        keys = {s: self.cell_key(pipeline, "imp", loss, s) for s in cfg.sparsities}
-        if all([self.skip(k) for k in keys.values()]):
-            return
         levels = sorted(set(pruning.imp_sparsity_levels(max(cfg.sparsities), cfg.imp_per_round, cfg.imp_amount_of))
                         | set(cfg.sparsities))
         model = self.pruning_start(loss) if pipeline == "ft_prune" else self.fresh_model()
@@ -198,6 +206,10 @@ class SRNetRunner(SRNetBase):
         key = self.cell_key("oracle", "mask", "ce", sparsity)
         if self.skip(key) or not self.data.ood_train:
             return
+        with self.cell_scope("oracle", "mask"):
+            self._oracle_cell(sparsity, key)
+
+    def _oracle_cell(self, sparsity: float, key: str) -> None:
         start = time.perf_counter()
         protocol = self.cfg.protocol("oracle", "mask")
         model = self.finetuned("ce")

@@ -2,6 +2,7 @@
 probabilities, evaluation and the cell files. The pipelines themselves are in srnet_pipelines.py."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -34,7 +35,9 @@ class SRNetBase:
         from maskedbert.metrics import label_mapping
         from maskedbert.models import load_model_and_tokenizer
 
-        self.cfg, self.log, self.progress = cfg, log, progress
+        # cfg: the config of the cell being run (SRNetConfig.for_cell); base_cfg: the study's (dense models)
+        self.cfg = self.base_cfg = cfg
+        self.log, self.progress = log, progress
         self.data = load_task_data(cfg)
         torch.manual_seed(cfg.seed)
         self.pristine, self.tokenizer = load_model_and_tokenizer(
@@ -112,18 +115,34 @@ class SRNetBase:
             return loss_lib.make_loss_fn(loss, anneal_floor=self.cfg.anneal_floor, total_steps=steps)
         return loss_lib.make_loss_fn(loss)
 
-    def settings(self, steps: int, **changes) -> pruning.TrainSettings:
-        cfg = self.cfg
+    def settings(self, steps: int, cfg: SRNetConfig | None = None) -> pruning.TrainSettings:
+        cfg = cfg or self.cfg
         return pruning.TrainSettings(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_scores=cfg.lr_scores,
-                                     warmup_ratio=cfg.warmup_ratio, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-                                     **changes)
+                                     warmup_ratio=cfg.warmup_ratio, warmup_steps=cfg.warmup_steps,
+                                     weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+                                     clip_mode=cfg.clip_mode, adam_eps=cfg.adam_eps, seed=cfg.seed)
 
-    def train(self, model, loss: str, steps: int, desc: str, *, dataset=None, loss_fn=None, step_callback=None):
-        """`steps` optimizer steps of `model` with `loss`; the log goes to logs/<desc>/."""
+    def train(self, model, loss: str, steps: int, desc: str, *, dataset=None, loss_fn=None, step_callback=None,
+              cfg: SRNetConfig | None = None):
+        """`steps` optimizer steps of `model` with `loss` (settings of `cfg`, default the cell's); the
+        log goes to logs/<desc>/."""
         slug = desc.replace(" ", "-")
         return pruning.train_steps(model, dataset if dataset is not None else self.train_dataset(loss), self.collate,
-                                   loss_fn or self.loss_fn(loss, steps), self.settings(steps),
-                                   step_callback=step_callback, desc=desc, output_dir=self._path("logs", slug))
+                                   loss_fn or self.loss_fn(loss, steps), self.settings(steps, cfg),
+                                   step_callback=step_callback, desc=desc, output_dir=self._path("logs", slug),
+                                   progress=self.progress)
+
+    @contextlib.contextmanager
+    def cell_scope(self, pipeline: str, method: str):
+        """Run one pipeline/method with its own settings (SRNetConfig.overrides, e.g. a preset's)."""
+        saved = self.cfg, self.ft_steps, self.prune_steps
+        self.cfg = self.base_cfg.for_cell(pipeline, method)
+        n = len(self.data.train)
+        self.ft_steps, self.prune_steps = self.cfg.steps("ft", n), self.cfg.steps("prune", n)
+        try:
+            yield self.cfg
+        finally:
+            self.cfg, self.ft_steps, self.prune_steps = saved
 
     def fresh_model(self):
         return copy.deepcopy(self.pristine)
@@ -138,7 +157,9 @@ class SRNetBase:
             if os.path.isfile(path):
                 model.load_state_dict(load_file(path))
             else:
-                self.log(f"fine-tuning the dense model with loss {loss!r} ({self.ft_steps} steps)")
+                cfg = self.base_cfg  # dense models are shared by every cell: the study's settings
+                steps = cfg.steps("ft", len(self.data.train), loss)
+                self.log(f"fine-tuning the dense model with loss {loss!r} ({steps} steps)")
                 os.makedirs(os.path.dirname(path), exist_ok=True)
 
                 def save(target):
@@ -147,10 +168,10 @@ class SRNetBase:
                         save_file(state, tmp)
 
                 def on_step(step):  # intermediate checkpoints: mask training / rewinding can start there
-                    if step in self.cfg.save_ft_steps:
+                    if step in cfg.save_ft_steps:
                         save(self._path("checkpoints", f"finetuned-{loss}-step{step}.safetensors"))
 
-                self.train(model, loss, self.ft_steps, f"fine-tune {loss}", step_callback=on_step)
+                self.train(model, loss, steps, f"fine-tune {loss}", step_callback=on_step, cfg=cfg)
                 save(path)
             self._finetuned[loss] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model = self.fresh_model()
@@ -216,14 +237,18 @@ class SRNetBase:
 
     def resolved_config(self) -> dict:
         """The config as saved in config.json: every field, plus the resolved steps and protocols."""
-        cfg = self.cfg
-        resolved = {"ft_steps": self.ft_steps, "prune_steps": self.prune_steps,
-                    "eval_every": cfg.resolved_eval_every(self.prune_steps), "train_examples": len(self.data.train)}
+        cfg, n = self.base_cfg, len(self.data.train)
+        resolved = {"train_examples": n, "ft_steps": {loss: cfg.steps("ft", n, loss) for loss in cfg.losses}}
         protocols = {}
         for pipeline in cfg.pipelines + (["oracle"] if cfg.oracle else []):
             methods = ["mask"] if pipeline in ("mask_pretrained", "oracle") else cfg.methods
             for method in methods:
-                protocols[f"{pipeline}/{method}"] = cfg.protocol(pipeline, method)
+                cell = cfg.for_cell(pipeline, method)
+                prune_steps = cell.steps("prune", n)
+                protocols[f"{pipeline}/{method}"] = {
+                    **cell.protocol(pipeline, method), "prune_steps": prune_steps, "ft_steps": cell.steps("ft", n),
+                    "eval_every": cell.resolved_eval_every(prune_steps), "lr": cell.lr, "lr_scores": cell.lr_scores,
+                    "warmup_steps": cell.warmup_steps}
         return {**dataclasses.asdict(cfg), "resolved": resolved, "protocols": protocols}
 
     def check_resumable(self) -> None:
@@ -233,7 +258,7 @@ class SRNetBase:
             return
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
-        new = dataclasses.asdict(self.cfg)
+        new = dataclasses.asdict(self.base_cfg)
         changed = sorted(k for k in new if k not in self.SWEEP_FIELDS and k in old and old[k] != new[k])
         if changed:
             raise UsageError(f"--out: {self.cfg.out} holds results of a run with different settings "

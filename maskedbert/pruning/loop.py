@@ -25,12 +25,16 @@ class TrainSettings:
     warmup_steps: int | None = None  # given: wins over warmup_ratio
     schedule: str = "linear"
     max_grad_norm: float = 1.0
+    clip_mode: str = "global"  # or "per_parameter" (each parameter clipped to max_grad_norm on its own)
+    adam_eps: float = 1e-6
     seed: int = 0
 
     def __post_init__(self):
         _check_int("steps", self.steps, 1)
         _check_int("batch_size", self.batch_size, 1)
-        for name in ("lr", "lr_scores", "weight_decay", "max_grad_norm"):
+        if self.clip_mode not in ("global", "per_parameter"):
+            raise ValueError(f"clip_mode must be 'global' or 'per_parameter', got {self.clip_mode!r}")
+        for name in ("lr", "lr_scores", "weight_decay", "max_grad_norm", "adam_eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
@@ -41,7 +45,7 @@ class TrainSettings:
 
 def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settings: TrainSettings, *,
                 step_callback: Callable[[int], object] | None = None, desc: str = "train",
-                output_dir: str | None = None) -> list[float]:
+                output_dir: str | None = None, progress: bool = True) -> list[float]:
     """Train for settings.steps optimizer steps with maskedbert's Trainer; returns each step's loss.
 
     `loss_fn(logits, batch)` computes the loss (maskedbert.losses.make_loss_fn); parameters train
@@ -72,10 +76,11 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
     try:
         config = TrainConfig(
             output_dir=run_dir, max_steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
-            weight_decay=settings.weight_decay, schedule=settings.schedule,
-            warmup_steps=settings.warmup_steps, warmup_ratio=None if settings.warmup_steps is not None else settings.warmup_ratio,
-            max_grad_norm=settings.max_grad_norm or None, seed=settings.seed, log_every=1, log_grad_norms=False,
-            device=str(next(model.parameters()).device), progress=True)
+            weight_decay=settings.weight_decay, schedule=settings.schedule, warmup_steps=settings.warmup_steps,
+            warmup_ratio=None if settings.warmup_steps is not None else settings.warmup_ratio,
+            max_grad_norm=settings.max_grad_norm or None, clip_mode=settings.clip_mode, adam_eps=settings.adam_eps,
+            seed=settings.seed, log_every=1, log_grad_norms=False, device=str(next(model.parameters()).device),
+            progress=progress)
         callback = None if step_callback is None else (lambda trainer, step: step_callback(step))
         trainer = Trainer(model, config, dataset, collate_fn, loss_fn=loss_fn, param_groups=groups,
                           step_callback=callback)
