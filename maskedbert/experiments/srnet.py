@@ -21,14 +21,14 @@ challenge set; real tasks go through maskedbert.data (--task mnli --data-dir ...
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
 
-from maskedbert import evaluation as ev
-from maskedbert.experiments.srnet_config import (AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS, REWIND_CHOICES,
-                                                 SCORE_INITS, SRNetConfig)
-from maskedbert.experiments.srnet_pipelines import SRNetRunner
+from maskedbert.experiments.srnet_config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
+                                                 REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
+                                                 SRNetConfig)
 
 __all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "main", "parse_args",
            "write_report"]
@@ -36,6 +36,8 @@ __all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner
 
 def write_report(rows: list[dict], out: str, title: str) -> list[str]:
     """results.csv / results.md and srnet_sparsity.png (dense models as dashed reference lines)."""
+    from maskedbert import evaluation as ev
+
     paths = ev.write_results(rows, out, RESULT_COLUMNS)
     curves = [dict(r, series=f"{r['pipeline']}/{r['method']}/{r['loss']}") for r in rows if r["method"] != "dense"]
     dense = [r for r in rows if r["method"] == "dense"]
@@ -63,10 +65,18 @@ def _steps_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected a comma list of step numbers, got {text!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from maskedbert.pruning import AMOUNT_OF, SELECT_MODES, SPARSITY_METHODS
+def __getattr__(name):  # the runner (torch, transformers) loads on first use: `srnet --help` stays fast
+    if name == "SRNetRunner":
+        from maskedbert.experiments.srnet_pipelines import SRNetRunner
 
-    d = SRNetConfig()
+        return SRNetRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SRNetConfig.__new__(SRNetConfig)  # the defaults, without validation (it imports the loss registry)
+    for f in dataclasses.fields(SRNetConfig):
+        setattr(d, f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
     p = argparse.ArgumentParser(prog="maskedbert srnet", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default=None, help="the paper's settings for a task (see --list-presets); "
@@ -178,6 +188,9 @@ def main(argv=None) -> int:
 
         print(srnet_presets.presets_table())
         return 0
+    from maskedbert import evaluation as ev
+    from maskedbert.experiments.srnet_pipelines import SRNetRunner
+
     start = time.perf_counter()
     if args.fresh and os.path.isdir(cfg.out):
         _clear_results(cfg.out)

@@ -11,9 +11,13 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from maskedbert import losses as loss_lib
-from maskedbert import pruning
 from maskedbert.errors import UsageError
+
+# choices of maskedbert.pruning, spelled here so that `srnet --help` needs no torch import
+# (tests/test_srnet.py checks they are equal)
+SPARSITY_METHODS = ("threshold_reset", "exact_topk")
+SELECT_MODES = ("best", "last")
+AMOUNT_OF = ("original", "remaining")
 
 PIPELINES = ("ft_prune", "prune_ft", "mask_pretrained")
 METHODS = ("mask", "imp")
@@ -103,6 +107,8 @@ class SRNetConfig:
             if bad or not getattr(self, name):
                 raise UsageError(f"--{name}: must be a non-empty comma list of {', '.join(allowed)}; "
                                  f"got {','.join(getattr(self, name)) or 'nothing'}")
+        from maskedbert import losses as loss_lib
+
         try:
             self.losses = [loss_lib.canonical_loss_name(n) for n in self.losses]
         except ValueError as err:
@@ -112,10 +118,10 @@ class SRNetConfig:
         if not self.sparsities or any(not 0.0 < s < 1.0 for s in self.sparsities):
             raise UsageError(f"--sparsities: each must be a fraction pruned in (0, 1), got {self.sparsities}")
         self.sparsities = sorted(set(float(s) for s in self.sparsities))
-        choices = (("sparsity_method", pruning.SPARSITY_METHODS), ("scope", ("layer", "global")),
-                   ("select", pruning.SELECT_MODES), ("rewind", REWIND_CHOICES), ("mask_classifier", AUTO_YES_NO),
+        choices = (("sparsity_method", SPARSITY_METHODS), ("scope", ("layer", "global")),
+                   ("select", SELECT_MODES), ("rewind", REWIND_CHOICES), ("mask_classifier", AUTO_YES_NO),
                    ("train_classifier", AUTO_YES_NO), ("score_init", SCORE_INITS),
-                   ("imp_amount_of", pruning.AMOUNT_OF), ("clip_mode", ("global", "per_parameter")))
+                   ("imp_amount_of", AMOUNT_OF), ("clip_mode", ("global", "per_parameter")))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{_flag(name)}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
