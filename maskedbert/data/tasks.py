@@ -171,7 +171,8 @@ _DATA_DIR_FLAG = "--data-dir / data_dir="
 
 
 def _files_hint(spec: TaskSpec, splits: list[str], flag: str) -> str:
-    names = [spec.local_files[split] for split in splits if split in spec.local_files]
+    wanted = list(dict.fromkeys([*splits, "train", spec.dev_split]))  # a run reads train and dev: name both
+    names = [spec.local_files[split] for split in wanted if split in spec.local_files]
     return f"put the task's original files ({', '.join(names)}) in a folder and pass it as {flag}"
 
 

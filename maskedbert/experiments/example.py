@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     step = 0
     set_interrupt_note(lambda: f"stopped at step {step} of {args.steps}; this example saves nothing before it "
-                               f"ends, so run it again (it takes seconds)")
+                               f"ends, so run it again")
     for step in range(args.steps + 1):
         x = torch.randn(args.batch, K, device=dev)
         target = x @ (weight * true_mask).T
