@@ -299,3 +299,16 @@ def test_flags_given_override_the_config_file_even_when_they_equal_the_default()
     given = explicit_args(parser, ["--config", "c.json", "--lr", "2e-5", "--no-progress"])
     assert given == {"config": "c.json", "lr": 2e-5, "progress": False}
     assert parser.parse_args([]).lr == finetune.FinetuneConfig().lr  # the real defaults are back afterwards
+
+
+def test_finetune_choices_match_the_library():
+    from maskedbert.train.schedules import SCHEDULES
+
+    assert sorted(finetune.CHOICES["schedule"]) == sorted(SCHEDULES)
+
+
+def test_finetune_config_file_values_are_checked_like_flags(workdir, capsys):
+    (workdir / "c.json").write_text(json.dumps({"precision": "fp8", "output_dir": "run"}))
+    status, _, err = run_cli(["finetune", "--config", "c.json"], capsys)
+    assert_usage_error(status, err, "--precision", "'fp8'", "bf16")
+    assert files_under(workdir) == ["afile", "c.json"]

@@ -175,6 +175,11 @@ def _optional_float(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+# settings with a fixed set of values (flags and --config files alike); schedules: maskedbert.train.schedules
+CHOICES = {"schedule": ("linear", "constant"), "clip_mode": ("global", "per_parameter"),
+           "precision": ("fp32", "bf16", "fp16")}
+
+
 def _optional_int(text: str) -> int | None:
     return None if text.lower() == "none" else int(text)
 
@@ -206,15 +211,16 @@ def build_parser(prog: str = "maskedbert finetune") -> argparse.ArgumentParser:
     p.add_argument("--max-length", dest="max_length", type=int, default=d.max_length, help="tokens per example")
     p.add_argument("--warmup-ratio", dest="warmup_ratio", type=_optional_float, default=d.warmup_ratio,
                    help="fraction of the steps with linear warmup (none: no warmup)")
-    p.add_argument("--schedule", default=d.schedule, help="learning-rate schedule after warmup")
+    p.add_argument("--schedule", default=d.schedule, choices=CHOICES["schedule"],
+                   help="learning-rate schedule after warmup")
     p.add_argument("--weight-decay", dest="weight_decay", type=float, default=d.weight_decay)
     p.add_argument("--adam-eps", dest="adam_eps", type=float, default=d.adam_eps)
     p.add_argument("--no-bias-correction", dest="correct_bias", action="store_const", const=False,
                    default=d.correct_bias, help="BERT's original Adam without bias correction")
     p.add_argument("--max-grad-norm", dest="max_grad_norm", type=_optional_float, default=d.max_grad_norm,
                    help="gradient clipping (none: off)")
-    p.add_argument("--clip-mode", dest="clip_mode", choices=["global", "per_parameter"], default=d.clip_mode)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=d.precision,
+    p.add_argument("--clip-mode", dest="clip_mode", choices=CHOICES["clip_mode"], default=d.clip_mode)
+    p.add_argument("--precision", choices=CHOICES["precision"], default=d.precision,
                    help="fp16 needs a CUDA device")
     p.add_argument("--evals-per-epoch", dest="evals_per_epoch", type=float, default=d.evals_per_epoch,
                    help="dev evaluations per epoch (none: see --eval-every)")
@@ -249,6 +255,9 @@ def check_finetune_config(config: FinetuneConfig, flags: dict[str, str] | None =
     check_model(config.model, flag("model"))
     check_out_dir(config.output_dir, flag("output_dir"))
     check_device(config.device, flag("device"))
+    for name, allowed in CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise UsageError(f"{flag(name)}: {getattr(config, name)!r} is not one of {', '.join(allowed)}")
     for name in ("batch_size", "grad_accum_steps", "max_length", "log_every", "eval_batch_size"):
         check_number(flag(name), getattr(config, name), low=1, integer=True)
     for name in ("max_steps", "eval_every", "checkpoint_every", "train_limit", "dev_limit"):
