@@ -164,7 +164,7 @@ def check_task(name: str, flag: str = "--task"):
 
     try:
         return get_task(name)
-    except (ValueError, AttributeError):
+    except ValueError:
         raise UsageError(f"{flag}: unknown task {name!r}; choose one of: {', '.join(list_tasks())}") from None
 
 
