@@ -163,6 +163,14 @@ def test_example_cuda_on_a_cpu_machine(workdir, capsys):
     assert files_under(workdir) == ["afile"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_example_triton_backend_on_cpu_without_the_interpreter(workdir, capsys, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    status, out, err = run_cli(["example", "--backend", "triton", "--steps", "1"], capsys)
+    assert_usage_error(status, err, "--backend", "'triton'", "TRITON_INTERPRET=1")
+    assert "step" not in out
+
+
 def test_example_runs_and_writes_its_results(workdir, capsys):
     status, out, err = run_cli(["example", "--steps", "3", "--in-features", "16", "--out-features", "8",
                                 "--batch", "8", "--device", "cpu", "--out", "ex"], capsys)
