@@ -320,3 +320,23 @@ def test_finetune_config_file_values_are_checked_like_flags(workdir, capsys):
     status, _, err = run_cli(["finetune", "--config", "c.json"], capsys)
     assert_usage_error(status, err, "--precision", "'fp8'", "bf16")
     assert files_under(workdir) == ["afile", "c.json"]
+
+
+@pytest.mark.parametrize("value", [1.0, 1, -0.01, float("nan"), True, "0.5", None])
+def test_one_sparsity_rule_for_mask_config_and_commands(value):
+    from maskedbert.config import SPARSITY_RULE, MaskConfig, check_sparsity
+    from maskedbert.errors import UsageError
+
+    with pytest.raises(UsageError, match="0 <= sparsity < 1"):
+        check_sparsity(value, "--sparsity")
+    with pytest.raises(UsageError, match=r"MaskConfig\.sparsity must be " + SPARSITY_RULE.replace("(", r"\(")
+                       .replace(")", r"\)")):
+        MaskConfig(sparsity=value)
+
+
+def test_sparsity_rule_accepts_zero_up_to_below_one():
+    from maskedbert.config import MaskConfig, check_sparsity
+
+    assert check_sparsity(0) == 0.0 and isinstance(check_sparsity(0), float)
+    assert check_sparsity(0.999) == 0.999
+    assert MaskConfig(sparsity=0.9).sparsity == 0.9
