@@ -2,11 +2,21 @@
 
 Each command lives in its own module with a `main(argv) -> int` that parses its own options, so
 `maskedbert <command> --help` shows that command's flags and importing the CLI stays cheap.
+
+How a command ends, the same for all of them:
+- `maskedbert.errors.UsageError` (a mistake the user can fix): "maskedbert <command>: error: <message>"
+  on stderr, exit status 2, no traceback. argparse's own errors also exit with 2.
+- Ctrl-C: one line saying what finished and how to resume (the text a command registered with
+  `maskedbert.experiments.cli_common.set_interrupt_note`), exit status 130, no traceback.
+- Any other exception is a bug: its traceback, then a line saying so and where to report it; exit 1.
+- MASKEDBERT_DEBUG=1 adds the full traceback to the first two as well.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 
 # command -> (module, one-line description)
 COMMANDS = {
@@ -16,14 +26,51 @@ COMMANDS = {
     "stability": ("maskedbert.experiments.stability", "many-seed fine-tuning stability study (Mosbach et al.)"),
     "srnet": ("maskedbert.experiments.srnet", "sparse and robust subnetworks: IMP, mask training, debiasing (Liu et al.)"),
 }
+# where internal errors are to be reported (the project's issue tracker)
+BUG_REPORTS = "the maskedbert issue tracker"
+DEBUG_VARIABLE = "MASKEDBERT_DEBUG"
+EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: maskedbert <command> [options]", "", "commands:"]
+    lines = ["usage: maskedbert <command> [options]", "       maskedbert --version", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {desc}" for name, (_, desc) in COMMANDS.items()]
-    lines += ["", "Run `maskedbert <command> --help` for a command's options."]
+    lines += ["", "Run `maskedbert <command> --help` for a command's options (each shows its default).",
+              f"{DEBUG_VARIABLE}=1 shows full tracebacks for errors and interrupts."]
     return "\n".join(lines)
+
+
+def version_text() -> str:
+    """maskedbert's version and those of the libraries a bug report needs (read from metadata: no imports)."""
+    from importlib import metadata
+
+    from maskedbert import __version__
+
+    parts = []
+    for package in ("torch", "triton", "transformers", "datasets"):
+        try:
+            parts.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{package} not installed")
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"maskedbert {__version__} ({', '.join(parts)}; python {python})"
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _run(command: str, argv: list[str]) -> int:
+    module_name = COMMANDS[command][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            print(f"maskedbert: command {command!r} is not available in this version", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    return int(module.main(argv) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,19 +78,40 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
+    if argv[0] == "--version":
+        print(version_text())
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"maskedbert: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    module_name = COMMANDS[command][0]
+        print(f"maskedbert: error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n\n{_usage()}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    from maskedbert.errors import UsageError
+    from maskedbert.experiments import cli_common
+
+    prog = f"maskedbert {command}"
+    cli_common.set_interrupt_note(None)
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            print(f"maskedbert: command {command!r} is not available in this version", file=sys.stderr)
-            return 2
-        raise
-    return int(module.main(rest) or 0)
+        return _run(command, rest)
+    except UsageError as exc:
+        if _debug():
+            traceback.print_exc()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if _debug():
+            traceback.print_exc()
+        note = cli_common.interrupt_note() or "nothing to resume was reported"
+        print(f"\n{prog}: interrupted; {note}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        traceback.print_exc()
+        print(f"{prog}: internal error: this is a bug in maskedbert, not a mistake in your command. Please report "
+              f"it to {BUG_REPORTS} with the command line, the traceback above and `maskedbert --version` "
+              f"({version_text()})", file=sys.stderr)
+        return EXIT_BUG
+    finally:
+        cli_common.set_interrupt_note(None)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from maskedbert._atomic import write_text_atomic
+from maskedbert.errors import UsageError
 
 MODES = ("scores", "fixed")
 SCORE_INITS = ("magnitude", "magnitude_soft", "constant", "uniform", "kaiming")
 SCOPES = ("layer", "global")
 BACKENDS = ("auto", "torch", "triton", "triton_dense", "triton_fused")
 ALL_LINEAR = "all-linear"
+SPARSITY_RULE = "a fraction of weights pruned, 0 <= sparsity < 1 (0 keeps every weight)"
 # inits whose initial sparsity the `sparsity` field controls (exactly for magnitude, in expectation for uniform)
 _SPARSITY_INITS = ("magnitude", "uniform")
 
@@ -44,7 +46,8 @@ class MaskConfig:
             "kaiming" (nn.Linear's kaiming-uniform init). Mode "fixed" supports "magnitude" only.
         threshold: tau; a weight is kept where its score > tau (strict).
         sparsity: fraction of each masked matrix (scope "layer") or of all masked weights together
-            (scope "global") pruned at init. Only "magnitude" and "uniform" use it.
+            (scope "global") pruned at init, 0 <= sparsity < 1 (see check_sparsity). Only "magnitude"
+            and "uniform" use it.
         scope: "layer" or "global" (one magnitude threshold over every targeted matrix).
         mask_classifier: also mask the task head (the linear layers outside the base model).
         train_classifier: the task head's parameters train (requires_grad=True) when True, freeze when False.
@@ -80,11 +83,7 @@ class MaskConfig:
         ):
             raise ValueError(f"MaskConfig.threshold must be a finite number, got {self.threshold!r}")
         self.threshold = float(self.threshold)
-        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or not (
-            0.0 <= self.sparsity <= 1.0
-        ):
-            raise ValueError(f"MaskConfig.sparsity must be a number in [0, 1], got {self.sparsity!r}")
-        self.sparsity = float(self.sparsity)
+        self.sparsity = check_sparsity(self.sparsity, "MaskConfig.sparsity")
         if self.mode == "fixed" and self.score_init != "magnitude":
             raise ValueError(
                 f"MaskConfig.score_init must be 'magnitude' when mode='fixed' (a fixed mask has no scores), "
@@ -158,6 +157,20 @@ class MaskConfig:
         if unknown:
             raise TypeError(f"unknown MaskConfig field(s) {unknown}; known fields: {sorted(known)}")
         return dataclasses.replace(self, **changes)
+
+
+def check_sparsity(value: Any, name: str = "sparsity") -> float:
+    """The one sparsity rule of maskedbert's configs and commands (MaskConfig, `example --sparsity`,
+    `srnet --sparsities`): a fraction of weights pruned, 0 <= s < 1. Returns it as a float.
+
+    1 is refused: a layer with every weight pruned outputs only its bias, and no method here aims
+    there (the kernels' top-k functions still accept 1, as a plain operation). `name` is how the
+    message refers to the value: a flag ("--sparsity") or a field ("MaskConfig.sparsity").
+    """
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not 0.0 <= value < 1.0:  # NaN fails the comparison too
+        raise UsageError(f"{name} must be {SPARSITY_RULE}, got {value!r}")
+    return float(value)
 
 
 def _plain(value: Any) -> Any:

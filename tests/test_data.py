@@ -10,6 +10,7 @@ import torch
 from maskedbert.data import (PadCollator, encode_examples, get_task, list_tasks, load_examples,
                              synthetic_pair_examples, synthetic_pair_vocabulary)
 from maskedbert.data.examples import UNLABELED
+from maskedbert.errors import UsageError
 from maskedbert.models import build_word_tokenizer
 
 
@@ -26,7 +27,7 @@ def test_registry_lists_the_tasks():
         assert name in names
     assert get_task("RTE").metric == "accuracy" and get_task("cola").metric == "mcc"
     assert get_task("sts-b").is_regression and get_task("hans").ood
-    with pytest.raises(ValueError, match="task must be one of"):
+    with pytest.raises(UsageError, match=r"unknown task 'nope'; choose one of: .*rte"):
         get_task("nope")
 
 
@@ -62,8 +63,10 @@ def test_glue_rte_mrpc_cola_mnli_tsv(tmp_path):
     _write(str(tmp_path / "BAD/train.tsv"), ["index\tsentence1\tsentence2\tlabel", "0\ta\tb\tmaybe"])
     with pytest.raises(ValueError, match="label 'maybe'"):
         load_examples("rte", "train", data_dir=str(tmp_path / "BAD"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UsageError, match=r"--data-dir.*no such directory.*dev\.tsv"):
         load_examples("rte", "validation", data_dir=str(tmp_path / "missing"))
+    with pytest.raises(UsageError, match=r"--data-dir.*lacks dev\.tsv"):
+        load_examples("rte", "validation", data_dir=str(tmp_path / "RTE"))
 
 
 def test_hans_keeps_heuristic_and_subcase(tmp_path):
@@ -151,5 +154,5 @@ def test_hub_failure_names_the_task_and_the_offline_fix(monkeypatch):
         raise ConnectionError("Couldn't reach the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError, match=r"'rte'.*data_dir.*train\.tsv"):
+    with pytest.raises(UsageError, match=r"'rte'.*train\.tsv.*--data-dir"):
         load_examples("rte", "train")

@@ -10,15 +10,18 @@ Label indices follow `spec.label_names`; map them to a model's head with metrics
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from maskedbert.errors import UsageError
 
 from . import formats
 from .examples import Example
 from .synthetic import SYNTHETIC_PAIR_LABELS, synthetic_pair_examples
 
-__all__ = ["TaskSpec", "TASKS", "register_task", "get_task", "list_tasks", "load_examples"]
+__all__ = ["TaskSpec", "TASKS", "register_task", "get_task", "list_tasks", "load_examples", "check_data_source"]
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,9 @@ def list_tasks() -> list[str]:
 
 def get_task(name: str) -> TaskSpec:
     _register_optional_tasks()
-    key = name.lower()
+    key = name.lower() if isinstance(name, str) else name
     if key not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+        raise UsageError(f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}")
     return TASKS[key]
 
 
@@ -163,9 +166,58 @@ def _register_optional_tasks() -> None:
         register_task(spec, overwrite=True)
 
 
+# how messages from the loaders name the data folder: the commands' flag and the Python argument
+_DATA_DIR_FLAG = "--data-dir / data_dir="
+
+
+def _files_hint(spec: TaskSpec, splits: list[str], flag: str) -> str:
+    wanted = list(dict.fromkeys([*splits, "train", spec.dev_split]))  # a run reads train and dev: name both
+    names = [spec.local_files[split] for split in wanted if split in spec.local_files]
+    return f"put the task's original files ({', '.join(names)}) in a folder and pass it as {flag}"
+
+
+def check_data_source(spec: TaskSpec, splits: list[str], data_dir: str | None, *,
+                      flag: str = _DATA_DIR_FLAG) -> None:
+    """Raise UsageError, naming `flag`, unless `splits` of `spec` can be read: generated, from the files in
+    `data_dir`, or from the hub (checked quickly: one connection, no retry loop). Reads no data."""
+    if spec.generator is not None:
+        if data_dir is not None:
+            raise UsageError(f"{flag}: task {spec.name!r} is generated and reads no files; drop {flag}")
+        return
+    if data_dir is not None:
+        if not os.path.isdir(data_dir):
+            raise UsageError(f"{flag}: no such directory {data_dir!r}; {_files_hint(spec, splits, flag)}")
+        for split in splits:
+            if split not in spec.local_files:
+                raise UsageError(f"{flag}: task {spec.name!r} has no {split!r} split in its files "
+                                 f"(it has {', '.join(sorted(spec.local_files))})")
+        missing = [spec.local_files[s] for s in splits if not os.path.isfile(os.path.join(data_dir, spec.local_files[s]))]
+        if missing:
+            raise UsageError(f"{flag}: {data_dir!r} lacks {', '.join(missing)}; "
+                             f"{_files_hint(spec, splits, flag)}")
+        return
+    _check_hub_source(spec, splits, flag)
+
+
+def _check_hub_source(spec: TaskSpec, splits: list[str], flag: str) -> None:
+    from maskedbert import _hub
+
+    hint = _files_hint(spec, splits, flag)
+    if spec.hub is None:
+        raise UsageError(f"{flag}: task {spec.name!r} has no hub copy; {hint}")
+    if importlib.util.find_spec("datasets") is None:  # the GPU machine has no `datasets`
+        raise UsageError(f"{flag}: loading {spec.name!r} from the hub needs the `datasets` package "
+                         f"(pip install datasets); or {hint}")
+    if _hub.offline_mode():
+        return  # `datasets` reads its cache and fails fast when the task is not there
+    reason = _hub.hub_unreachable_reason()
+    if reason:
+        raise UsageError(f"{flag}: task {spec.name!r} loads from the hub, which is unreachable ({reason}); {hint} "
+                         f"(or set HF_DATASETS_OFFLINE=1 to use a copy in the datasets cache)")
+
+
 def _load_local(spec: TaskSpec, split: str, data_dir: str) -> list[Example]:
-    if split not in spec.local_files:
-        raise ValueError(f"task {spec.name!r} has no local split {split!r}; splits: {sorted(spec.local_files)}")
+    check_data_source(spec, [split], data_dir)
     path = os.path.join(data_dir, spec.local_files[split])
     if spec.local_reader == "glue":
         options = dict(spec.reader_options)
@@ -182,22 +234,18 @@ def _load_local(spec: TaskSpec, split: str, data_dir: str) -> list[Example]:
 
 
 def _load_hub(spec: TaskSpec, split: str) -> list[Example]:
-    if spec.hub is None:
-        raise ValueError(f"task {spec.name!r} has no hub copy; pass data_dir with its files {spec.local_files}")
-    try:
-        import datasets
-    except ImportError as exc:  # the GPU machine has no `datasets`
-        raise ImportError(f"loading {spec.name!r} from the hub needs the `datasets` package; install it or pass "
-                          f"data_dir with the original files") from exc
+    _check_hub_source(spec, [split], _DATA_DIR_FLAG)
+    import datasets
+
     path, config = spec.hub
     hub_split = spec.hub_split_names.get(split, split)
     try:
         rows = datasets.load_dataset(path, config, split=hub_split)
-    except (ConnectionError, OSError, ValueError) as exc:  # offline hub errors come as these
-        raise RuntimeError(
-            f"could not load task {spec.name!r} (split {split!r}) from the hub as {path!r}/{config!r}: "
-            f"{type(exc).__name__}: {exc}. Without network access, pass data_dir with the original files "
-            f"{spec.local_files}") from exc
+    except (ConnectionError, OSError, ValueError) as exc:  # offline / not cached / hub errors come as these
+        raise UsageError(
+            f"{_DATA_DIR_FLAG}: could not load task {spec.name!r} (split {split!r}) from the hub as "
+            f"{path!r}/{config!r} ({type(exc).__name__}: {exc}); {_files_hint(spec, [split], _DATA_DIR_FLAG)}"
+        ) from exc
     a_field, b_field, label_field = spec.hub_fields
     examples = []
     for i, row in enumerate(rows):

