@@ -59,8 +59,10 @@ def _seeds(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from maskedbert.experiments.cli_common import HelpFormatter
+
     p = argparse.ArgumentParser(prog="maskedbert demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output directory")
     p.add_argument("--seeds", type=_seeds, default=[0], help="comma list; several print mean +- std per row")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are equal at equal counts)")
@@ -259,29 +261,27 @@ def plot(table: list[dict], path: str, title: str) -> str:
 
 # ---- main -----------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
+    from maskedbert.experiments import cli_common as cc
+
     args = build_parser().parse_args(argv)
-    if args.threads < 1:
-        from maskedbert.errors import UsageError
-
-        raise UsageError(f"--threads: must be >= 1, got {args.threads}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        from maskedbert.errors import UsageError
-
-        raise UsageError(f"--out: {args.out!r} is a file; give a directory (it is created if missing)")
+    cc.check_number("--threads", args.threads, low=1, integer=True)
+    cc.check_out_dir(args.out, "--out")
+    cc.set_interrupt_note(lambda: _progress_note(args))
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
         return _run(args)
-    except KeyboardInterrupt:
-        done = sum(len(os.listdir(os.path.join(_seed_dir(args.out, s), "cells")))
-                   for s in args.seeds if os.path.isdir(os.path.join(_seed_dir(args.out, s), "cells")))
-        print(f"\ninterrupted: {done} finished cell(s) are kept in {args.out}; run the same command again to "
-              f"resume (--fresh starts over)", flush=True)
-        return 130
     finally:
         torch.set_num_threads(threads)
+
+
+def _progress_note(args) -> str:
+    done = sum(len(os.listdir(os.path.join(_seed_dir(args.out, s), "cells")))
+               for s in args.seeds if os.path.isdir(os.path.join(_seed_dir(args.out, s), "cells")))
+    return (f"{done} finished cell(s) are kept in {args.out}; run the same command again to resume "
+            f"(--fresh starts over)")
 
 
 def _run(args) -> int:

@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = SRNetConfig.__new__(SRNetConfig)  # the defaults, without validation (it imports the loss registry)
     for f in dataclasses.fields(SRNetConfig):
         setattr(d, f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+    from maskedbert.experiments.cli_common import HelpFormatter
+
     p = argparse.ArgumentParser(prog="maskedbert srnet", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--preset", default=None, help="the paper's settings for a task (see --list-presets); "
                    "flags given override them")
     p.add_argument("--list-presets", action="store_true", help="print the presets and their settings, then exit")
@@ -181,6 +183,27 @@ def _parse(argv) -> tuple[SRNetConfig, argparse.Namespace]:
     return SRNetConfig(**fields), args
 
 
+def validate(cfg: SRNetConfig) -> None:
+    """Everything a user can get wrong, checked before anything is written (UsageError names the flag)."""
+    from maskedbert.experiments import cli_common as cc
+
+    if cfg.task != "synthetic-nli":  # the synthetic task generates its own OOD set
+        spec = cc.check_task(cfg.task, "--task")
+        ood = cc.check_task(cfg.ood_task, "--ood-task")
+        cc.check_data_dir(spec, ["train", spec.dev_split], cfg.data_dir, "--data-dir")
+        cc.check_data_dir(ood, [cfg.ood_split] + (["train"] if cfg.oracle else []), cfg.ood_data_dir,
+                          "--ood-data-dir")
+    cc.check_model(cfg.model, "--model")
+    cc.check_out_dir(cfg.out, "--out")
+    cc.check_device(None if cfg.device == "auto" else cfg.device, "--device")
+
+
+def _progress_note(out: str) -> str:
+    folder = os.path.join(out, "cells")
+    done = len([n for n in os.listdir(folder) if n.endswith(".json")]) if os.path.isdir(folder) else 0
+    return f"{done} finished cell(s) are kept in {folder}; run the same command again to resume (--fresh starts over)"
+
+
 def main(argv=None) -> int:
     cfg, args = _parse(argv)
     if args.list_presets:
@@ -188,6 +211,10 @@ def main(argv=None) -> int:
 
         print(srnet_presets.presets_table())
         return 0
+    validate(cfg)
+    from maskedbert.experiments.cli_common import set_interrupt_note
+
+    set_interrupt_note(lambda: _progress_note(cfg.out))
     from maskedbert import evaluation as ev
     from maskedbert.experiments.srnet_pipelines import SRNetRunner
 

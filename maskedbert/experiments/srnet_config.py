@@ -115,9 +115,11 @@ class SRNetConfig:
             raise UsageError(f"--losses: {err}") from None
         if not self.losses:
             raise UsageError("--losses: must not be empty; choose from ce, poe, reweight, conf_reg")
-        if not self.sparsities or any(not 0.0 < s < 1.0 for s in self.sparsities):
-            raise UsageError(f"--sparsities: each must be a fraction pruned in (0, 1), got {self.sparsities}")
-        self.sparsities = sorted(set(float(s) for s in self.sparsities))
+        from maskedbert.config import check_sparsity
+
+        if not self.sparsities:
+            raise UsageError("--sparsities: give at least one sparsity (a fraction pruned, 0 <= s < 1)")
+        self.sparsities = sorted(set(check_sparsity(s, "--sparsities") for s in self.sparsities))
         choices = (("sparsity_method", SPARSITY_METHODS), ("scope", ("layer", "global")),
                    ("select", SELECT_MODES), ("rewind", REWIND_CHOICES), ("mask_classifier", AUTO_YES_NO),
                    ("train_classifier", AUTO_YES_NO), ("score_init", SCORE_INITS),
