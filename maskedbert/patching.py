@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from maskedbert.architectures import CONV1D_MODEL_TYPES, default_target_modules
+from maskedbert.architectures import CONV1D_MODEL_TYPES, UnsupportedLayerError, default_target_modules
 from maskedbert.config import ALL_LINEAR, MaskConfig
 from maskedbert.kernels import topk_masks
 from maskedbert.modules import MaskedLinear
@@ -59,7 +59,8 @@ def apply_masks_(
 
     Raises ValueError when the model already has masks, when target_modules matches no layer (the
     message lists the layers it could have matched), when a target suffix matches nothing, and
-    TypeError for GPT-2 style Conv1D layers (not supported).
+    maskedbert.architectures.UnsupportedLayerError (a UsageError and a TypeError) for GPT-2 style
+    Conv1D layers, whatever target_modules says.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -300,7 +301,7 @@ def _refuse_conv1d(model: nn.Module, matches) -> None:
     if matches is None or any(matches(n) for n in conv_names):
         if matches is None and model_type not in CONV1D_MODEL_TYPES:
             return  # defaults of a known nn.Linear architecture never name Conv1D layers
-        raise TypeError(
+        raise UnsupportedLayerError(
             f"{type(model).__name__} uses transformers' Conv1D layers (e.g. {conv_names[0]!r}; weight stored "
             "[in, out]); maskedbert masks torch.nn.Linear only"
         )
