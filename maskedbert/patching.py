@@ -26,6 +26,7 @@ from maskedbert.architectures import CONV1D_MODEL_TYPES, UnsupportedLayerError, 
 from maskedbert.config import ALL_LINEAR, MaskConfig
 from maskedbert.kernels import topk_masks
 from maskedbert.modules import MaskedLinear
+from maskedbert.save_guard import install_save_guard, remove_save_guard
 
 __all__ = [
     "apply_masks_",
@@ -88,6 +89,7 @@ def apply_masks_(
         for name in cand.names:
             _set_submodule(model, name, layer)
     setattr(model, CONFIG_ATTR, config)
+    install_save_guard(model)  # model.save_pretrained would silently save the dense weights
     # the base model's parameters follow train_weights, the task head's train_classifier
     _set_trainable(model, body=config.weights_train, head=config.train_classifier, before=requires_grad_before)
     return model
@@ -97,6 +99,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     """Replace every MaskedLinear by a plain nn.Linear with weight W*M, in place; returns `model`.
 
     The result has no maskedbert modules, so save_pretrained / from_pretrained work without maskedbert.
+    (Before the merge, the model's own save_pretrained raises: see maskedbert.save_guard.)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -109,6 +112,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
             _set_submodule(model, name, linear)
     if hasattr(model, CONFIG_ATTR):
         delattr(model, CONFIG_ATTR)
+    remove_save_guard(model)
     _restore_trainable(model)
     return model
 
