@@ -8,13 +8,15 @@ only an "unexpected keys" warning. `apply_masks_` therefore puts a guard in fron
     mb.save_pretrained(model, dir)                     # small mask adapter over the base checkpoint
     mb.merge_and_unload(model).save_pretrained(dir)    # plain transformers model with weights W*M
 
-A call that passes its own `state_dict` goes through: the caller chose what to save. That is what
-transformers.Trainer does for its checkpoints (weights, scores and thresholds, which its resume
-reloads). `merge_and_unload` removes the guard. The guard is a small picklable object, so
+A call that passes its own `state_dict` goes through: the caller chose what to save. While
+`suspended(model)` is active (maskedbert.integrations.MaskTrainingCallback holds it during
+transformers.Trainer.train) every call goes through, so the Trainer's checkpoints hold weights, scores
+and thresholds, which its resume reloads. `merge_and_unload` removes the guard. The guard is a small picklable object, so
 `torch.save(model)` and `copy.deepcopy(model)` keep working.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 from torch import nn
@@ -29,16 +31,20 @@ class UnmergedSaveGuard:
 
     def __init__(self, model: nn.Module):
         self.model = model
+        self.suspensions = 0  # > 0 while suspended(model) is active
 
     def __call__(self, *args, **kwargs):
         model = self.model
         original = type(model).save_pretrained
-        if _has_masked_layers(model) and _given_state_dict(original, model, args, kwargs) is None:
+        if (not self.suspensions and _has_masked_layers(model)
+                and _given_state_dict(original, model, args, kwargs) is None):
             raise UsageError(
                 f"{type(model).__name__}.save_pretrained: the model has unmerged MaskedLinear layers, and "
                 "transformers would save its dense weights (reloading them gives the unpruned model). Use "
                 "mb.save_pretrained(model, dir) to save a mask adapter (masks + changed parameters), or "
-                "mb.merge_and_unload(model).save_pretrained(dir) for a plain model with the pruned weights"
+                "mb.merge_and_unload(model).save_pretrained(dir) for a plain model with the pruned weights "
+                "(inside transformers.Trainer, add maskedbert.integrations.MaskTrainingCallback: its "
+                "checkpoints then keep the scores for resuming)"
             )
         return original(model, *args, **kwargs)
 
@@ -47,6 +53,19 @@ def install_save_guard(model: nn.Module) -> None:
     """Guard `model.save_pretrained` (only models that have one: Hugging Face PreTrainedModels)."""
     if callable(getattr(type(model), _ATTR, None)) and _ATTR not in model.__dict__:
         model.__dict__[_ATTR] = UnmergedSaveGuard(model)
+
+
+@contextlib.contextmanager
+def suspended(model: nn.Module):
+    """Let `model.save_pretrained` save the unmerged state (weights + scores) inside this block."""
+    guard = model.__dict__.get(_ATTR)
+    if isinstance(guard, UnmergedSaveGuard):
+        guard.suspensions += 1
+    try:
+        yield
+    finally:
+        if isinstance(guard, UnmergedSaveGuard):
+            guard.suspensions -= 1
 
 
 def remove_save_guard(model: nn.Module) -> None:
