@@ -286,7 +286,8 @@ def _load_base(payload, base_model, revision, token, kwargs) -> nn.Module:
         raise UsageError(f"from_pretrained: this transformers has no model type {model_type!r} (upgrade it)")
     config = config_cls.from_dict(config_data)
     model_cls = getattr(transformers, payload["model_class"], None) or transformers.AutoModel
-    options = {"dtype": getattr(torch, payload.get("dtype", "float32"))}
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"  # renamed in v5
+    options = {dtype_key: getattr(torch, payload.get("dtype", "float32"))}
     options.update(kwargs)
     if token is not None:
         options["token"] = token

@@ -14,7 +14,8 @@ pytest.importorskip("accelerate")  # transformers.Trainer needs it
 
 import maskedbert as mb  # noqa: E402
 from maskedbert.errors import UsageError  # noqa: E402
-from maskedbert.integrations import IMPRounds, MaskTrainingCallback, mask_training_param_groups  # noqa: E402
+from maskedbert.integrations import (IMPRounds, MaskCheckpointCallback, MaskTrainingCallback,  # noqa: E402
+                                     mask_training_param_groups)
 from maskedbert.patching import masked_modules  # noqa: E402
 from maskedbert.pruning import CubicSparsitySchedule  # noqa: E402
 
@@ -123,11 +124,12 @@ def _tiny(seed=0):
     return load_model_and_tokenizer("tiny-bert", 2, vocab=synthetic_pair_vocabulary())
 
 
-def _trainer(model, tokenizer, out, steps=2, callbacks=()):
+def _trainer(model, tokenizer, out, steps=2, callbacks=(), save_steps=None):
     data = _example().training_data(tokenizer, 16, 0)
+    save = dict(save_strategy="steps", save_steps=save_steps) if save_steps else dict(save_strategy="no")
     args = transformers.TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8,
-                                          learning_rate=1e-3, save_strategy="no", report_to="none", use_cpu=True,
-                                          disable_tqdm=True, logging_steps=1)
+                                          learning_rate=1e-3, report_to="none", use_cpu=True,
+                                          disable_tqdm=True, logging_steps=1, **save)
     return transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=list(callbacks),
                                 data_collator=transformers.DataCollatorWithPadding(tokenizer))
 
@@ -138,8 +140,15 @@ def test_imp_rounds_with_the_hf_trainer(tmp_path, one_torch_thread):
     imp = IMPRounds(model, final_sparsity=0.5, per_round=0.25)
     assert imp.levels == [0.25, 0.5]
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # without the callback the Trainer's checkpoint would silently hold dense weights: refused
+    with pytest.raises(UsageError, match="MaskCheckpointCallback|MaskTrainingCallback"):
+        _trainer(model, tokenizer, tmp_path / "no-callback", save_steps=1).train()
+    model.load_state_dict({k: v for k, v in start.items()}, strict=False)
     for r, level in enumerate(imp.levels):
-        _trainer(model, tokenizer, tmp_path / f"round{r}").train()
+        _trainer(model, tokenizer, tmp_path / f"round{r}", save_steps=2, callbacks=[MaskCheckpointCallback()]).train()
+        # the masks of the round's (pre-pruning) model sit beside its checkpoint
+        checkpoint_masks = mb.load_mask_dict(tmp_path / f"round{r}" / "checkpoint-2" / "masks.safetensors")
+        assert {n: m.mask() for n, m in masked_modules(model).items()}.keys() == checkpoint_masks.keys()
         record = imp.prune_and_rewind()
         assert record == {"round": r, "level": level, "sparsity": pytest.approx(level, abs=1e-3)}
         for layer in masked_modules(model).values():  # exact per matrix
@@ -173,6 +182,8 @@ def test_callback_errors(tmp_path, one_torch_thread):
         with pytest.raises(UsageError, match="MaskTrainingCallback"):
             MaskTrainingCallback(**bad)
     model, tokenizer = _tiny()
+    with pytest.raises(UsageError, match="has no masks"):
+        _trainer(model, tokenizer, tmp_path, callbacks=[MaskCheckpointCallback()]).train()
     mb.apply_masks_(model, mb.MaskConfig(mode="fixed"))  # no scores to train
     with pytest.raises(UsageError, match="mode 'scores'"):
         _trainer(model, tokenizer, tmp_path, callbacks=[MaskTrainingCallback()]).train()

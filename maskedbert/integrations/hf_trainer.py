@@ -35,7 +35,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from maskedbert.errors import UsageError
 
-__all__ = ["MaskTrainingCallback", "mask_training_param_groups", "build_optimizer", "MASKS_NAME"]
+__all__ = ["MaskTrainingCallback", "MaskCheckpointCallback", "mask_training_param_groups", "build_optimizer",
+           "MASKS_NAME"]
 
 MASKS_NAME = "masks.safetensors"
 
@@ -65,7 +66,49 @@ def build_optimizer(model: nn.Module, args, *, lr_scores: float) -> torch.optim.
                              eps=args.adam_epsilon, weight_decay=args.weight_decay)
 
 
-class MaskTrainingCallback(TrainerCallback):
+class MaskCheckpointCallback(TrainerCallback):
+    """Lets transformers.Trainer checkpoint a masked model and writes its masks beside every checkpoint.
+
+    While training runs, the model's own save_pretrained (which maskedbert otherwise refuses on an
+    unmerged model, see maskedbert.save_guard) may save the full state, so the Trainer's checkpoints
+    hold weights, scores and thresholds and resume exactly. `masks.safetensors` (bit-packed) goes into
+    every checkpoint folder and, at the end, into the output folder. Use it as is for IMP rounds
+    (IMPRounds) or any masked training that does not need a sparsity schedule; MaskTrainingCallback
+    extends it. After training, `trainer.save_model()` refuses again: save with mb.save_pretrained.
+    """
+
+    def __init__(self, *, save_masks: bool = True):
+        self.save_masks = save_masks
+        self.model: nn.Module | None = None
+        self._save_guard = contextlib.ExitStack()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from maskedbert.patching import masked_modules
+        from maskedbert.save_guard import suspended
+
+        name = type(self).__name__
+        if model is None:
+            raise UsageError(f"{name}: the Trainer passed no model to the callback")
+        if not masked_modules(model):
+            raise UsageError(f"{name}: the model has no masks; call mb.apply_masks_(model, config) before "
+                             "building the Trainer")
+        self.model = model
+        self._save_guard.close()  # a previous train() call on the same callback
+        self._save_guard.enter_context(suspended(model))  # the Trainer's checkpoints keep scores and thresholds
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.save_masks and state.is_world_process_zero and self.model is not None:
+            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            if os.path.isdir(folder):
+                _write_masks(self.model, os.path.join(folder, MASKS_NAME))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._save_guard.close()
+        if self.save_masks and state.is_world_process_zero and self.model is not None:
+            _write_masks(self.model, os.path.join(args.output_dir, MASKS_NAME))
+
+
+class MaskTrainingCallback(MaskCheckpointCallback):
     """Keeps the score masks of a MaskedLinear model on the cubic sparsity schedule inside transformers.Trainer.
 
     Args:
@@ -79,7 +122,8 @@ class MaskTrainingCallback(TrainerCallback):
         end_step: the step at which the ramp ends, when fixed in steps rather than as a fraction.
         finalize_at_end: enforce final_sparsity exactly when training reaches max_steps.
         save_masks: write masks.safetensors into every checkpoint folder and the output folder.
-    After training, `history` lists (step, target, measured sparsity) of every applied step.
+    After training, `history` lists (step, target, measured sparsity) of every applied step. The
+    measured sparsity is also added to the Trainer's logs as mask_sparsity (and mask_target_sparsity).
     """
 
     def __init__(self, *, initial_sparsity: float = 0.7, final_sparsity: float = 0.9,
@@ -88,6 +132,7 @@ class MaskTrainingCallback(TrainerCallback):
                  save_masks: bool = True):
         from maskedbert.pruning import SPARSITY_METHODS, CubicSparsitySchedule
 
+        super().__init__(save_masks=save_masks)
         if method not in SPARSITY_METHODS:
             raise UsageError(f"MaskTrainingCallback: method={method!r}; choose one of {SPARSITY_METHODS}")
         if scope not in ("layer", "global"):
@@ -102,10 +147,9 @@ class MaskTrainingCallback(TrainerCallback):
         self.initial_sparsity, self.final_sparsity = float(initial_sparsity), float(final_sparsity)
         self.method, self.reset_every, self.scope = method, reset_every, scope
         self.ramp_end_fraction, self.end_step = ramp_end_fraction, end_step
-        self.finalize_at_end, self.save_masks = finalize_at_end, save_masks
+        self.finalize_at_end = finalize_at_end
         self.controller = None  # maskedbert.pruning.MaskSparsityController, built at on_train_begin
         self.final_sparsity_measured: float | None = None
-        self._save_guard = contextlib.ExitStack()
 
     # ---- the schedule ----------------------------------------------------------------------------
     def schedule_for(self, max_steps: int):
@@ -123,20 +167,20 @@ class MaskTrainingCallback(TrainerCallback):
     # ---- Trainer events --------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         from maskedbert.pruning import MaskSparsityController
-        from maskedbert.save_guard import suspended
 
-        if model is None:
-            raise UsageError("MaskTrainingCallback: the Trainer passed no model to the callback")
         if state.max_steps is None or state.max_steps < 1:
             raise UsageError("MaskTrainingCallback: the Trainer's max_steps is unknown; set max_steps or a sized "
                              "train_dataset")
-        try:
-            self.controller = MaskSparsityController(model, self.schedule_for(state.max_steps), method=self.method,
-                                                     reset_every=self.reset_every, scope=self.scope)
-        except ValueError as err:
-            raise UsageError(f"MaskTrainingCallback: {err} (the callback needs masks in mode 'scores': "
-                             "mb.apply_masks_(model, mb.MaskConfig(mode='scores', ...)) before the Trainer)") from None
-        self._save_guard.enter_context(suspended(model))  # the Trainer's checkpoints keep scores and thresholds
+        if model is not None:
+            try:
+                self.controller = MaskSparsityController(model, self.schedule_for(state.max_steps),
+                                                         method=self.method, reset_every=self.reset_every,
+                                                         scope=self.scope)
+            except ValueError as err:
+                raise UsageError(f"MaskTrainingCallback: {err} (the callback trains masks in mode 'scores': "
+                                 "mb.apply_masks_(model, mb.MaskConfig(mode='scores', ...)) before the Trainer; "
+                                 "for fixed masks use MaskCheckpointCallback)") from None
+        super().on_train_begin(args, state, control, model=model, **kwargs)
         if state.global_step == 0:
             self.controller(0)  # start at s(0); a resumed run's checkpoint already holds its thresholds
 
@@ -154,20 +198,10 @@ class MaskTrainingCallback(TrainerCallback):
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(values)  # kept in trainer_state.json
 
-    def on_save(self, args, state, control, model=None, **kwargs):
-        if self.save_masks and state.is_world_process_zero and self.controller is not None:
-            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            if os.path.isdir(folder):
-                _write_masks(self.controller.model, os.path.join(folder, MASKS_NAME))
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._save_guard.close()
-        if self.controller is None:
-            return
-        if self.finalize_at_end and state.global_step >= state.max_steps:
-            self.final_sparsity_measured = self.controller.finalize()
-        if self.save_masks and state.is_world_process_zero:
-            _write_masks(self.controller.model, os.path.join(args.output_dir, MASKS_NAME))
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.controller is not None and self.finalize_at_end and state.global_step >= state.max_steps:
+            self.final_sparsity_measured = self.controller.finalize()  # before the final masks are written
+        super().on_train_end(args, state, control, **kwargs)
 
 
 def _write_masks(model: nn.Module, path: str) -> None:

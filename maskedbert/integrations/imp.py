@@ -3,7 +3,8 @@
     mb.apply_masks_(model, mb.MaskConfig(mode="fixed"))   # fixed masks, the weights train
     imp = IMPRounds(model, final_sparsity=0.9, per_round=0.1)   # snapshot of the weights to rewind to
     for level in imp.levels:
-        Trainer(model=model, args=args, train_dataset=train).train()   # a new Trainer (optimizer) per round
+        # a new Trainer (optimizer, schedule) per round; the callback lets it checkpoint the masked model
+        Trainer(model=model, args=args, train_dataset=train, callbacks=[MaskCheckpointCallback()]).train()
         imp.prune_and_rewind()        # magnitude-prune to `level` (exact), rewind the kept weights
         mb.save_pretrained(model, f"imp/level-{level:.2f}")
 

@@ -120,7 +120,7 @@ class WandbReporter:
             write_text_atomic(id_path, run_id + "\n")
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "maskedbert"), id=run_id, resume="allow",
                               dir=run_dir, name=run_name or os.path.basename(os.path.normpath(run_dir)),
-                              config=run_config or {}, reinit="create_new")
+                              config=run_config or {})
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
