@@ -167,3 +167,32 @@ def test_finetune_report_to_tensorboard(tmp_path, one_torch_thread):
                  "--dev-limit", "16", "--batch-size", "8", "--no-progress"]) == 0
     assert json.load(open(out / "config.json"))["report_to"] == "tensorboard"
     assert glob.glob(str(out / "tensorboard" / "events.out.tfevents.*"))
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_resumed_run_continues_the_tensorboard_run_without_duplicate_steps(tmp_path, one_torch_thread):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    torch.manual_seed(0)
+    model, tok = load_model_and_tokenizer("tiny-bert", 2, vocab=synthetic_pair_vocabulary())
+    data = encode_examples(synthetic_pair_examples("train", size=32), tok, max_length=32)
+    collate = PadCollator(tok.pad_token_id)
+    config = TrainConfig(output_dir=str(tmp_path / "run"), max_steps=5, batch_size=8, lr=1e-3, log_every=1,
+                         checkpoint_every=2, progress=False, report_to="tensorboard")
+
+    def crash_at_4(trainer, step):
+        if step == 4:  # steps 1-3 are logged, the checkpoint holds step 2
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        Trainer(model, config, data, collate, step_callback=crash_at_4).train(resume=False)
+    Trainer(model, config, data, collate).train(resume=True)
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    log = [r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r["type"] == "train"]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+    losses = acc.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 2, 3, 4, 5]  # the interrupted run's step 3 was purged
+    assert [e.value for e in losses] == pytest.approx([r["loss"] for r in log], rel=1e-6)
