@@ -201,12 +201,15 @@ def _resolve_base_for_saving(model, base_model, base_name, revision):
                          "unmasked copy) so that only the parameters that changed are saved")
     revision = revision or getattr(config, "_commit_hash", None)
     try:
+        # a base with another head size (ignore_mismatched_sizes) counts that head as changed
         base, info = type(model).from_pretrained(name, config=config, revision=revision or "main",
-                                                 output_loading_info=True)
+                                                 output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as err:
         raise UsageError(f"save_pretrained: cannot load the base model {name!r} to find the changed parameters "
                          f"({err}); pass base_model= (a name, path or the unmasked module)") from None
-    return (_plain_state(base), set(info.get("missing_keys", ()))), name if base_name is None else base_name, revision
+    new_in_base = set(info.get("missing_keys", ())) | {k[0] if isinstance(k, tuple) else k
+                                                       for k in info.get("mismatched_keys", ())}
+    return (_plain_state(base), new_in_base), name if base_name is None else base_name, revision
 
 
 def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -287,7 +290,8 @@ def _load_base(payload, base_model, revision, token, kwargs) -> nn.Module:
     config = config_cls.from_dict(config_data)
     model_cls = getattr(transformers, payload["model_class"], None) or transformers.AutoModel
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"  # renamed in v5
-    options = {dtype_key: getattr(torch, payload.get("dtype", "float32"))}
+    # the head may differ in size from the base checkpoint's: the adapter's changed parameters replace it
+    options = {dtype_key: getattr(torch, payload.get("dtype", "float32")), "ignore_mismatched_sizes": True}
     options.update(kwargs)
     if token is not None:
         options["token"] = token

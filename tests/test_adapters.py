@@ -175,3 +175,18 @@ def test_from_pretrained_errors(base_dir, tmp_path):
     (tmp_path / "adapter" / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(UsageError, match="format version 99"):
         mb.from_pretrained(tmp_path / "adapter")
+
+
+def test_base_with_a_head_of_another_size(tmp_path):
+    """The base checkpoint is itself a classifier (3 labels); the masked model has a new 2-label head."""
+    torch.manual_seed(0)
+    base_dir = tmp_path / "base3"
+    transformers.BertForSequenceClassification(transformers.BertConfig(**_SIZE, num_labels=3)).save_pretrained(base_dir)
+    torch.manual_seed(1)
+    model = transformers.BertForSequenceClassification.from_pretrained(base_dir, num_labels=2,
+                                                                       ignore_mismatched_sizes=True).eval()
+    mb.apply_masks_(model, mb.MaskConfig(sparsity=0.3))
+    expected = _logits(model)
+    config = mb.save_pretrained(model, tmp_path / "adapter")
+    assert config["changed_parameters"] == ["classifier.bias", "classifier.weight"]
+    torch.testing.assert_close(_logits(mb.from_pretrained(tmp_path / "adapter")), expected, rtol=0, atol=0)
