@@ -267,10 +267,14 @@ def _adapter_folder(adapter, adapter_revision, token) -> str:
     if os.path.exists(path) or path.count("/") != 1:
         raise UsageError(f"from_pretrained: adapter {path!r} is neither an adapter folder nor a hub repo id "
                          "('user/name')")
-    from huggingface_hub import snapshot_download
+    import huggingface_hub
 
-    return snapshot_download(path, revision=adapter_revision, token=token,
-                             allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
+    try:
+        return huggingface_hub.snapshot_download(path, revision=adapter_revision, token=token,
+                                                 allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
+    except Exception as err:  # offline, no such repo, no access: one message naming both readings
+        raise UsageError(f"from_pretrained: no adapter folder {path!r} here, and fetching it as a hub repo failed "
+                         f"({type(err).__name__}: {err})") from None
 
 
 def _load_base(payload, base_model, revision, token, kwargs) -> nn.Module:

@@ -190,3 +190,27 @@ def test_base_with_a_head_of_another_size(tmp_path):
     config = mb.save_pretrained(model, tmp_path / "adapter")
     assert config["changed_parameters"] == ["classifier.bias", "classifier.weight"]
     torch.testing.assert_close(_logits(mb.from_pretrained(tmp_path / "adapter")), expected, rtol=0, atol=0)
+
+
+def test_adapter_from_the_hub_by_repo_id(base_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    model = _trained(base_dir)
+    mb.save_pretrained(model, tmp_path / "adapter")
+    asked = []
+
+    def fake_download(repo_id, revision=None, token=None, allow_patterns=None):  # no network here
+        asked.append((repo_id, revision, sorted(allow_patterns)))
+        return str(tmp_path / "adapter")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    loaded = mb.from_pretrained("me/tiny-mask", adapter_revision="v1")
+    assert asked == [("me/tiny-mask", "v1", sorted([CONFIG_NAME, MASKS_NAME, CHANGED_NAME]))]
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(UsageError, match="no adapter folder 'me/other' here.*OSError: offline"):
+        mb.from_pretrained("me/other")
