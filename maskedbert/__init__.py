@@ -21,11 +21,13 @@ _LAZY_ATTRS = {
     "save_masks": "maskedbert.masks",
     "load_masks": "maskedbert.masks",
     "load_mask_dict": "maskedbert.masks",
+    "save_pretrained": "maskedbert.adapters",
+    "from_pretrained": "maskedbert.adapters",
 }
 # public submodules reachable as attributes: mb.losses.product_of_experts, mb.optim.AdamW, ...
 _LAZY_SUBMODULES = {
     "kernels", "losses", "optim", "bias", "data", "metrics", "train", "experiments",
-    "modules", "config", "patching", "masks", "pruning", "evaluation", "models",
+    "modules", "config", "patching", "masks", "pruning", "evaluation", "models", "adapters", "integrations",
 }
 
 __all__ = sorted(_LAZY_ATTRS) + sorted(_LAZY_SUBMODULES)

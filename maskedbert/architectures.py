@@ -7,9 +7,24 @@ ELECTRA's embeddings_project) unmasked. Task heads (linear layers outside the ba
 `classifier`, RoBERTa's `classifier.dense`/`classifier.out_proj`, DeBERTa's `pooler.dense`, BART's
 `classification_head.*`) are masked only with MaskConfig.mask_classifier=True.
 
+DeBERTa (v1) computes query, key and value with one fused matrix `attention.self.in_proj` [3*hidden,
+hidden]: it is masked as ONE matrix (scope "layer" prunes the fused matrix as a whole, not each third).
+Its relative-position projections (`pos_proj`, `pos_q_proj`) stay dense, as DeBERTa-v2's
+`pos_key_proj`/`pos_query_proj` do: they act on position embeddings, not on the token stream.
+
 Entries are module-name suffixes: "attention.self.query" matches "bert.encoder.layer.3.attention.self.query".
+
+GPT-2 style models (transformers' Conv1D, weight stored [in, out]) are refused with
+`UnsupportedLayerError` on every path (defaults, "all-linear", explicit suffixes or regexes). It is a
+`maskedbert.errors.UsageError` (so a ValueError) and also a TypeError, so code catching either keeps working.
 """
 from __future__ import annotations
+
+from maskedbert.errors import UsageError
+
+
+class UnsupportedLayerError(UsageError, TypeError):
+    """The model's projections are not torch.nn.Linear (GPT-2's Conv1D): maskedbert cannot mask them."""
 
 _BERT_LIKE = (
     "attention.self.query",
@@ -44,6 +59,21 @@ DEFAULT_TARGET_MODULES: dict[str, tuple[str, ...]] = {
         "intermediate.dense",
         "output.dense",
     ),
+    "deberta": (
+        "attention.self.in_proj",  # fused query/key/value, one matrix
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ),
+    "mpnet": (
+        "attention.attn.q",
+        "attention.attn.k",
+        "attention.attn.v",
+        "attention.attn.o",
+        "intermediate.dense",
+        "output.dense",
+        "pooler.dense",  # MPNetModel's pooler; the classification model has none
+    ),
     "bart": _BART_LIKE,  # encoder and decoder
     "mbart": _BART_LIKE,
 }
@@ -53,9 +83,10 @@ CONV1D_MODEL_TYPES = ("gpt2", "openai-gpt", "gpt_bigcode", "imagegpt")
 
 
 def default_target_modules(model_type: str | None) -> tuple[str, ...]:
-    """The default suffix list for `model_type`; ValueError (listing the known types) when there is none."""
+    """The default suffix list for `model_type`; ValueError (listing the known types) when there is none,
+    UnsupportedLayerError for Conv1D architectures."""
     if model_type in CONV1D_MODEL_TYPES:
-        raise ValueError(
+        raise UnsupportedLayerError(
             f"model_type {model_type!r} uses transformers' Conv1D layers (weight stored [in, out]), which "
             "maskedbert does not mask; MaskedLinear wraps torch.nn.Linear only"
         )

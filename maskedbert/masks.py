@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from maskedbert._atomic import atomic_path
+from maskedbert.errors import UsageError
 from maskedbert.kernels import PACKED_FORMAT_VERSION, pack_mask, unpack_mask
 
 METADATA_KEY = "maskedbert"
@@ -145,11 +146,18 @@ def load_masks(
 
     Everything is checked before any layer changes: with strict=True the file and the model must
     name the same masked layers; shapes must always match. strict=False loads the layers both have.
+    A model without masked layers is a UsageError that says to call apply_masks_ first.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    masks = load_mask_dict(path)
     modules = masked_modules(model, module_types)
+    if not modules:
+        raise UsageError(
+            f"load_masks: model ({type(model).__name__}) has no masked layers yet; call "
+            "mb.apply_masks_(model, config) first (with the MaskConfig the masks were made with, e.g. "
+            "MaskConfig.load('mask_config.json')), then load_masks; mb.from_pretrained(adapter_dir) does both"
+        )
+    masks = load_mask_dict(path)
     missing = sorted(set(modules) - set(masks))
     unexpected = sorted(set(masks) - set(modules))
     if strict and (missing or unexpected):

@@ -22,10 +22,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from maskedbert.architectures import CONV1D_MODEL_TYPES, default_target_modules
+from maskedbert.architectures import CONV1D_MODEL_TYPES, UnsupportedLayerError, default_target_modules
 from maskedbert.config import ALL_LINEAR, MaskConfig
 from maskedbert.kernels import topk_masks
 from maskedbert.modules import MaskedLinear
+from maskedbert.save_guard import install_save_guard, remove_save_guard
 
 __all__ = [
     "apply_masks_",
@@ -59,7 +60,8 @@ def apply_masks_(
 
     Raises ValueError when the model already has masks, when target_modules matches no layer (the
     message lists the layers it could have matched), when a target suffix matches nothing, and
-    TypeError for GPT-2 style Conv1D layers (not supported).
+    maskedbert.architectures.UnsupportedLayerError (a UsageError and a TypeError) for GPT-2 style
+    Conv1D layers, whatever target_modules says.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -87,6 +89,7 @@ def apply_masks_(
         for name in cand.names:
             _set_submodule(model, name, layer)
     setattr(model, CONFIG_ATTR, config)
+    install_save_guard(model)  # model.save_pretrained would silently save the dense weights
     # the base model's parameters follow train_weights, the task head's train_classifier
     _set_trainable(model, body=config.weights_train, head=config.train_classifier, before=requires_grad_before)
     return model
@@ -96,6 +99,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     """Replace every MaskedLinear by a plain nn.Linear with weight W*M, in place; returns `model`.
 
     The result has no maskedbert modules, so save_pretrained / from_pretrained work without maskedbert.
+    (Before the merge, the model's own save_pretrained raises: see maskedbert.save_guard.)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -108,6 +112,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
             _set_submodule(model, name, linear)
     if hasattr(model, CONFIG_ATTR):
         delattr(model, CONFIG_ATTR)
+    remove_save_guard(model)
     _restore_trainable(model)
     return model
 
@@ -300,7 +305,7 @@ def _refuse_conv1d(model: nn.Module, matches) -> None:
     if matches is None or any(matches(n) for n in conv_names):
         if matches is None and model_type not in CONV1D_MODEL_TYPES:
             return  # defaults of a known nn.Linear architecture never name Conv1D layers
-        raise TypeError(
+        raise UnsupportedLayerError(
             f"{type(model).__name__} uses transformers' Conv1D layers (e.g. {conv_names[0]!r}; weight stored "
             "[in, out]); maskedbert masks torch.nn.Linear only"
         )

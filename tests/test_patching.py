@@ -113,7 +113,11 @@ def test_fixed_mode_round_trip_with_save_pretrained(tmp_path):
     inputs = _inputs()
     apply_masks_(model, MaskConfig(mode="fixed", sparsity=0.7, scope="global"))
     masked = _logits(model, inputs)
-    model.save_pretrained(tmp_path / "masked")  # the packed mask is a uint8 buffer in the checkpoint
+    from maskedbert.errors import UsageError
+
+    with pytest.raises(UsageError, match="mb.save_pretrained"):  # would silently save the dense weights
+        model.save_pretrained(tmp_path / "masked")
+    assert not os.path.exists(tmp_path / "masked")
     merge_and_unload(model)
     torch.testing.assert_close(_logits(model, inputs), masked)
     model.save_pretrained(tmp_path / "merged")
@@ -312,7 +316,9 @@ def test_bart_generation_and_save_pretrained_with_masks(tmp_path):
     apply_masks_(model, MaskConfig())
     assert "lm_head" not in masked_modules(model)  # tied to the embeddings: never masked by default
     torch.testing.assert_close(model.generate(**inputs, **kwargs), expected)
-    model.save_pretrained(tmp_path)  # HF features still work with MaskedLinear inside
+    # HF features still work with MaskedLinear inside; a caller that passes its own state_dict (as
+    # transformers.Trainer does for checkpoints) gets the scores saved
+    model.save_pretrained(tmp_path, state_dict=model.state_dict())
     from safetensors.torch import load_file
 
     keys = load_file(os.path.join(tmp_path, "model.safetensors")).keys()

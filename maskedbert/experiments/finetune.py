@@ -63,6 +63,7 @@ class FinetuneConfig:
     config_overrides: dict[str, Any] | None = None  # model config fields, e.g. dropout or tiny sizes
     progress: bool = True
     device: str | None = None
+    report_to: str = "none"              # also log to "tensorboard" or "wandb" (log.jsonl is always written)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "FinetuneConfig":
@@ -101,6 +102,9 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     from maskedbert.train import NonFiniteLossError, TrainConfig, Trainer, make_evaluator, set_seed
     from maskedbert.train import distributed as dist_utils
 
+    from maskedbert.train.reporting import check_report_to
+
+    check_report_to(config.report_to, "--report-to")  # before anything is written
     out = config.output_dir
     result_path = os.path.join(out, "result.json")
     if os.path.exists(result_path):
@@ -133,7 +137,7 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         precision=config.precision, eval_every=config.eval_every, best_metric=spec.metric,
         select_best_after=config.select_best_after, save_best_model=config.save_best_model,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every, seed=config.seed,
-        progress=config.progress, device=config.device)
+        progress=config.progress, device=config.device, report_to=config.report_to)
     evaluator = make_evaluator(dev_set, collate, spec.metrics, batch_size=config.eval_batch_size)
     trainer = Trainer(model, train_config, train_set, collate, evaluate_fn=evaluator)
     if config.evals_per_epoch:
@@ -239,6 +243,9 @@ def build_parser(prog: str = "maskedbert finetune") -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=d.progress,
                    help="no progress bar")
+    from maskedbert.train.reporting import add_report_to_argument
+
+    add_report_to_argument(p)
     return p
 
 

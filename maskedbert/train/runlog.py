@@ -1,12 +1,15 @@
-"""Run logging: JSON lines in the run directory, optional TensorBoard (skipped when not installed)."""
+"""Run logging: JSON lines in the run directory, plus TensorBoard or Weights & Biases when asked
+(maskedbert.train.reporting)."""
 from __future__ import annotations
 
 import json
 import math
 import os
-import sys
 from typing import Any
+
 from maskedbert._atomic import write_text_atomic
+
+from .reporting import check_report_to, make_reporter, scalars_of
 
 __all__ = ["RunLogger", "read_jsonl"]
 
@@ -20,27 +23,32 @@ def _clean(value: Any) -> Any:
 
 
 class RunLogger:
-    """Appends one JSON object per event to `<run_dir>/<name>`; mirrors scalars to TensorBoard if asked.
+    """Appends one JSON object per event to `<run_dir>/<name>`; sends its scalars to `report_to` too.
 
-    On resume the log is truncated to records at or before the resumed step, so a resumed run's log
-    reads like an uninterrupted one.
+    report_to: "none", "tensorboard" or "wandb" (`tensorboard=True` is the older spelling of
+    report_to="tensorboard"). The reporter starts at the first record, so a resumed run (after
+    `truncate_after(step)`) continues the same TensorBoard folder / W&B run. On resume the log is
+    truncated to records at or before the resumed step, so a resumed run's log reads like an
+    uninterrupted one.
     """
 
-    def __init__(self, run_dir: str, name: str = "log.jsonl", tensorboard: bool = False, enabled: bool = True):
-        self.path = os.path.join(run_dir, name)
+    def __init__(self, run_dir: str, name: str = "log.jsonl", tensorboard: bool = False, enabled: bool = True,
+                 report_to: str = "none", run_config: dict | None = None, run_name: str | None = None):
+        if tensorboard and report_to == "none":
+            report_to = "tensorboard"
+        self.report_to = check_report_to(report_to)
+        self.run_dir, self.path = run_dir, os.path.join(run_dir, name)
         self.enabled = enabled
-        self._tb = None
+        self.run_config, self.run_name = run_config, run_name
+        self._reporter = None
+        self._resume_step: int | None = None
+        self._reopened = False  # closed once already: the next reporter continues the same run
         if enabled:
             os.makedirs(run_dir, exist_ok=True)
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
-            except ImportError:
-                print("maskedbert: tensorboard is not installed; logging to JSONL only", file=sys.stderr)
 
     def truncate_after(self, step: int) -> None:
+        if step >= 0:
+            self._resume_step = step
         if not self.enabled or not os.path.exists(self.path):
             return
         kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
@@ -51,14 +59,20 @@ class RunLogger:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(_clean(record)) + "\n")
-        if self._tb is not None and "step" in record:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    self._tb.add_scalar(key, value, record["step"])
+        scalars = scalars_of(record) if self.report_to != "none" and "step" in record else {}
+        if scalars:
+            if self._reporter is None:
+                self._reporter = make_reporter(self.report_to, self.run_dir, resume_step=self._resume_step,
+                                               continue_run=self._reopened, run_config=self.run_config,
+                                               run_name=self.run_name)
+            self._reporter.log(scalars, int(record["step"]))
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        """Flush and close the reporter (a later record starts it again, continuing the same run)."""
+        if self._reporter is not None:
+            self._reporter.close()
+            self._reporter = None
+            self._resume_step, self._reopened = None, True
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

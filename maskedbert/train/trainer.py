@@ -36,7 +36,10 @@ step_callback, logging, evaluation every `eval_every` steps and at the end, and 
   (a fraction of training); names starting "ood/" (out-of-distribution sets) are refused.
   `save_best_model` writes the best weights to `<output_dir>/best_model.pt`.
 - A non-finite loss (or gradient norm) raises NonFiniteLossError before any update: the last good
-  checkpoint stays as it was. Logs: `<output_dir>/log.jsonl` records of type train/eval/event.
+  checkpoint stays as it was. Logs: `<output_dir>/log.jsonl` records of type train/eval/event; train
+  records hold loss, lr (and lr_groups when there are several groups), grad norms, and the measured
+  mask sparsity for models with MaskedLinear layers. `report_to` also sends them to TensorBoard or
+  W&B (maskedbert.train.reporting).
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ from maskedbert._atomic import write_text_atomic
 
 from . import distributed as dist_utils
 from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .reporting import check_report_to
 from .runlog import RunLogger
 from .schedules import build_schedule
 
@@ -100,7 +104,9 @@ class TrainConfig:
     checkpoint_at_end: bool = True          # False: no end-of-run checkpoint (throwaway runs; no resume)
     seed: int = 0
     drop_last: bool = False
-    tensorboard: bool = False
+    tensorboard: bool = False              # older spelling of report_to="tensorboard"
+    report_to: str = "none"                 # "none", "tensorboard" or "wandb" (train.reporting); JSONL always
+    run_name: str | None = None             # W&B run name (default: the output folder's name)
     progress: bool = True
     device: str | None = None               # default: the rank's CUDA device, else CPU
     ddp_find_unused_parameters: bool = False
@@ -127,6 +133,9 @@ class TrainConfig:
             raise ValueError(f"best_metric must be an in-distribution metric, got {self.best_metric!r}: "
                              f"selecting checkpoints on out-of-distribution data leaks the test set")
         self.adam_betas = tuple(self.adam_betas)
+        if self.tensorboard and self.report_to == "none":
+            self.report_to = "tensorboard"
+        check_report_to(self.report_to, "TrainConfig.report_to")
 
 
 def set_seed(seed: int) -> None:
@@ -147,6 +156,13 @@ def default_loss(logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
     if logits.shape[-1] == 1 and labels.is_floating_point():
         return torch.nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
     return torch.nn.functional.cross_entropy(logits.float(), labels)
+
+
+def _masked_sparsity(layers) -> float:
+    """Fraction of the masked layers' weights pruned (one host synchronisation, at log steps only)."""
+    total = sum(layer.weight.numel() for layer in layers)
+    kept = torch.stack([layer.mask().sum().to(layers[0].weight.device) for layer in layers]).sum()
+    return float((total - kept.double()) / total)
 
 
 def _default_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -210,9 +226,13 @@ class Trainer:
         self.last_metrics: dict[str, float] | None = None
         self.extra_state: dict[str, Any] = {}
         self.checkpoint_path = os.path.join(config.output_dir, "checkpoint.pt")
-        self.logger = RunLogger(config.output_dir, tensorboard=config.tensorboard, enabled=self.is_main)
+        self.logger = RunLogger(config.output_dir, report_to=config.report_to, enabled=self.is_main,
+                                run_config=asdict(config), run_name=config.run_name)
         self._window_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self._window_steps = 0
+        from maskedbert.patching import masked_modules
+
+        self._masked_layers = list(masked_modules(model).values())  # logged as "sparsity" when present
 
     # data order ---------------------------------------------------------------------------------
     def _batches_per_rank(self) -> int:
@@ -339,6 +359,8 @@ class Trainer:
                 for _, p in with_grad:
                     torch.nn.utils.clip_grad_norm_([p], cfg.max_grad_norm)
         record["lr"] = self.optimizer.param_groups[0]["lr"]  # the rate this update uses
+        if log_now and len(self.optimizer.param_groups) > 1:  # e.g. mask scores at their own rate
+            record["lr_groups"] = {str(g.get("name", i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -414,6 +436,8 @@ class Trainer:
                     if self.step_callback is not None:
                         self.step_callback(self, self.global_step)
                     if log_now:
+                        if self._masked_layers:  # after step_callback: the mask the next step uses
+                            record["sparsity"] = _masked_sparsity(self._masked_layers)
                         loss = float(self._window_loss) / max(1, self._window_steps)
                         self._window_loss.zero_()
                         self._window_steps = 0
@@ -436,6 +460,7 @@ class Trainer:
                         break  # the next epoch has its own permutation
         finally:
             progress.close()
+            self.logger.close()  # flushes TensorBoard / W&B; a later log call reopens the same run
         self.logger.log({"type": "event", "step": self.global_step, "event": "finished"})
         return {"global_step": self.global_step, "total_steps": self.total_steps,
                 "final_metrics": self.last_metrics, "best_metric": cfg.best_metric, "best_value": self.best_value,

@@ -1,0 +1,326 @@
+"""Mask adapters: share a subnetwork as its bit-packed mask over a public checkpoint (PEFT-style).
+
+    mb.save_pretrained(model, "adapter/")                      # base recorded from model.config._name_or_path
+    model = mb.from_pretrained("adapter/")                     # loads that base, applies the masks
+    model = mb.from_pretrained("adapter/", base_model=model0)  # or a base you already hold (name, path, module)
+
+An adapter folder holds
+- mask_config.json: the MaskConfig, the base model (name or path, and revision when known), the task
+  model's class and transformers config (so the head has the right size), the weights' dtype,
+  maskedbert's version, the adapter and mask format versions, and the names of the changed parameters;
+- masks.safetensors: every mask, bit-packed (maskedbert.masks; BERT-base's 85M masked weights ~ 10.6 MB);
+- changed_parameters.safetensors: only the parameters that differ from the base checkpoint (a trained
+  head; every weight when the weights trained, as in IMP), absent when nothing changed.
+The mask scores themselves are not kept: the loaded model has scores 2*tau (kept) and 0 (pruned),
+which gives the same mask, so the logits are identical to the saved model's.
+
+Every file is written atomically, mask_config.json last, so a folder with mask_config.json is
+complete. `push_to_hub=True` uploads the folder with huggingface_hub (needs a network; here only its
+argument handling is tested).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from maskedbert._atomic import atomic_path, write_text_atomic
+from maskedbert.errors import UsageError
+
+__all__ = ["save_pretrained", "from_pretrained", "read_adapter_config", "ADAPTER_FORMAT_VERSION",
+           "CONFIG_NAME", "MASKS_NAME", "CHANGED_NAME"]
+
+ADAPTER_FORMAT_VERSION = 1
+CONFIG_NAME = "mask_config.json"
+MASKS_NAME = "masks.safetensors"
+CHANGED_NAME = "changed_parameters.safetensors"
+_FORMAT = "maskedbert-mask-adapter"
+_MASK_STATE = ("scores", "threshold_tensor", "packed_mask")  # MaskedLinear state the masks file replaces
+
+
+def save_pretrained(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    *,
+    base_model: str | os.PathLike | nn.Module | None = None,
+    base_model_name_or_path: str | None = None,
+    revision: str | None = None,
+    push_to_hub: bool = False,
+    repo_id: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload maskedbert mask adapter",
+) -> dict[str, Any]:
+    """Write `model`'s mask adapter to `save_directory`; returns the content of mask_config.json.
+
+    base_model: what "unchanged" is measured against. None: the checkpoint the model was loaded from
+        (model.config._name_or_path, at `revision` or the recorded commit); a name or path to load; or
+        an unmasked nn.Module holding the base weights (then base_model_name_or_path names it for
+        from_pretrained; default its config._name_or_path).
+    push_to_hub / repo_id / private / token / commit_message: upload the folder afterwards.
+    """
+    from maskedbert.patching import CONFIG_ATTR, masked_modules
+
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"save_pretrained: model must be a torch.nn.Module, got {type(model).__name__}")
+    layers = masked_modules(model)
+    mask_config = getattr(model, CONFIG_ATTR, None)
+    if not layers or mask_config is None:
+        raise UsageError("save_pretrained: model has no masks (mb.apply_masks_(model, config) first); a plain "
+                         "model saves with its own model.save_pretrained(dir)")
+    if push_to_hub and not (isinstance(repo_id, str) and repo_id.count("/") <= 1 and repo_id.strip("/")):
+        raise UsageError(f"save_pretrained: push_to_hub=True needs repo_id='user/name', got repo_id={repo_id!r}")
+    if not push_to_hub and repo_id is not None:
+        raise UsageError("save_pretrained: repo_id is only used with push_to_hub=True")
+    model_config = getattr(model, "config", None)
+    if model_config is None or not hasattr(model_config, "to_dict"):
+        raise UsageError("save_pretrained: model has no transformers config (model.config); mask adapters are "
+                         "for Hugging Face models")
+    base, name_or_path, revision = _resolve_base_for_saving(model, base_model, base_model_name_or_path, revision)
+    changed = _changed_parameters(model, base)
+
+    payload = {
+        "format": _FORMAT,
+        "adapter_format_version": ADAPTER_FORMAT_VERSION,
+        "mask_format_version": _mask_format_version(),
+        "maskedbert_version": _package_version(),
+        "mask_config": mask_config.to_dict(),
+        "base_model": {"name_or_path": name_or_path, "revision": revision},
+        "model_class": type(model).__name__,
+        "model_config": _plain_config(model_config),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "changed_parameters": sorted(changed),
+        "sparsity": _masked_sparsity(layers),
+    }
+    folder = os.fspath(save_directory)
+    os.makedirs(folder, exist_ok=True)
+    from maskedbert.masks import save_masks
+
+    save_masks(model, os.path.join(folder, MASKS_NAME))
+    changed_path = os.path.join(folder, CHANGED_NAME)
+    if changed:
+        from safetensors.torch import save_file
+
+        with atomic_path(changed_path) as tmp:
+            save_file(changed, tmp, metadata={"format": _FORMAT})
+    elif os.path.exists(changed_path):  # an older adapter in the same folder
+        os.unlink(changed_path)
+    write_text_atomic(os.path.join(folder, CONFIG_NAME), json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    if push_to_hub:
+        _push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+    return payload
+
+
+def from_pretrained(
+    adapter: str | os.PathLike,
+    base_model: str | os.PathLike | nn.Module | None = None,
+    *,
+    revision: str | None = None,
+    adapter_revision: str | None = None,
+    token: str | None = None,
+    **from_pretrained_kwargs,
+) -> nn.Module:
+    """The masked model saved in `adapter` (a folder, or a hub repo id when no such folder exists).
+
+    base_model: None loads the recorded base (name or path, at the recorded revision unless
+    `revision` is given) as the recorded task class with the recorded config; a name or path loads
+    that instead; an nn.Module (unmasked, same architecture) is used as is and changed in place.
+    Extra keyword arguments go to transformers' from_pretrained. Returns the model with the masks
+    applied and the changed parameters loaded; its logits equal the saved model's.
+    """
+    from maskedbert.config import MaskConfig
+    from maskedbert.masks import load_masks
+    from maskedbert.patching import CONFIG_ATTR, apply_masks_, masked_modules
+
+    folder = _adapter_folder(adapter, adapter_revision, token)
+    payload = read_adapter_config(folder)
+    mask_config = MaskConfig.from_dict(payload["mask_config"])
+    if isinstance(base_model, nn.Module):
+        if masked_modules(base_model):
+            raise UsageError("from_pretrained: base_model already has masks; pass the unmasked base model")
+        if from_pretrained_kwargs or revision is not None:
+            raise UsageError("from_pretrained: revision and loading options apply only when base_model is a name "
+                             "or path, not a module")
+        model = base_model
+    else:
+        model = _load_base(payload, base_model, revision, token, from_pretrained_kwargs)
+    changed_path = os.path.join(folder, CHANGED_NAME)
+    if payload["changed_parameters"]:
+        from safetensors.torch import load_file
+
+        if not os.path.isfile(changed_path):
+            raise UsageError(f"from_pretrained: {folder!r} lists changed parameters but has no {CHANGED_NAME}")
+        _load_changed_(model, load_file(changed_path), folder)
+    # the masks file sets every mask, so skip the initial magnitude top-k (the same layers are chosen)
+    apply_masks_(model, mask_config.replace(sparsity=0.0) if mask_config.score_init in ("magnitude", "uniform")
+                 else mask_config)
+    setattr(model, CONFIG_ATTR, mask_config)  # the config the masks were made with, for a later save
+    load_masks(model, os.path.join(folder, MASKS_NAME))
+    return model
+
+
+def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """mask_config.json of an adapter folder, checked (format and versions)."""
+    path = os.path.join(os.fspath(folder), CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise UsageError(f"from_pretrained: {os.fspath(folder)!r} is not a mask adapter (no {CONFIG_NAME}); "
+                         "write one with mb.save_pretrained(model, dir)")
+    with open(path, encoding="utf-8") as f:
+        try:
+            payload = json.load(f)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"from_pretrained: {path!r} is not valid JSON ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise UsageError(f"from_pretrained: {path!r} is not a maskedbert mask adapter config")
+    version = payload.get("adapter_format_version")
+    if version != ADAPTER_FORMAT_VERSION:
+        raise UsageError(f"from_pretrained: {path!r} has adapter format version {version!r}; this maskedbert "
+                         f"reads version {ADAPTER_FORMAT_VERSION} (upgrade maskedbert)")
+    return payload
+
+
+# ---- saving ------------------------------------------------------------------------------------
+
+def _resolve_base_for_saving(model, base_model, base_name, revision):
+    """(base state dict, missing-from-base names), name_or_path, revision."""
+    config = model.config
+    if isinstance(base_model, nn.Module):
+        from maskedbert.patching import masked_modules
+
+        if masked_modules(base_model):
+            raise UsageError("save_pretrained: base_model has masks; pass the unmasked base model")
+        name = base_name or getattr(getattr(base_model, "config", None), "_name_or_path", None) or None
+        return (_plain_state(base_model), set()), name, revision
+    name = os.fspath(base_model) if base_model is not None else (base_name or config._name_or_path or None)
+    if not name:
+        raise UsageError("save_pretrained: the model records no base checkpoint (model.config._name_or_path is "
+                         "empty, e.g. a model built from a config); pass base_model= (its name, path or an "
+                         "unmasked copy) so that only the parameters that changed are saved")
+    revision = revision or getattr(config, "_commit_hash", None)
+    try:
+        # a base with another head size (ignore_mismatched_sizes) counts that head as changed
+        base, info = type(model).from_pretrained(name, config=config, revision=revision or "main",
+                                                 output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"save_pretrained: cannot load the base model {name!r} to find the changed parameters "
+                         f"({err}); pass base_model= (a name, path or the unmasked module)") from None
+    new_in_base = set(info.get("missing_keys", ())) | {k[0] if isinstance(k, tuple) else k
+                                                       for k in info.get("mismatched_keys", ())}
+    return (_plain_state(base), new_in_base), name if base_name is None else base_name, revision
+
+
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
+
+def _changed_parameters(model: nn.Module, base) -> dict[str, torch.Tensor]:
+    """Tensors of model.state_dict() that the base lacks or holds with other values (mask state excluded)."""
+    from maskedbert.modules import MaskedLinear
+
+    base_state, missing_in_base = base
+    changed = {}
+    for name, value in model.state_dict().items():
+        owner, _, leaf = name.rpartition(".")
+        if leaf in _MASK_STATE and isinstance(model.get_submodule(owner), MaskedLinear):
+            continue
+        reference = base_state.get(name)
+        same = (name not in missing_in_base and reference is not None and reference.shape == value.shape
+                and torch.equal(reference.to(value.device, value.dtype), value))
+        if not same:
+            changed[name] = value.detach().to("cpu").contiguous().clone()  # clone: safetensors refuses shared storage
+    return changed
+
+
+def _plain_config(config) -> dict[str, Any]:
+    data = json.loads(config.to_json_string(use_diff=False))  # JSON types (lists, not tuples)
+    for key in ("_name_or_path", "_commit_hash"):
+        data.pop(key, None)
+    return data
+
+
+def _masked_sparsity(layers) -> float:
+    total = sum(m.weight.numel() for m in layers.values())
+    kept = sum(int(m.mask().sum()) for m in layers.values())
+    return 1.0 - kept / total if total else 0.0
+
+
+def _push_folder(folder: str, repo_id: str, *, private, token, commit_message) -> None:
+    try:
+        from huggingface_hub import HfApi
+    except ImportError as err:  # pragma: no cover - transformers depends on it
+        raise UsageError("save_pretrained: push_to_hub needs huggingface_hub (pip install huggingface_hub)") from err
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message,
+                      allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+def _adapter_folder(adapter, adapter_revision, token) -> str:
+    path = os.fspath(adapter)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path) or path.count("/") != 1:
+        raise UsageError(f"from_pretrained: adapter {path!r} is neither an adapter folder nor a hub repo id "
+                         "('user/name')")
+    import huggingface_hub
+
+    try:
+        return huggingface_hub.snapshot_download(path, revision=adapter_revision, token=token,
+                                                 allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
+    except Exception as err:  # offline, no such repo, no access: one message naming both readings
+        raise UsageError(f"from_pretrained: no adapter folder {path!r} here, and fetching it as a hub repo failed "
+                         f"({type(err).__name__}: {err})") from None
+
+
+def _load_base(payload, base_model, revision, token, kwargs) -> nn.Module:
+    import transformers
+
+    recorded = payload["base_model"]
+    name = os.fspath(base_model) if base_model is not None else recorded.get("name_or_path")
+    if not name:
+        raise UsageError("from_pretrained: the adapter records no base model; pass base_model= (name, path or module)")
+    if revision is None and base_model is None:
+        revision = recorded.get("revision")
+    config_data = dict(payload["model_config"])
+    model_type = config_data.pop("model_type", None)
+    config_cls = transformers.CONFIG_MAPPING[model_type] if model_type in transformers.CONFIG_MAPPING else None
+    if config_cls is None:
+        raise UsageError(f"from_pretrained: this transformers has no model type {model_type!r} (upgrade it)")
+    config = config_cls.from_dict(config_data)
+    model_cls = getattr(transformers, payload["model_class"], None) or transformers.AutoModel
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"  # renamed in v5
+    # the head may differ in size from the base checkpoint's: the adapter's changed parameters replace it
+    options = {dtype_key: getattr(torch, payload.get("dtype", "float32")), "ignore_mismatched_sizes": True}
+    options.update(kwargs)
+    if token is not None:
+        options["token"] = token
+    return model_cls.from_pretrained(name, config=config, revision=revision or "main", **options)
+
+
+@torch.no_grad()
+def _load_changed_(model: nn.Module, changed: dict[str, torch.Tensor], folder: str) -> None:
+    state = model.state_dict()
+    unknown = sorted(set(changed) - set(state))
+    wrong = [f"{k}: adapter {tuple(v.shape)}, model {tuple(state[k].shape)}" for k, v in changed.items()
+             if k in state and tuple(v.shape) != tuple(state[k].shape)]
+    if unknown or wrong:
+        raise UsageError(f"from_pretrained: the adapter in {folder!r} does not fit this base model: parameters it "
+                         f"lacks {unknown[:5]}; shape mismatches {wrong[:5]}")
+    model.load_state_dict(changed, strict=False)
+
+
+def _mask_format_version() -> int:
+    from maskedbert.kernels import PACKED_FORMAT_VERSION
+
+    return PACKED_FORMAT_VERSION
+
+
+def _package_version() -> str:
+    import maskedbert
+
+    return str(maskedbert.__version__)
