@@ -134,3 +134,11 @@ def test_unknown_preset_and_configuration_are_usage_errors():
         stability.resolve_study("nope")
     with pytest.raises(UsageError, match="--configurations"):
         stability.resolve_study("tiny", configurations=["default", "other"])
+
+
+def test_bad_choices_are_refused_before_a_study_starts():
+    with pytest.raises(UsageError, match="warmup_rounding.*'round'"):
+        stability.resolve_study("tiny", overrides={"warmup_rounding": "round"})
+    with pytest.raises(UsageError, match="selection_metric.*'mcc'.*accuracy"):
+        stability.resolve_study("tiny", overrides={"selection_metric": "mcc"})
+    assert stability.resolve_study("mosbach-mrpc-bert", overrides={"selection_metric": "f1"})

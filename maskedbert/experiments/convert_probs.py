@@ -16,10 +16,9 @@ import os
 import pickle
 from typing import Any
 
-import numpy as np
-
-from maskedbert import bias
 from maskedbert.errors import UsageError
+
+# numpy and maskedbert.bias (torch) load inside the functions: `--help` stays fast
 
 __all__ = ["convert_probs", "build_parser", "main"]
 
@@ -27,6 +26,8 @@ OUTPUT_SUFFIXES = (".jsonl", ".json")
 
 
 def _is_pickle(path: str) -> bool:
+    from maskedbert import bias
+
     if path.lower().endswith(bias.PICKLE_SUFFIXES):
         return True
     with open(path, "rb") as f:
@@ -34,6 +35,10 @@ def _is_pickle(path: str) -> bool:
 
 
 def _probs_from_pickled(obj: Any, source: str) -> dict[str, list[float]]:
+    import numpy as np
+
+    from maskedbert import bias
+
     if isinstance(obj, dict):
         keys = [str(k) for k in obj]
         if len(set(keys)) != len(keys):
@@ -60,6 +65,8 @@ def _read_ids(path: str) -> list[str]:
 def convert_probs(source: str, target: str, *, trust_pickle: bool = False, ids: list[str] | None = None,
                   overwrite: bool = False) -> int:
     """Write `source`'s predictions to `target` (.jsonl or .json) as probabilities by id; returns the row count."""
+    from maskedbert import bias
+
     if not target.endswith(OUTPUT_SUFFIXES):
         raise UsageError(f"OUT: {target!r} must end in .jsonl or .json (the formats bias.load_probs reads by id)")
     if os.path.exists(target) and not overwrite:

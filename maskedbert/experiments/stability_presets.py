@@ -190,9 +190,30 @@ def resolve_study(preset: str, *, seeds: list[int] | None = None, overrides: dic
             raise UsageError(f"--configurations: {unknown} not in preset {preset!r}; "
                              f"choose from {sorted(study['configurations'])}")
         study["configurations"] = {k: v for k, v in study["configurations"].items() if k in configurations}
-    for name, extra in study["configurations"].items():  # fail now on unknown settings, not mid-study
-        FinetuneConfig.from_dict({**study["base"], **extra})
+    for name, extra in study["configurations"].items():  # fail now on bad settings, not mid-study
+        values = {**study["base"], **extra}
+        FinetuneConfig.from_dict(values)
+        _check_choices(values)
     return study
+
+
+def _check_choices(values: dict[str, Any]) -> None:
+    """Settings whose bad values would otherwise surface only when a run starts (after files are written)."""
+    from maskedbert.data import get_task
+    from maskedbert.train.schedules import WARMUP_ROUNDINGS
+
+    rounding = values.get("warmup_rounding", "floor")
+    if rounding not in WARMUP_ROUNDINGS:
+        raise UsageError(f"--set warmup_rounding: got {rounding!r}; choose one of {sorted(WARMUP_ROUNDINGS)}")
+    selection = values.get("selection_metric")
+    if selection is None:
+        return
+    try:
+        spec = get_task(values.get("task", FinetuneConfig.task))
+    except (KeyError, ValueError):  # an unknown task is reported by the run, with the task list
+        return
+    if selection not in spec.metrics:
+        raise UsageError(f"--set selection_metric: got {selection!r}; task {spec.name!r} reports {list(spec.metrics)}")
 
 
 def _resolved_runs(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
