@@ -31,6 +31,9 @@ REF_MODEL = {
 REF_SELECTION = {"rte": "accuracy", "mrpc": "acc_and_f1", "cola": "mcc"}
 HF_CONFIGS = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
               "albert": transformers.AlbertConfig}
+HF_MODELS = {"bert": transformers.BertForSequenceClassification,
+             "roberta": transformers.RobertaForSequenceClassification,
+             "albert": transformers.AlbertForSequenceClassification}
 
 
 def _resolved(name):
@@ -52,8 +55,12 @@ def test_mosbach_preset_equals_the_reference_configuration(family, task):
     assert set(overrides.values()) == {ref["dropout"]} and len(overrides) == 3
     hf_fields = HF_CONFIGS[family]().to_dict()
     assert set(overrides) <= set(hf_fields), f"not {family} config fields: {set(overrides) - set(hf_fields)}"
-    config = HF_CONFIGS[family](**overrides)
+    config = HF_CONFIGS[family](hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+                                vocab_size=50, **overrides)
     assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == ref["dropout"]
+    head = HF_MODELS[family](config)
+    classifier_dropout = head.classifier.dropout if family == "roberta" else head.dropout
+    assert classifier_dropout.p == ref["dropout"]  # the head really uses the override
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "albert"])
