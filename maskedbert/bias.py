@@ -5,7 +5,11 @@ Bias models (small, CPU, seconds):
     hypothesis word in the premise, hypothesis a contiguous span of the premise, negation words,
     length difference), the classic HANS-style bias (McCoy et al. 2019; Clark et al. 2019).
   - HypothesisOnlyBiasModel: logistic regression over a bag of hypothesis words (Poliak et al. 2018).
-  - or probabilities precomputed elsewhere, loaded from JSON / JSONL keyed by example id.
+  - or probabilities precomputed elsewhere (`load_probs`): JSON / JSONL keyed by example id, or a
+    .npy array with one row per training example in training-file order (the format of the
+    reference code's bias_model_preds/ for MNLI and FEVER), as probabilities or log-probabilities.
+    Pickle files (the reference's QQP predictions) are never unpickled here: unpickling runs code.
+    `maskedbert convert-probs --trust-pickle IN.pkl OUT.jsonl` converts one you trust.
 
 Probabilities travel as {id: [p_0, ..., p_{C-1}]} and are attached to examples by id
 (`attach_probs` / `align_probs`), never by row order; a missing id is an error that names it.
@@ -19,9 +23,11 @@ import re
 from collections import Counter
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from maskedbert._atomic import write_text_atomic
+from maskedbert.errors import UsageError
 
 NEGATION_WORDS = frozenset({"not", "no", "never", "nobody", "nothing", "none", "nowhere", "neither", "nor",
                             "cannot", "n't", "noone"})
@@ -278,14 +284,73 @@ def _row_probs(record: Mapping, source: str, line: int):
     raise ValueError(f"{source}: record {line} (id {record['id']!r}) needs 'probs' or 'log_probs'")
 
 
-def load_probs(path: str | os.PathLike) -> dict[str, list[float]]:
-    """Read {id: probabilities} from JSON ({id: [...]} or a list of records) or JSONL records.
+PICKLE_SUFFIXES = (".pkl", ".pickle")
+_PICKLE_MAGIC = b"\x80"  # the first byte of every pickle of protocol 2 or later
 
-    A record is {"id": ..., "probs": [...]} ("bias_probs", "teacher_probs" or "log_probs" also read).
+
+def _pickle_refusal(path: str, what: str) -> UsageError:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return UsageError(f"{path}: {what}, and a pickle is never loaded implicitly (unpickling can run any code). "
+                      f"If you trust the file, convert it once: maskedbert convert-probs --trust-pickle {path} "
+                      f"{stem}.jsonl")
+
+
+def probs_from_array(values, source: str) -> np.ndarray:
+    """[N, C] probabilities from an array of probabilities or of log-probabilities (told apart by sign).
+
+    All values >= 0: probabilities; all <= 0 (some < 0): natural-log probabilities, exponentiated.
+    Every row must then sum to 1 (within 1e-3). Returns float64.
     """
-    path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    array = np.asarray(values)
+    if array.ndim != 2 or array.shape[1] < 2 or array.shape[0] < 1:
+        raise UsageError(f"{source}: expected one row of >= 2 class scores per example (shape [N, C]), "
+                         f"got shape {list(array.shape)}")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise UsageError(f"{source}: expected numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if np.isnan(array).any() or np.isposinf(array).any():
+        row = int(np.argwhere(np.isnan(array) | np.isposinf(array))[0, 0])
+        raise UsageError(f"{source}: row {row} holds NaN or +inf: {array[row].tolist()}")
+    if (array < 0).any():
+        if (array > 0).any():
+            mixed = (array < 0).any(axis=1) & (array > 0).any(axis=1)
+            row = int(np.argmax(mixed)) if mixed.any() else int(np.argmax((array > 0).any(axis=1)))
+            raise UsageError(f"{source}: neither probabilities (all >= 0) nor log-probabilities (all <= 0): "
+                             f"negative and positive values, e.g. row {row}: {array[row].tolist()}")
+        array = np.exp(array)
+    bad = np.abs(array.sum(axis=1) - 1.0) > _SUM_TOL
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise UsageError(f"{source}: row {row} does not sum to 1 as probabilities: {array[row].tolist()}")
+    return array
+
+
+def _load_npy(path: str, ids: Sequence | None) -> dict[str, list[float]]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # numpy refuses object arrays: their contents are pickled
+        if "allow_pickle" in str(exc):
+            raise _pickle_refusal(path, "holds pickled Python objects") from None
+        raise UsageError(f"{path}: not a readable .npy array ({exc})") from None
+    if not isinstance(loaded, np.ndarray):  # an .npz archive under a .npy name
+        raise UsageError(f"{path}: expected one array (numpy.save), got an archive of {sorted(loaded.files)}")
+    probs = probs_from_array(loaded, path)
+    if ids is None:  # row numbers, as the reference indexes these files
+        keys = [str(i) for i in range(len(probs))]
+    else:
+        keys = [str(i) for i in ids]
+        if len(keys) != len(probs):
+            raise UsageError(f"{path}: {len(probs)} rows but {len(keys)} ids. The rows are one per training "
+                             f"example in training-file order, so ids must list the whole training file in "
+                             f"its order (no --train-limit, filtering or shuffling)")
+        if len(set(keys)) != len(keys):
+            duplicate = next(k for k, n in Counter(keys).items() if n > 1)
+            raise UsageError(f"ids: duplicate id {duplicate!r}; each row needs its own example id")
+    return dict(zip(keys, probs.tolist()))
+
+
+def _load_json_probs(path: str, raw: bytes) -> dict[str, list[float]]:
+    text = raw.decode("utf-8")
     pairs: list[tuple[str, object]] = []
     if path.endswith(".jsonl"):
         for line_no, line in enumerate(text.splitlines(), 1):
@@ -305,6 +370,36 @@ def load_probs(path: str | os.PathLike) -> dict[str, list[float]]:
             raise ValueError(f"{path}: duplicate id {key!r}")
         seen[key] = row
     return validate_probs(seen, source=path)
+
+
+def load_probs(path: str | os.PathLike, ids: Sequence | None = None) -> dict[str, list[float]]:
+    """Read {id: probabilities} from JSON / JSONL keyed by id, or from a .npy array in training-file order.
+
+    JSON: {id: [...]} or a list of records; JSONL: one record per line; a record is
+    {"id": ..., "probs": [...]} ("bias_probs", "teacher_probs" or "log_probs" also read).
+    .npy ([N, C], read with allow_pickle=False): probabilities or log-probabilities, told apart by
+    sign; row i belongs to ids[i], so `ids` lists the training file's example ids in file order (a
+    length mismatch is an error); without ids the keys are the row numbers "0".."N-1".
+    With ids, the result holds exactly those ids (one missing from a JSON file is an error).
+    Pickle files (.pkl, .pickle, or pickled content) are refused with the command that converts them.
+    """
+    path = os.fspath(path)
+    if path.lower().endswith(PICKLE_SUFFIXES):
+        raise _pickle_refusal(path, "is a pickle file")
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such probability file")
+    if path.lower().endswith(".npy"):
+        return _load_npy(path, ids)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw.startswith(_PICKLE_MAGIC):
+        raise _pickle_refusal(path, "holds pickled data")
+    probs = _load_json_probs(path, raw)
+    if ids is None:
+        return probs
+    keys = [str(i) for i in ids]
+    align_probs(keys, probs, name=path)  # raises naming the missing ids
+    return {k: probs[k] for k in keys}
 
 
 def align_probs(ids: Sequence, probs_by_id: Mapping[str, Sequence[float]], name: str = "bias_probs") -> torch.Tensor:

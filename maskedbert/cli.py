@@ -25,6 +25,7 @@ COMMANDS = {
     "finetune": ("maskedbert.experiments.finetune", "fine-tune one model on one task"),
     "stability": ("maskedbert.experiments.stability", "many-seed fine-tuning stability study (Mosbach et al.)"),
     "srnet": ("maskedbert.experiments.srnet", "sparse and robust subnetworks: IMP, mask training, debiasing (Liu et al.)"),
+    "convert-probs": ("maskedbert.experiments.convert_probs", "bias-model predictions (.pkl, .npy) -> JSONL of probabilities by id"),
 }
 # where internal errors are to be reported (the project's issue tracker)
 BUG_REPORTS = "the maskedbert issue tracker"

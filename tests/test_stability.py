@@ -9,7 +9,10 @@ import random
 import pytest
 
 from maskedbert.data import Example, TaskSpec, register_task
+from maskedbert.errors import UsageError
 from maskedbert.experiments import stability
+from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
+from maskedbert.train.runlog import read_jsonl
 
 WORDS = ("red", "blue", "green", "cat", "dog", "box")
 # "learns": the tiny model finds the rule within ~40 steps; "stuck": lr 0 keeps the random head (one epoch)
@@ -64,6 +67,7 @@ def test_stability_end_to_end_and_resume(tmp_path, capsys):
         assert float(summary[name]["final_mean"]) == pytest.approx(sum(finals) / 2)
         assert float(summary[name]["final_max"]) == pytest.approx(max(finals))
     assert float(summary["learns"]["failed_rate"]) == 0.0 and float(summary["learns"]["final_min"]) > 0.9
+    _check_last_and_best_columns(out)
 
     with open(os.path.join(out, "study_config.json")) as f:
         study = json.load(f)
@@ -76,6 +80,105 @@ def test_stability_end_to_end_and_resume(tmp_path, capsys):
     finally:
         stability.PRESETS["tiny"]["configurations"] = {"default": {}}
     assert capsys.readouterr().out.count("not rerun") == 4
+
+
+def _check_last_and_best_columns(out):
+    """runs.csv's last-model and best-checkpoint columns against each run's own evaluation log."""
+    with open(os.path.join(out, "runs.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    for row in rows:
+        log = read_jsonl(os.path.join(out, row["configuration"], f"seed_{row['seed']}", "log.jsonl"))
+        evals = [(r["step"], r["accuracy"]) for r in log if r.get("type") == "eval"]
+        assert len(evals) >= (2 if row["configuration"] == "learns" else 1)
+        best_step, best_value = evals[0]
+        for step, value in evals[1:]:  # highest value; ties keep the earlier step
+            if value > best_value:
+                best_step, best_value = step, value
+        assert float(row["final_metric"]) == pytest.approx(evals[-1][1])
+        assert int(row["best_step"]) == best_step and row["selection_metric"] == "accuracy"
+        assert float(row["best_checkpoint_metric"]) == pytest.approx(best_value)
+        assert float(row["best_selection"]) == pytest.approx(best_value)
+        baseline = float(row["majority_baseline"])
+        assert row["failed"] == str(evals[-1][1] <= baseline) and row["best_failed"] == str(best_value <= baseline)
+    # "learns" reaches its final accuracy before the end: the tie keeps the earlier checkpoint
+    learns = [row for row in rows if row["configuration"] == "learns"]
+    assert any(int(row["best_step"]) < int(row["steps"]) for row in learns)
+    with open(os.path.join(out, "results.md")) as f:
+        text = f.read()
+    assert "**Last model**" in text and "**Best checkpoint**" in text and "best_checkpoint_metric" in text
+
+
+def _result(configuration, final, best_selection, at_best, baseline=0.5, **extra):
+    return {"configuration": configuration, "metric": "f1", "selection_metric": "acc_and_f1", "final_metric": final,
+            "best_metric": best_selection, "best_step": 10, "best_metrics": {"f1": at_best, "acc_and_f1": best_selection},
+            "majority_baseline": baseline, "failed": final <= baseline, "diverged": False, **extra}
+
+
+def test_summary_reports_the_last_model_and_the_best_checkpoint():
+    # MRPC-like: the task's metric (f1) is reported, the checkpoint chosen by acc_and_f1
+    results = [_result("a", 0.4, 0.8, 0.82), _result("a", 0.9, 0.85, 0.88), _result("a", 0.5, 0.6, 0.5)]
+    (row,) = stability.summarize(results)
+    assert (row["metric"], row["selection_metric"], row["runs"]) == ("f1", "acc_and_f1", 3)
+    assert row["final_mean"] == pytest.approx(0.6) and (row["failed"], row["failed_rate"]) == (2, pytest.approx(2 / 3))
+    assert row["best_mean"] == pytest.approx((0.82 + 0.88 + 0.5) / 3)  # f1 at the best checkpoint, not acc_and_f1
+    assert (row["best_min"], row["best_max"]) == (0.5, 0.88)
+    assert row["best_selection_mean"] == pytest.approx(0.75)
+    assert row["best_failed"] == 1 and row["best_failed_rate"] == pytest.approx(1 / 3)
+    runs = stability.run_rows(results)
+    assert [r["best_checkpoint_metric"] for r in runs] == [0.82, 0.88, 0.5]
+    assert [r["best_failed"] for r in runs] == [False, False, True]
+
+
+def test_results_written_before_selection_metric_existed_still_summarize():
+    old = {"configuration": "a", "metric": "accuracy", "final_metric": 0.7, "best_metric": 0.75, "best_step": 4,
+           "majority_baseline": 0.5, "failed": False}
+    (run,) = stability.run_rows([old])
+    assert (run["selection_metric"], run["best_checkpoint_metric"], run["best_failed"]) == ("accuracy", 0.75, False)
+    diverged = dict(old, diverged=True, failed=True, best_metric=None, best_step=None, best_metrics=None)
+    (row,) = stability.summarize([diverged])
+    assert (row["best_mean"], row["best_failed"], row["diverged"]) == (None, 1, 1)
+
+
+def test_selection_metric_picks_the_checkpoint_and_the_task_metric_is_reported(tmp_path, one_torch_thread):
+    register_task(TaskSpec(name="easy-pair-f1", label_names=("entailment", "not_entailment"), metric="f1",
+                           metrics=("accuracy", "f1"), generator=_easy_pair), overwrite=True)
+    config = FinetuneConfig(model="tiny-bert", task="easy-pair-f1", output_dir=str(tmp_path / "run"), seed=1,
+                            max_length=8, num_epochs=2.0, lr=3e-3, evals_per_epoch=2, log_every=4, progress=False,
+                            selection_metric="accuracy")
+    result = run_finetune(config)
+    evals = [r for r in read_jsonl(str(tmp_path / "run" / "log.jsonl")) if r.get("type") == "eval"]
+    best = max(evals, key=lambda r: (r["accuracy"], -r["step"]))  # highest accuracy, earliest step on ties
+    assert (result["metric"], result["selection_metric"]) == ("f1", "accuracy")
+    assert result["best_step"] == best["step"] and result["best_metric"] == pytest.approx(best["accuracy"])
+    assert result["best_metrics"]["f1"] == pytest.approx(best["f1"])
+    assert result["final_metric"] == pytest.approx(evals[-1]["f1"])
+    with pytest.raises(UsageError, match="selection_metric.*'mcc'.*accuracy"):
+        run_finetune(FinetuneConfig(task="easy-pair-f1", output_dir=str(tmp_path / "bad"), selection_metric="mcc"))
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_finetune_passes_adam_betas_and_warmup_rounding_to_the_trainer(tmp_path, monkeypatch, one_torch_thread):
+    import maskedbert.optim
+    import maskedbert.train.trainer as trainer_module
+
+    seen = {}
+    real_adamw, real_schedule = maskedbert.optim.AdamW, trainer_module.build_schedule
+
+    def spy_adamw(groups, **kwargs):
+        seen["betas"] = kwargs["betas"]
+        return real_adamw(groups, **kwargs)
+
+    def spy_schedule(optimizer, name, total_steps, **kwargs):
+        seen["schedule"] = dict(kwargs, total_steps=total_steps)
+        return real_schedule(optimizer, name, total_steps, **kwargs)
+
+    monkeypatch.setattr(maskedbert.optim, "AdamW", spy_adamw)
+    monkeypatch.setattr(trainer_module, "build_schedule", spy_schedule)
+    run_finetune(FinetuneConfig(task="easy-pair", output_dir=str(tmp_path / "run"), max_length=8, max_steps=2,
+                                adam_beta2=0.98, warmup_rounding="ceil", progress=False))
+    assert seen["betas"] == (0.9, 0.98)
+    assert seen["schedule"]["warmup_rounding"] == "ceil" and seen["schedule"]["warmup_ratio"] == 0.1
 
 
 def test_presets_hold_the_published_settings():

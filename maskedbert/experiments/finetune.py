@@ -5,8 +5,10 @@
 
 Python: `run_finetune(FinetuneConfig(...)) -> dict` (used by the stability study and to train
 teacher models). The run directory holds config.json, log.jsonl, checkpoint.pt (resumable),
-result.json (final and best dev metric, majority baseline, failed flag) and optionally
-final_model/ (save_pretrained) and best_model.pt.
+result.json and optionally final_model/ (save_pretrained) and best_model.pt. result.json holds the
+last model's dev metrics (final_metric: the task's metric), the best dev checkpoint chosen by
+`selection_metric` (best_step, best_metric: its selection-metric value, best_metrics: all its
+metrics), the majority baseline and `failed` (final metric <= majority baseline).
 """
 from __future__ import annotations
 
@@ -46,15 +48,19 @@ class FinetuneConfig:
     lr: float = 2e-5
     weight_decay: float = 0.01
     adam_eps: float = 1e-6
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999            # RoBERTa's recipe uses 0.98
     correct_bias: bool = True
     schedule: str = "linear"
     warmup_ratio: float | None = 0.1
+    warmup_rounding: str = "floor"       # warmup_ratio * steps rounded "floor" (as the reference code) or "ceil"
     max_grad_norm: float | None = 1.0
     clip_mode: str = "global"
     precision: str = "fp32"
     evals_per_epoch: float | None = None  # evaluation frequency; None: only at the end (or eval_every)
     eval_every: int | None = None
     select_best_after: float = 0.0
+    selection_metric: str | None = None  # dev metric that picks the best checkpoint; None: the task's metric
     eval_batch_size: int = 64
     log_every: int = 10
     checkpoint_every: int | None = None
@@ -111,6 +117,10 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         with open(result_path) as f:
             return json.load(f)
     spec = get_task(config.task)
+    selection_metric = config.selection_metric or spec.metric
+    if selection_metric not in spec.metrics:
+        raise UsageError(f"selection_metric: {selection_metric!r} is not a metric of task {spec.name!r}; "
+                         f"choose one of {list(spec.metrics)}")
     train_examples = load_examples(spec, "train", data_dir=config.data_dir, seed=config.data_seed,
                                    limit=config.train_limit)
     dev_examples = load_examples(spec, spec.dev_split, data_dir=config.data_dir, seed=config.data_seed,
@@ -132,9 +142,10 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     train_config = TrainConfig(
         output_dir=out, num_epochs=config.num_epochs, max_steps=config.max_steps, batch_size=config.batch_size,
         grad_accum_steps=config.grad_accum_steps, lr=config.lr, weight_decay=config.weight_decay,
-        adam_eps=config.adam_eps, correct_bias=config.correct_bias, schedule=config.schedule,
-        warmup_ratio=config.warmup_ratio, max_grad_norm=config.max_grad_norm, clip_mode=config.clip_mode,
-        precision=config.precision, eval_every=config.eval_every, best_metric=spec.metric,
+        adam_eps=config.adam_eps, adam_betas=(config.adam_beta1, config.adam_beta2), correct_bias=config.correct_bias,
+        schedule=config.schedule, warmup_ratio=config.warmup_ratio, warmup_rounding=config.warmup_rounding,
+        max_grad_norm=config.max_grad_norm, clip_mode=config.clip_mode,
+        precision=config.precision, eval_every=config.eval_every, best_metric=selection_metric,
         select_best_after=config.select_best_after, save_best_model=config.save_best_model,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every, seed=config.seed,
         progress=config.progress, device=config.device, report_to=config.report_to)
@@ -143,7 +154,8 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     if config.evals_per_epoch:
         trainer.config.eval_every = max(1, math.floor(trainer.updates_per_epoch / config.evals_per_epoch))
     result: dict[str, Any] = {"model": config.model, "task": spec.name, "seed": config.seed,
-                              "metric": spec.metric, "majority_baseline": baseline, "diverged": False}
+                              "metric": spec.metric, "selection_metric": selection_metric,
+                              "majority_baseline": baseline, "diverged": False}
     try:
         outcome = trainer.train(resume=True)
     except NonFiniteLossError as exc:
@@ -151,7 +163,8 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         last = trainer.last_metrics or {}
         result.update(diverged=True, error=str(exc), steps=trainer.global_step,
                       final_metric=last.get(spec.metric, baseline), final_metrics=last,
-                      best_metric=trainer.best_value, best_step=trainer.best_step)
+                      best_metric=trainer.best_value, best_step=trainer.best_step,
+                      best_metrics=trainer.best_metrics)
     else:
         final = outcome["final_metrics"] or {}
         result.update(steps=outcome["global_step"], final_metric=final.get(spec.metric),

@@ -75,7 +75,8 @@ class SRNetBase:
         if self._bias is None:
             cache = self._path("bias_probs.json")
             if os.path.isfile(self.cfg.bias_model):
-                self._bias = bias_lib.load_probs(self.cfg.bias_model)
+                # .npy rows follow the training file's order: ids say which row is which example
+                self._bias = bias_lib.load_probs(self.cfg.bias_model, ids=[e.id for e in self.data.train])
             elif os.path.isfile(cache):
                 self._bias = bias_lib.load_probs(cache)
             else:  # out-of-fold predictions: the bias model never scores examples it was fit on
@@ -89,7 +90,7 @@ class SRNetBase:
         if self._teacher is None:
             cache = self._path("teacher_probs.json")
             if self.cfg.teacher_probs:
-                self._teacher = bias_lib.load_probs(self.cfg.teacher_probs)
+                self._teacher = bias_lib.load_probs(self.cfg.teacher_probs, ids=[e.id for e in self.data.train])
             elif os.path.isfile(cache):
                 self._teacher = bias_lib.load_probs(cache)
             else:  # the CE fine-tuned model is the teacher (Utama et al. 2020)

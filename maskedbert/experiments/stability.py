@@ -7,24 +7,26 @@
 
 A study runs every (configuration, seed) pair of a preset through `finetune.run_finetune` in
 <out>/<configuration>/seed_<s>/, then writes to <out>: study_config.json (the resolved settings),
-runs.csv, summary.csv and results.md (per-seed final and best dev metric; per configuration the
-mean, std (ddof=1), min, max and the failed-run rate, a run failing when its final dev metric is at
-or below the majority-class baseline) and three PNG plots (metric box plot, per-layer gradient norms
-of failed vs successful runs, training loss vs dev metric). Rerunning the same command resumes:
-finished seeds are read back, not rerun, and an interrupted seed continues from its checkpoint.
+runs.csv, summary.csv and results.md and three PNG plots (metric box plot, per-layer gradient norms
+of failed vs successful runs, training loss vs dev metric). The tables read every run twice: the
+last model (final_*; a run fails when its final dev metric is at or below the majority-class
+baseline, the paper's rule) and the best dev checkpoint by the task's selection metric (best_*;
+MRPC: acc_and_f1, as the reference's early stopping); per configuration the mean, std (ddof=1),
+min, max and failed-run rate of each. Rerunning the same command resumes: finished seeds are read
+back, not rerun, and an interrupted seed continues from its checkpoint.
 
-Presets follow the paper: "bert-recipe-<task>-<model>" is BERT's original recipe (3 epochs, Adam
-without bias correction, eps 1e-6, weight decay 0.01, 10% warmup then linear decay, batch 16,
-lr in {1,2,3}e-5); "mosbach-<task>-<model>" is the proposed baseline (bias correction on, 20 epochs,
-lr 2e-5, 10% warmup, 3 evaluations per epoch); tasks rte, mrpc, cola; models bert
-(bert-large-uncased), roberta (roberta-large), albert (albert-large-v2); 25 seeds each.
+Presets (stability_presets.py, `--list-presets`, `--show-preset NAME`) hold the paper's settings as
+the reference code's configurations: "bert-recipe-<task>-<model>" is BERT's original recipe (3 epochs,
+Adam without bias correction, lr in {1,2,3}e-5); "mosbach-<task>-<model>" the proposed baseline
+(bias correction, 20 epochs, lr 2e-5, 10% warmup, 3 evaluations per epoch); per model its weight
+decay, Adam beta2, clipping and dropout; tasks rte, mrpc, cola; models bert (bert-large-uncased),
+roberta (roberta-large), albert (albert-large-v2); 25 seeds each.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import concurrent.futures
-import copy
 import csv
 import dataclasses
 import io
@@ -37,73 +39,10 @@ import sys
 from typing import Any
 
 from .finetune import FinetuneConfig, run_finetune, write_json
+from .stability_presets import PRESETS, presets_table, resolve_study, show_preset
 from maskedbert._atomic import write_text_atomic
 
-__all__ = ["PRESETS", "resolve_study", "run_study", "summarize", "write_reports", "main"]
-
-PAPER_MODELS = {"bert": "bert-large-uncased", "roberta": "roberta-large", "albert": "albert-large-v2"}
-PAPER_SEEDS = list(range(1, 26))
-_COMMON = dict(batch_size=16, max_length=128, adam_eps=1e-6, weight_decay=0.01, warmup_ratio=0.1,
-               max_grad_norm=1.0, schedule="linear")
-
-
-def _paper_presets() -> dict[str, dict[str, Any]]:
-    presets = {}
-    for task in ("rte", "mrpc", "cola"):
-        for key, model in PAPER_MODELS.items():
-            presets[f"bert-recipe-{task}-{key}"] = {
-                "description": f"BERT's original recipe on {task.upper()} with {model} (Devlin et al.)",
-                "base": dict(_COMMON, model=model, task=task, num_epochs=3.0, correct_bias=False),
-                "configurations": {f"lr{lr:g}": {"lr": lr} for lr in (1e-5, 2e-5, 3e-5)},
-                "seeds": PAPER_SEEDS,
-            }
-            presets[f"mosbach-{task}-{key}"] = {
-                "description": f"Mosbach et al.'s stable baseline on {task.upper()} with {model}",
-                "base": dict(_COMMON, model=model, task=task, num_epochs=20.0, lr=2e-5, correct_bias=True,
-                             evals_per_epoch=3),
-                "configurations": {"mosbach": {}},
-                "seeds": PAPER_SEEDS,
-            }
-    presets["synthetic-minilm"] = {
-        "description": "offline CPU demo (~2 min): pretrained MiniLM on the synthetic NLI task, "
-                       "Adam with vs without bias correction",
-        # 256 examples x 2 epochs = 32 steps per run, 6 runs: ~2 minutes on this 2-core CPU when idle.
-        # synthetic-nli, not synthetic-pair: MiniLM learns it within 32 steps (0.93 dev accuracy, seed 0),
-        # while synthetic-pair needs ~150+ steps to leave the majority class (see synthetic-pair-minilm)
-        "base": dict(model="offline-minilm", task="synthetic-nli", train_limit=256, dev_limit=200, max_length=40,
-                     num_epochs=2.0, lr=1e-4, batch_size=16, adam_eps=1e-6, weight_decay=0.01,
-                     warmup_ratio=0.1, max_grad_norm=1.0, evals_per_epoch=1, log_every=2),
-        "configurations": {"bias-correction": {"correct_bias": True},
-                           "no-bias-correction": {"correct_bias": False}},
-        "seeds": [1, 2, 3],
-    }
-    presets["synthetic-pair-minilm"] = {
-        "description": "offline CPU (~10 min): pretrained MiniLM on the RTE-sized synthetic pair task, which "
-                       "is slow to start; short training without bias correction vs Mosbach et al.'s "
-                       "longer training with bias correction",
-        # MiniLM sat at the majority class for ~150 steps at lr 5e-5, batch 32 (synthetic.py docstring):
-        # 3 epochs of 1024 examples (96 steps) vs 10 epochs (320 steps) straddle that. Measured
-        # 2026-11-23 (CPU, 16 min): short/no correction failed 3/3 (majority class, gradient norms of
-        # every layer falling to ~1e-3..1e-2); long/with correction 0/3 failed, accuracy 0.746 +- 0.018.
-        # The two configurations change length and bias correction together, as the paper's recipe does.
-        "base": dict(model="offline-minilm", task="synthetic-pair", train_limit=1024, max_length=48,
-                     lr=5e-5, batch_size=32, adam_eps=1e-6, weight_decay=0.01, warmup_ratio=0.1,
-                     max_grad_norm=1.0, evals_per_epoch=1, log_every=4),
-        "configurations": {"short-no-bias-correction": {"num_epochs": 3.0, "correct_bias": False},
-                           "long-bias-correction": {"num_epochs": 10.0, "correct_bias": True}},
-        "seeds": [1, 2, 3],
-    }
-    presets["tiny"] = {
-        "description": "seconds: random tiny BERT on a slice of the synthetic pair task (tests, smoke runs)",
-        "base": dict(model="tiny-bert", task="synthetic-pair", train_limit=128, dev_limit=64, max_length=32,
-                     num_epochs=2.0, lr=1e-3, batch_size=16, warmup_ratio=0.1, evals_per_epoch=2, log_every=2),
-        "configurations": {"default": {}},
-        "seeds": [1, 2, 3],
-    }
-    return presets
-
-
-PRESETS = _paper_presets()
+__all__ = ["PRESETS", "resolve_study", "run_study", "run_rows", "summarize", "write_reports", "main"]
 
 
 def _parse_value(text: str) -> Any:
@@ -115,28 +54,6 @@ def _parse_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
-
-
-def resolve_study(preset: str, *, seeds: list[int] | None = None, overrides: dict[str, Any] | None = None,
-                  configurations: list[str] | None = None, data_dir: str | None = None) -> dict[str, Any]:
-    """The full study settings: preset + overrides (applied to every configuration)."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    study = copy.deepcopy(PRESETS[preset])
-    study["preset"] = preset
-    study["base"].update(overrides or {})
-    if data_dir is not None:
-        study["base"]["data_dir"] = data_dir
-    if seeds is not None:
-        study["seeds"] = list(seeds)
-    if configurations:
-        unknown = sorted(set(configurations) - set(study["configurations"]))
-        if unknown:
-            raise ValueError(f"configurations {unknown} not in preset {preset!r}: {sorted(study['configurations'])}")
-        study["configurations"] = {k: v for k, v in study["configurations"].items() if k in configurations}
-    for name, extra in study["configurations"].items():  # fail now on unknown settings, not mid-study
-        FinetuneConfig.from_dict({**study["base"], **extra})
-    return study
 
 
 def _run_config(study: dict[str, Any], out: str, name: str, seed: int, progress: bool) -> FinetuneConfig:
@@ -193,9 +110,11 @@ def run_study(study: dict[str, Any], out: str, *, parallel: int = 1, progress: b
 
 
 def _print_run(job, result) -> None:
-    status = "diverged" if result.get("diverged") else ("FAILED" if result["failed"] else "ok")
-    print(f"[stability] {job[0]} seed {job[1]}: final {result['metric']} {_fmt(result['final_metric'])}, "
-          f"best {_fmt(result['best_metric'])} (baseline {_fmt(result['majority_baseline'])}) {status}")
+    row = _run_row(result)
+    status = "diverged" if row["diverged"] else ("FAILED" if row["failed"] else "ok")
+    print(f"[stability] {job[0]} seed {job[1]}: final {row['metric']} {_fmt(row['final_metric'])}, "
+          f"best checkpoint (by {row['selection_metric']}, step {_fmt(row['best_step'])}) "
+          f"{_fmt(row['best_checkpoint_metric'])} (baseline {_fmt(row['majority_baseline'])}) {status}")
 
 
 def _fmt(value: Any) -> str:
@@ -210,22 +129,56 @@ def _stats(values: list[float]) -> dict[str, float | None]:
             "min": min(values), "max": max(values)}
 
 
+def _run_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One run's result with its last-model and best-checkpoint columns.
+
+    The best checkpoint is the evaluation with the highest `selection_metric` (result["best_metric"]
+    holds that value); best_checkpoint_metric is the task's metric at that checkpoint, so it compares
+    with final_metric, and best_failed applies the failed-run rule to it.
+    """
+    metric = result["metric"]
+    selection = result.get("selection_metric") or metric  # results written before selection_metric existed
+    at_best = (result.get("best_metrics") or {}).get(metric)
+    if at_best is None and selection == metric:
+        at_best = result.get("best_metric")
+    baseline = result["majority_baseline"]
+    return {**result, "selection_metric": selection, "best_selection": result.get("best_metric"),
+            "best_checkpoint_metric": at_best, "best_failed": at_best is None or at_best <= baseline,
+            "diverged": bool(result.get("diverged"))}
+
+
+def run_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per run: the last model (final_metric, failed) and the best dev checkpoint (see `_run_row`)."""
+    return [_run_row(r) for r in results]
+
+
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per configuration: n, final/best mean, std, min, max, failed-run count and rate."""
+    """Per configuration: the last model's and the best checkpoint's mean, std, min, max and failed runs.
+
+    final_*: the task's dev metric of the last model; failed: runs at or below the majority baseline
+    (Mosbach et al.'s failed-run rule). best_*: the task's dev metric at each run's best checkpoint by
+    the selection metric (best_selection_mean: that metric's own mean); best_failed: the same rule there.
+    """
     rows = []
-    for name in dict.fromkeys(r["configuration"] for r in results):
-        runs = [r for r in results if r["configuration"] == name]
-        final, best = _stats([r["final_metric"] for r in runs]), _stats([r["best_metric"] for r in runs])
-        failed = sum(bool(r["failed"]) for r in runs)
+    runs_of = run_rows(results)
+    for name in dict.fromkeys(r["configuration"] for r in runs_of):
+        runs = [r for r in runs_of if r["configuration"] == name]
+        final, best = _stats([r["final_metric"] for r in runs]), _stats([r["best_checkpoint_metric"] for r in runs])
+        failed, best_failed = sum(bool(r["failed"]) for r in runs), sum(r["best_failed"] for r in runs)
         rows.append({"configuration": name, "runs": len(runs), "metric": runs[0]["metric"],
-                     **{f"final_{k}": v for k, v in final.items()}, **{f"best_{k}": v for k, v in best.items()},
+                     "majority_baseline": runs[0]["majority_baseline"],
+                     **{f"final_{k}": v for k, v in final.items()},
                      "failed": failed, "failed_rate": failed / len(runs),
-                     "majority_baseline": runs[0]["majority_baseline"]})
+                     "selection_metric": runs[0]["selection_metric"],
+                     **{f"best_{k}": v for k, v in best.items()},
+                     "best_failed": best_failed, "best_failed_rate": best_failed / len(runs),
+                     "best_selection_mean": _stats([r["best_selection"] for r in runs])["mean"],
+                     "diverged": sum(r["diverged"] for r in runs)})
     return rows
 
 
-_RUN_COLUMNS = ("configuration", "seed", "final_metric", "best_metric", "best_step", "steps", "majority_baseline",
-                "failed", "diverged")
+_RUN_COLUMNS = ("configuration", "seed", "steps", "majority_baseline", "final_metric", "failed", "diverged",
+                "selection_metric", "best_step", "best_selection", "best_checkpoint_metric", "best_failed")
 
 
 def _csv_text(rows: list[dict[str, Any]], columns) -> str:
@@ -246,24 +199,32 @@ def _write_text(path: str, text: str) -> None:
     write_text_atomic(path, text)
 
 
+def _reading_guide(metric: str, selection: str, baseline: float) -> str:
+    return (f"Two readings of every run. **Last model** (final_*, failed): the dev {metric} after the last "
+            f"step; a run fails when it is at or below the majority-class baseline ({_fmt(baseline)}), the "
+            f"paper's failed-run rule. **Best checkpoint** (best_*): the evaluation with the highest dev "
+            f"{selection} (ties: the earlier step), the checkpoint the reference code's early stopping keeps; "
+            f"best_* columns hold the dev {metric} of that checkpoint and best_failed applies the same rule to "
+            f"it. std is the sample standard deviation.")
+
+
 def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]) -> dict[str, str]:
     """Tables (CSV, Markdown) and plots for a finished study; returns {artifact: path}."""
     from . import plots
     from maskedbert.train.runlog import read_jsonl
 
+    rows = run_rows(results)
     summary = summarize(results)
     summary_columns = list(summary[0])
     paths = {"runs_csv": os.path.join(out, "runs.csv"), "summary_csv": os.path.join(out, "summary.csv"),
              "markdown": os.path.join(out, "results.md")}
-    _write_text(paths["runs_csv"], _csv_text(results, _RUN_COLUMNS))
+    _write_text(paths["runs_csv"], _csv_text(rows, _RUN_COLUMNS))
     _write_text(paths["summary_csv"], _csv_text(summary, summary_columns))
-    metric = results[0]["metric"]
+    metric, baseline = rows[0]["metric"], rows[0]["majority_baseline"]
     markdown = [f"# Stability study: {study['preset']}", "", study.get("description", ""), "",
-                f"Dev metric: {metric}. A run fails when its final dev metric is at or below the majority-class "
-                f"baseline. std is the sample standard deviation.", "", "## Per configuration", "",
-                _markdown(summary, summary_columns), "", "## Per run", "", _markdown(results, _RUN_COLUMNS), ""]
+                _reading_guide(metric, rows[0]["selection_metric"], baseline), "", "## Per configuration", "",
+                _markdown(summary, summary_columns), "", "## Per run", "", _markdown(rows, _RUN_COLUMNS), ""]
     _write_text(paths["markdown"], "\n".join(markdown))
-    baseline = results[0]["majority_baseline"]
     logs = []
     for r in results:
         log_path = os.path.join(r["run_dir"], "log.jsonl")
@@ -287,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maskedbert stability", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="synthetic-minilm", help="see --list-presets (default synthetic-minilm)")
-    p.add_argument("--list-presets", action="store_true")
+    p.add_argument("--list-presets", action="store_true", help="a table of each preset's key hyperparameters")
+    p.add_argument("--show-preset", metavar="NAME", choices=sorted(PRESETS),
+                   help="print preset NAME's resolved settings as JSON and exit")
     p.add_argument("--out", help="study directory (default runs/stability-<preset>)")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default: the preset's)")
     p.add_argument("--num-seeds", type=int, help="seeds 1..N")
@@ -303,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_presets:
-        for name, preset in PRESETS.items():
-            print(f"{name:28s} {preset['description']}")
+        print(presets_table())
+        return 0
+    if args.show_preset:
+        print(show_preset(args.show_preset))
         return 0
     try:
         seeds = None

@@ -9,7 +9,14 @@ import math
 
 import torch
 
-__all__ = ["SCHEDULES", "WarmupLinearDecay", "WarmupConstant", "resolve_warmup_steps", "build_schedule"]
+from maskedbert.errors import UsageError
+
+__all__ = ["SCHEDULES", "WARMUP_ROUNDINGS", "WarmupLinearDecay", "WarmupConstant", "resolve_warmup_steps",
+           "build_schedule"]
+
+# How warmup_ratio * total_steps becomes a whole number of steps. "floor" is the reference code's int()
+# (uds-lsv/bert-stable-fine-tuning run_finetuning.py:161: 46 warmup steps of 468 on RTE, where "ceil" gives 47).
+WARMUP_ROUNDINGS = {"floor": math.floor, "ceil": math.ceil}
 
 
 class WarmupLinearDecay:
@@ -39,16 +46,23 @@ class WarmupConstant:
 SCHEDULES = {"linear": WarmupLinearDecay, "constant": WarmupConstant}
 
 
-def resolve_warmup_steps(total_steps: int, warmup_steps: int | None = None, warmup_ratio: float | None = None) -> int:
-    """Warmup length in optimizer steps from an absolute count or a fraction of training (rounded up)."""
+def resolve_warmup_steps(total_steps: int, warmup_steps: int | None = None, warmup_ratio: float | None = None,
+                         warmup_rounding: str = "floor") -> int:
+    """Warmup length in optimizer steps from an absolute count or a fraction of training.
+
+    A fraction is rounded by `warmup_rounding`: "floor" (default, as the reference code) or "ceil".
+    """
     if warmup_steps and warmup_ratio:
         raise ValueError("give warmup_steps or warmup_ratio, not both")
     if warmup_ratio is not None and not 0.0 <= warmup_ratio <= 1.0:
         raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}")
     if warmup_steps is not None and warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if warmup_rounding not in WARMUP_ROUNDINGS:
+        raise UsageError(f"warmup_rounding must be one of {sorted(WARMUP_ROUNDINGS)}, got {warmup_rounding!r}")
     if warmup_ratio:
-        return int(math.ceil(warmup_ratio * total_steps))
+        # no tidying of float error: "floor" is exactly the reference's int(), "ceil" maskedbert's former rule
+        return int(WARMUP_ROUNDINGS[warmup_rounding](warmup_ratio * total_steps))
     return int(warmup_steps or 0)
 
 
@@ -59,11 +73,12 @@ def build_schedule(
     *,
     warmup_steps: int | None = None,
     warmup_ratio: float | None = None,
+    warmup_rounding: str = "floor",
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """LambdaLR for schedule `name` ("linear" or "constant") over `total_steps` optimizer steps."""
     if name not in SCHEDULES:
         raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
     if not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
-    warmup = resolve_warmup_steps(total_steps, warmup_steps, warmup_ratio)
+    warmup = resolve_warmup_steps(total_steps, warmup_steps, warmup_ratio, warmup_rounding)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[name](warmup, total_steps))

@@ -90,6 +90,7 @@ class TrainConfig:
     schedule: str = "linear"                # "linear" (warmup then decay to 0) or "constant"
     warmup_steps: int | None = None
     warmup_ratio: float | None = None
+    warmup_rounding: str = "floor"          # warmup_ratio * steps: "floor" (reference code's int()) or "ceil"
     max_grad_norm: float | None = 1.0       # None: no clipping
     clip_mode: str = "global"               # "global" or "per_parameter"
     precision: str = "fp32"                 # "fp32", "bf16" or "fp16" (autocast; fp16 needs CUDA)
@@ -216,7 +217,8 @@ class Trainer:
         self.updates_per_epoch = self._updates_per_epoch()
         self.total_steps = config.max_steps or max(1, math.ceil(config.num_epochs * self.updates_per_epoch))
         self.scheduler = build_schedule(self.optimizer, config.schedule, self.total_steps,
-                                        warmup_steps=config.warmup_steps, warmup_ratio=config.warmup_ratio)
+                                        warmup_steps=config.warmup_steps, warmup_ratio=config.warmup_ratio,
+                                        warmup_rounding=config.warmup_rounding)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         self.param_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.global_step, self.epoch, self.update_in_epoch = 0, 0, 0
