@@ -185,3 +185,15 @@ def test_dry_run_writes_the_resolved_config_and_trains_nothing(tmp_path, recorde
     assert config["protocols"]["mask_pretrained/mask"]["train_classifier_mask_training"] is False
     assert config["protocols"]["prune_ft/mask"]["train_classifier_finetuning"] is True
     assert not os.path.exists(os.path.join(tmp_path, "cells"))
+
+
+def test_report_to_tensorboard_writes_event_files_per_run(tmp_path):
+    pytest.importorskip("tensorboard")
+    argv = ["--out", str(tmp_path), "--losses", "ce", "--pipelines", "ft_prune", "--methods", "mask",
+            "--sparsities", "0.5", "--report-to", "tensorboard", *TINY]
+    assert srnet.main(argv) == 0
+    runs = sorted(os.listdir(tmp_path / "logs"))
+    assert runs == ["fine-tune-ce", "ft_prune-mask-ce-s0.50"]
+    for run in runs:
+        events = os.listdir(tmp_path / "logs" / run / "tensorboard")
+        assert any(name.startswith("events.out.tfevents") for name in events), run

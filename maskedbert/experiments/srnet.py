@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "subnetwork is fine-tuned (auto: yes)")
     p.add_argument("--save-ft-steps", type=_steps_list, default=[],
                    help="comma list of fine-tuning steps to checkpoint (to prune or rewind from later)")
+    from maskedbert.train.reporting import add_report_to_argument
+
+    add_report_to_argument(p, default=d.report_to)
     return p
 
 
@@ -193,6 +196,9 @@ def validate(cfg: SRNetConfig) -> None:
         cc.check_data_dir(spec, ["train", spec.dev_split], cfg.data_dir, "--data-dir")
         cc.check_data_dir(ood, [cfg.ood_split] + (["train"] if cfg.oracle else []), cfg.ood_data_dir,
                           "--ood-data-dir")
+    from maskedbert.train.reporting import check_report_to
+
+    check_report_to(cfg.report_to, "--report-to")
     cc.check_model(cfg.model, "--model")
     cc.check_out_dir(cfg.out, "--out")
     cc.check_device(None if cfg.device == "auto" else cfg.device, "--device")

@@ -97,6 +97,7 @@ class SRNetConfig:
     eval_limit: int | None = None
     seed: int = 0
     device: str = "auto"  # "auto": cuda when available, else cpu
+    report_to: str = "none"  # every training run also logs to "tensorboard" or "wandb" (logs/<run>/)
     config_overrides: dict = field(default_factory=dict)  # model config fields, e.g. tiny sizes
     # per "pipeline/method" (e.g. "ft_prune/imp", "mask_pretrained/mask"): fields that differ there
     overrides: dict = field(default_factory=dict)

@@ -121,7 +121,8 @@ class SRNetBase:
         return pruning.TrainSettings(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_scores=cfg.lr_scores,
                                      warmup_ratio=cfg.warmup_ratio, warmup_steps=cfg.warmup_steps,
                                      weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-                                     clip_mode=cfg.clip_mode, adam_eps=cfg.adam_eps, seed=cfg.seed)
+                                     clip_mode=cfg.clip_mode, adam_eps=cfg.adam_eps, report_to=cfg.report_to,
+                                     seed=cfg.seed)
 
     def train(self, model, loss: str, steps: int, desc: str, *, dataset=None, loss_fn=None, step_callback=None,
               cfg: SRNetConfig | None = None):

@@ -27,6 +27,7 @@ class TrainSettings:
     max_grad_norm: float = 1.0
     clip_mode: str = "global"  # or "per_parameter" (each parameter clipped to max_grad_norm on its own)
     adam_eps: float = 1e-6
+    report_to: str = "none"  # also "tensorboard" or "wandb" (maskedbert.train.reporting)
     seed: int = 0
 
     def __post_init__(self):
@@ -80,7 +81,7 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
             warmup_ratio=None if settings.warmup_steps is not None else settings.warmup_ratio,
             max_grad_norm=settings.max_grad_norm or None, clip_mode=settings.clip_mode, adam_eps=settings.adam_eps,
             seed=settings.seed, log_every=1, log_grad_norms=False, device=str(next(model.parameters()).device),
-            progress=progress)
+            progress=progress, report_to=settings.report_to)
         callback = None if step_callback is None else (lambda trainer, step: step_callback(step))
         trainer = Trainer(model, config, dataset, collate_fn, loss_fn=loss_fn, param_groups=groups,
                           step_callback=callback)
