@@ -15,6 +15,8 @@ COMMANDS = {
     "finetune": ("maskedbert.experiments.finetune", "fine-tune one model on one task"),
     "stability": ("maskedbert.experiments.stability", "many-seed fine-tuning stability study (Mosbach et al.)"),
     "srnet": ("maskedbert.experiments.srnet", "sparse and robust subnetworks: IMP, mask training, debiasing (Liu et al.)"),
+    "status": ("maskedbert.sweep.status_cli", "where each run of a study stands: done, running, failed, pending"),
+    "report": ("maskedbert.sweep.report_cli", "rebuild a study's tables and plots from its finished runs"),
 }
 
 
