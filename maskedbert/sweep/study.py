@@ -14,6 +14,7 @@ runner resumes from whatever checkpoint it left.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -271,15 +272,18 @@ def execute_cell(study_dir: str, cell_id: str, *, progress: bool = False, log: s
     _write_json(os.path.join(directory, RUNNING), {"host": socket.gethostname(), "pid": os.getpid(),
                                                    "job_id": job_id, "log": log,
                                                    "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-    runner = resolve_callable(study.runner)
     start = time.monotonic()
     try:
-        result = runner(cell.spec, directory, progress=progress)
+        result = resolve_callable(study.runner)(cell.spec, directory, progress=progress)
     except Exception as exc:
         tail = "".join(traceback.format_exception(exc))[-4000:]
         study.record_failure(cell_id, f"{type(exc).__name__}: {exc}".splitlines()[0][:300], tail, log)
         print(f"[sweep] {cell_id}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return "failed" if len(study.failures(cell_id)) >= MAX_FAILURES else "pending"
-    _write_json(os.path.join(directory, DONE), {"result": result, "seconds": round(time.monotonic() - start, 3),
-                                                "host": socket.gethostname(), "job_id": job_id, "log": log})
-    return "done"
+    else:
+        _write_json(os.path.join(directory, DONE), {"result": result, "seconds": round(time.monotonic() - start, 3),
+                                                    "host": socket.gethostname(), "job_id": job_id, "log": log})
+        return "done"
+    finally:  # the attempt is over (only a kill leaves the record: the cell then reads as interrupted)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, RUNNING))
