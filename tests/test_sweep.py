@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -168,3 +169,26 @@ def test_slurm_without_submitit_or_scheduler_is_one_clear_line(monkeypatch, tmp_
     squeue.chmod(0o755)
     with pytest.raises(UsageError, match="scheduler does not answer .*Unable to contact slurm controller"):
         sweep.check_launcher(sweep.LaunchOptions(launcher="slurm"))
+
+
+def test_an_attempt_killed_without_a_trace_reads_as_interrupted(tmp_path):
+    import signal
+    import subprocess
+
+    from maskedbert.sweep import study as study_module
+
+    study = _prepare(tmp_path, _cells(1))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    start = study_module._process_start(child.pid)[1]
+    record = {"host": study_module.socket.gethostname(), "pid": child.pid, "pid_start": start, "job_id": None,
+              "log": None, "started": "then"}
+    study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING), record)
+    assert study.state("toy/v0").status == "running"
+    os.kill(child.pid, signal.SIGKILL)
+    time.sleep(0.2)  # not reaped yet: a zombie with the same pid is not a live attempt
+    assert study.state("toy/v0").status == "pending" and "interrupted" in study.state("toy/v0").detail
+    child.wait()
+    study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING),
+                             dict(record, pid=os.getpid(), pid_start="1"))  # our pid, another start: reused
+    assert study.state("toy/v0").status == "pending"
+    assert sweep.launch(study, sweep.LaunchOptions()).ran == {"toy/v0": "done"}

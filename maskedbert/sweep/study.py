@@ -177,12 +177,30 @@ def _attempt_alive(running: dict, live_jobs: set[str] | None) -> bool:
         return live_jobs is None or running["job_id"] in live_jobs
     if running.get("host") != socket.gethostname():
         return True  # another machine's process: cannot tell from here
+    return _process_alive(int(running["pid"]), running.get("pid_start"))
+
+
+def _process_start(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks) from /proc/<pid>/stat; None when there is no such process."""
     try:
-        os.kill(int(running["pid"]), 0)
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    return fields[0], fields[19]
+
+
+def _process_alive(pid: int, recorded_start: str | None) -> bool:
+    """Alive and the same process: a killed worker may linger as a zombie, and its pid may be reused."""
+    if os.path.isdir("/proc/self"):
+        found = _process_start(pid)
+        return found is not None and found[0] not in ("Z", "X") and recorded_start in (None, found[1])
+    try:
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -269,7 +287,9 @@ def execute_cell(study_dir: str, cell_id: str, *, progress: bool = False, log: s
     log = log or (_slurm_log() if job_id else None)
     directory = study.cell_dir(cell_id)
     os.makedirs(directory, exist_ok=True)
+    here = _process_start(os.getpid()) if os.path.isdir("/proc/self") else None
     _write_json(os.path.join(directory, RUNNING), {"host": socket.gethostname(), "pid": os.getpid(),
+                                                   "pid_start": here[1] if here else None,
                                                    "job_id": job_id, "log": log,
                                                    "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     start = time.monotonic()
