@@ -2,8 +2,12 @@
 
     maskedbert stability --list-presets
     maskedbert stability --preset synthetic-minilm --out runs/stability-demo     # offline CPU, minutes
-    maskedbert stability --preset mosbach-rte-bert --data-dir glue_data/RTE --out runs/rte --parallel 2
     maskedbert stability --preset tiny --out /tmp/s --seeds 1,2,3 --set num_epochs=1 --set lr=1e-3
+    maskedbert stability --preset mosbach-rte-bert --data-dir glue_data/RTE --out runs/rte \
+        --launcher local --gpus 0,1 --runs-per-gpu 2          # 4 runs at once on 2 GPUs
+    maskedbert stability --preset mosbach-rte-bert --data-dir glue_data/RTE --out runs/rte \
+        --launcher slurm --slurm-partition gpu --slurm-gpus-per-task 1 --slurm-time 4:00:00
+    maskedbert status runs/rte; maskedbert report runs/rte
 
 A study runs every (configuration, seed) pair of a preset through `finetune.run_finetune` in
 <out>/<configuration>/seed_<s>/, then writes to <out>: study_config.json (the resolved settings),
@@ -12,6 +16,9 @@ mean, std (ddof=1), min, max and the failed-run rate, a run failing when its fin
 or below the majority-class baseline) and three PNG plots (metric box plot, per-layer gradient norms
 of failed vs successful runs, training loss vs dev metric). Rerunning the same command resumes:
 finished seeds are read back, not rerun, and an interrupted seed continues from its checkpoint.
+Each run is a cell of a maskedbert.sweep study (<out>/sweep.json), so it can run inline (default),
+in local worker processes or as a SLURM job (--launcher; docs/SCALING.md); `maskedbert report <out>`
+rebuilds the tables from the finished runs (--parallel N is short for --launcher local --workers N).
 
 Presets follow the paper: "bert-recipe-<task>-<model>" is BERT's original recipe (3 epochs, Adam
 without bias correction, eps 1e-6, weight decay 0.01, 10% warmup then linear decay, batch 16,
@@ -25,9 +32,7 @@ import argparse
 import ast
 import copy
 import csv
-import dataclasses
 import io
-import json
 import math
 import os
 import statistics
@@ -138,12 +143,6 @@ def resolve_study(preset: str, *, seeds: list[int] | None = None, overrides: dic
     for name, extra in study["configurations"].items():  # fail now on unknown settings, not mid-study
         FinetuneConfig.from_dict({**study["base"], **extra})
     return study
-
-
-def _run_config(study: dict[str, Any], out: str, name: str, seed: int, progress: bool) -> FinetuneConfig:
-    values = {**study["base"], **study["configurations"][name], "seed": seed,
-              "output_dir": os.path.join(out, name, f"seed_{seed}"), "progress": progress}
-    return FinetuneConfig.from_dict(values)
 
 
 # ---- the study as sweep cells: one per (configuration, seed), in <out>/<configuration>/seed_<s>/ ----------
@@ -356,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maskedbert stability: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"maskedbert stability: interrupted; finished runs are kept, rerun the same command to resume",
+        print("maskedbert stability: interrupted; finished runs are kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
     from maskedbert.sweep import load_study

@@ -205,13 +205,13 @@ def _announce(study: Study, cell_id: str, status: str, on_done) -> None:
         print(f"[sweep] {cell_id}: FAILED ({last.get('error', status)}); {again}; log: {last.get('log')}", flush=True)
 
 
-def _worker_slots(options: LaunchOptions) -> list[dict[str, str]]:
-    """One environment overlay per worker: pinned GPU (if any) and CPU threads."""
+def _worker_slots(options: LaunchOptions, cells: int) -> list[dict[str, str]]:
+    """One environment overlay per worker: pinned GPU (if any) and CPU threads (the cores shared out)."""
     cores = os.cpu_count() or 1
     if options.gpus:
         pins = [gpu for gpu in options.gpus for _ in range(options.runs_per_gpu)]
-    else:
-        pins = [None] * (options.workers or cores)
+    else:  # default: a worker per core, but no idle workers holding threads when there are fewer cells
+        pins = [None] * (options.workers or max(1, min(cores, cells)))
     threads = options.threads or max(1, cores // len(pins))
     if len(pins) * threads > cores:
         print(f"[sweep] note: {len(pins)} workers x {threads} threads > {cores} cores: they will slow each other",
@@ -245,7 +245,7 @@ def _will_not_finish(study: Study, cell_id: str, outcome: LaunchOutcome, waiting
 def _run_local(study: Study, todo: list[str], options: LaunchOptions, outcome: LaunchOutcome, on_done) -> None:
     """A small scheduler: each cell runs in a fresh `python -m maskedbert.sweep.worker` process (so a crash
     or a kill takes only that cell), at most one per slot, its output in <cell dir>/sweep_worker.log."""
-    slots = _worker_slots(options)
+    slots = _worker_slots(options, len(todo))
     free = list(range(len(slots)))
     waiting = list(todo)
     running: dict[int, tuple[str, subprocess.Popen, int, Any]] = {}
