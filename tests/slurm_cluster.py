@@ -62,9 +62,8 @@ def _start_munged(folder: str) -> int | None:
         os.chmod(MUNGE_KEY, 0o400)
     os.makedirs("/run/munge", exist_ok=True)
     shutil.chown("/run/munge", "munge", "munge")
-    pid_file = os.path.join(folder, "munged.pid")
-    open(pid_file, "w").close()
-    shutil.chown(pid_file, "munge", "munge")
+    # munged (user munge) cannot reach a folder under root's private temp dirs: its pid file goes beside its socket
+    pid_file = "/run/munge/munged-maskedbert.pid"
     done = _run(["runuser", "-u", "munge", "--", "munged", "--pid-file", pid_file, "--force"])
     if done.returncode != 0:
         raise ClusterUnavailable(f"munged did not start: {done.stderr.strip()}")
