@@ -192,3 +192,18 @@ def test_an_attempt_killed_without_a_trace_reads_as_interrupted(tmp_path):
                              dict(record, pid=os.getpid(), pid_start="1"))  # our pid, another start: reused
     assert study.state("toy/v0").status == "pending"
     assert sweep.launch(study, sweep.LaunchOptions()).ran == {"toy/v0": "done"}
+
+
+def test_slurm_flags_become_sbatch_options(tmp_path):
+    submitit = pytest.importorskip("submitit")
+    from maskedbert.sweep import slurm
+
+    options = _launch_args(["--launcher", "slurm", "--slurm-partition", "gpu", "--slurm-time", "1:30:00",
+                            "--slurm-gpus-per-task", "2", "--slurm-cpus-per-task", "8",
+                            "--slurm-array-parallelism", "4", "--slurm-setup", "module load cuda"])
+    executor = submitit.SlurmExecutor(folder=str(tmp_path / "%j"))
+    executor.update_parameters(**slurm.executor_parameters(options, "toy"))  # submitit checks them here
+    script = executor._make_submission_file_text("python -c pass", "")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-task=2",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --job-name=maskedbert-toy", "module load cuda"):
+        assert line in script, line

@@ -39,7 +39,9 @@ def check_available() -> None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UsageError(f"--launcher slurm: the SLURM scheduler does not answer (squeue: {exc})") from None
     if probe.returncode != 0:
-        raise UsageError(f"--launcher slurm: the SLURM scheduler does not answer (squeue: {_one_line(probe.stderr)})")
+        said = _one_line(probe.stderr)
+        said = said if said.startswith("squeue") else f"squeue: {said}"
+        raise UsageError(f"--launcher slurm: the SLURM scheduler does not answer ({said})")
 
 
 def live_jobs() -> set[str] | None:
@@ -71,6 +73,20 @@ def _levels(study: Study, cell_ids: list[str]) -> list[list[str]]:
     return [groups[k] for k in sorted(groups)]
 
 
+def executor_parameters(options, kind: str) -> dict:
+    """submitit.SlurmExecutor parameters (sbatch options) for one cell per array task."""
+    parameters = dict(job_name=f"maskedbert-{kind}", time=options.slurm_time, nodes=1, ntasks_per_node=1,
+                      array_parallelism=options.slurm_array_parallelism, setup=list(options.slurm_setup),
+                      stderr_to_stdout=True)
+    if options.slurm_partition:
+        parameters["partition"] = options.slurm_partition
+    if options.slurm_gpus_per_task:
+        parameters["gpus_per_task"] = options.slurm_gpus_per_task
+    if options.slurm_cpus_per_task:
+        parameters["cpus_per_task"] = options.slurm_cpus_per_task
+    return parameters
+
+
 def submit(study: Study, options):
     import submitit
 
@@ -85,17 +101,8 @@ def submit(study: Study, options):
     if not todo:
         print(f"[sweep] nothing to submit: {done} of {len(study.cells)} cells done, {len(skipped)} running or failed")
         return outcome
-    folder = os.path.join(study.dir, "slurm", "%j")
-    executor = submitit.SlurmExecutor(folder=folder, python=sys.executable)
-    parameters = dict(job_name=f"maskedbert-{study.kind}", time=options.slurm_time, nodes=1, ntasks_per_node=1,
-                      array_parallelism=options.slurm_array_parallelism, setup=list(options.slurm_setup),
-                      stderr_to_stdout=True)
-    if options.slurm_partition:
-        parameters["partition"] = options.slurm_partition
-    if options.slurm_gpus_per_task:
-        parameters["gpus_per_task"] = options.slurm_gpus_per_task
-    if options.slurm_cpus_per_task:
-        parameters["cpus_per_task"] = options.slurm_cpus_per_task
+    executor = submitit.SlurmExecutor(folder=os.path.join(study.dir, "slurm", "%j"), python=sys.executable)
+    parameters = executor_parameters(options, study.kind)
     previous_array = None
     for group in _levels(study, todo):
         if previous_array:
