@@ -66,6 +66,25 @@ def _assert_no_half_written_cell(out: str) -> None:
             assert json.loads(_read(marker))["result"] == json.loads(_read(os.path.join(out, cell, "result.json")))
 
 
+def _wait_until_group_gone(pgid: int, timeout: float = 60.0) -> None:
+    """SIGKILL lands when a process is next scheduled: on a loaded machine a worker can outlive the wait()."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+                alive.append(entry)
+        if not alive:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of the killed launch still run: {alive}")
+
+
 def test_local_workers_match_inline_and_a_killed_launch_resumes(inline_study, tmp_path):
     out = str(tmp_path / "local")
     argv = _cli("stability", *TINY, "--out", out, "--launcher", "local", "--workers", "2")
@@ -82,6 +101,7 @@ def test_local_workers_match_inline_and_a_killed_launch_resumes(inline_study, tm
     assert launch.poll() is None, "the study finished before it could be killed:\n" + launch.stdout.read()
     os.killpg(launch.pid, signal.SIGKILL)
     launch.wait()
+    _wait_until_group_gone(launch.pid)
     _assert_no_half_written_cell(out)
     finished = {c: os.stat(os.path.join(out, c, "sweep_done.json")).st_mtime_ns
                 for c in CELLS if os.path.exists(os.path.join(out, c, "sweep_done.json"))}
