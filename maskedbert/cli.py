@@ -25,6 +25,8 @@ COMMANDS = {
     "finetune": ("maskedbert.experiments.finetune", "fine-tune one model on one task"),
     "stability": ("maskedbert.experiments.stability", "many-seed fine-tuning stability study (Mosbach et al.)"),
     "srnet": ("maskedbert.experiments.srnet", "sparse and robust subnetworks: IMP, mask training, debiasing (Liu et al.)"),
+    "status": ("maskedbert.sweep.status_cli", "where each run of a study stands: done, running, failed, pending"),
+    "report": ("maskedbert.sweep.report_cli", "rebuild a study's tables and plots from its finished runs"),
     "convert-probs": ("maskedbert.experiments.convert_probs", "bias-model predictions (.pkl, .npy) -> JSONL of probabilities by id"),
 }
 # where internal errors are to be reported (the project's issue tracker)

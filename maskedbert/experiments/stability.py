@@ -2,8 +2,12 @@
 
     maskedbert stability --list-presets
     maskedbert stability --preset synthetic-minilm --out runs/stability-demo     # offline CPU, minutes
-    maskedbert stability --preset mosbach-rte-bert --data-dir glue_data/RTE --out runs/rte --parallel 2
     maskedbert stability --preset tiny --out /tmp/s --seeds 1,2,3 --set num_epochs=1 --set lr=1e-3
+    maskedbert stability --preset mosbach-rte-bert --data-dir glue_data/RTE --out runs/rte \
+        --launcher local --gpus 0,1 --runs-per-gpu 2          # 4 runs at once on 2 GPUs
+    maskedbert stability --preset mosbach-rte-bert --data-dir glue_data/RTE --out runs/rte \
+        --launcher slurm --slurm-partition gpu --slurm-gpus-per-task 1 --slurm-time 4:00:00
+    maskedbert status runs/rte; maskedbert report runs/rte
 
 A study runs every (configuration, seed) pair of a preset through `finetune.run_finetune` in
 <out>/<configuration>/seed_<s>/, then writes to <out>: study_config.json (the resolved settings),
@@ -14,6 +18,9 @@ baseline, the paper's rule) and the best dev checkpoint by the task's selection 
 MRPC: acc_and_f1, as the reference's early stopping); per configuration the mean, std (ddof=1),
 min, max and failed-run rate of each. Rerunning the same command resumes: finished seeds are read
 back, not rerun, and an interrupted seed continues from its checkpoint.
+Each run is a cell of a maskedbert.sweep study (<out>/sweep.json), so it can run inline (default),
+in local worker processes or as a SLURM job (--launcher; docs/SCALING.md); `maskedbert report <out>`
+rebuilds the tables from the finished runs (--parallel N is short for --launcher local --workers N).
 
 Presets (stability_presets.py, `--list-presets`, `--show-preset NAME`) hold the paper's settings as
 the reference code's configurations: "bert-recipe-<task>-<model>" is BERT's original recipe (3 epochs,
@@ -26,13 +33,9 @@ from __future__ import annotations
 
 import argparse
 import ast
-import concurrent.futures
 import csv
-import dataclasses
 import io
-import json
 import math
-import multiprocessing
 import os
 import statistics
 import sys
@@ -41,8 +44,11 @@ from typing import Any
 from .finetune import FinetuneConfig, run_finetune, write_json
 from .stability_presets import PRESETS, presets_table, resolve_study, show_preset
 from maskedbert._atomic import write_text_atomic
+from maskedbert.errors import UsageError
+from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
 
-__all__ = ["PRESETS", "resolve_study", "run_study", "run_rows", "summarize", "write_reports", "main"]
+__all__ = ["PRESETS", "resolve_study", "run_study", "run_rows", "summarize", "write_reports", "main",
+           "run_cell", "report_cells", "study_cells"]
 
 
 def _parse_value(text: str) -> Any:
@@ -56,57 +62,69 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _run_config(study: dict[str, Any], out: str, name: str, seed: int, progress: bool) -> FinetuneConfig:
-    values = {**study["base"], **study["configurations"][name], "seed": seed,
-              "output_dir": os.path.join(out, name, f"seed_{seed}"), "progress": progress}
-    return FinetuneConfig.from_dict(values)
+# ---- the study as sweep cells: one per (configuration, seed), in <out>/<configuration>/seed_<s>/ ----------
+RUNNER = "maskedbert.experiments.stability:run_cell"
+REPORTER = "maskedbert.experiments.stability:report_cells"
 
 
-def _run_in_worker(config_dict: dict[str, Any], threads: int) -> dict[str, Any]:
-    import torch
+def study_cells(study: dict[str, Any]) -> list:
+    from maskedbert.sweep import Cell
 
-    torch.set_num_threads(threads)
-    return run_finetune(FinetuneConfig(**config_dict))
+    cells = []
+    for name in study["configurations"]:
+        for seed in study["seeds"]:
+            values = {**study["base"], **study["configurations"][name], "seed": seed}
+            cells.append(Cell(f"{name}/seed_{seed}", {"configuration": name, "finetune": values}))
+    return cells
 
 
-def run_study(study: dict[str, Any], out: str, *, parallel: int = 1, progress: bool = True) -> list[dict[str, Any]]:
-    """Run (or read back) every run of `study` under `out`; returns one result dict per run."""
-    if parallel < 1:
-        raise ValueError(f"parallel must be >= 1, got {parallel}")
-    os.makedirs(out, exist_ok=True)
-    config_path = os.path.join(out, "study_config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            previous = json.load(f)
-        if {k: previous.get(k) for k in ("base", "configurations")} != {k: study[k] for k in ("base", "configurations")}:
-            raise ValueError(f"{out} holds a study with other settings ({config_path}); use another --out")
-    write_json(config_path, study)
-    jobs = [(name, seed) for name in study["configurations"] for seed in study["seeds"]]
-    configs = {job: _run_config(study, out, *job, progress=progress and parallel == 1) for job in jobs}
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    pending = []
-    for job, config in configs.items():
-        result_path = os.path.join(config.output_dir, "result.json")
-        if os.path.exists(result_path):
-            with open(result_path) as f:
-                results[job] = json.load(f)
-            print(f"[stability] {job[0]} seed {job[1]}: finished earlier, not rerun")
-        else:
-            pending.append(job)
-    if parallel == 1:
-        for job in pending:
-            results[job] = run_finetune(configs[job])
-            _print_run(job, results[job])
-    else:
-        threads = max(1, (os.cpu_count() or 1) // parallel)
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
-            futures = {pool.submit(_run_in_worker, dataclasses.asdict(configs[job]), threads): job for job in pending}
-            for future in concurrent.futures.as_completed(futures):
-                job = futures[future]
-                results[job] = future.result()
-                _print_run(job, results[job])
-    return [dict(results[job], configuration=job[0], run_dir=configs[job].output_dir) for job in jobs]
+def run_cell(spec: dict[str, Any], cell_dir: str, *, progress: bool = False) -> dict[str, Any]:
+    """One run of the study (the sweep runner): fine-tune in `cell_dir`, resuming from its checkpoint."""
+    config = FinetuneConfig.from_dict({**spec["finetune"], "output_dir": cell_dir, "progress": progress})
+    return run_finetune(config)
+
+
+def _results(sweep_study) -> list[dict[str, Any]]:
+    return [dict(result, configuration=cell.spec["configuration"], run_dir=sweep_study.cell_dir(cell.id))
+            for cell, result in sweep_study.finished()]
+
+
+def report_cells(sweep_study) -> dict[str, str]:
+    """The sweep reporter: tables and plots from the finished cells (configurations with none are left out)."""
+    results = _results(sweep_study)
+    study = dict(sweep_study.info)
+    present = dict.fromkeys(r["configuration"] for r in results)
+    study["configurations"] = {k: v for k, v in study["configurations"].items() if k in present}
+    paths = write_reports(results, sweep_study.dir, study)
+    for row in summarize(results):
+        print(f"[stability] {row['configuration']}: final {row['metric']} mean {_fmt(row['final_mean'])} "
+              f"std {_fmt(row['final_std'])} min {_fmt(row['final_min'])} max {_fmt(row['final_max'])}; "
+              f"failed {row['failed']}/{row['runs']}")
+    return paths
+
+
+def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | None = None,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or read back) every run of `study` under `out`; returns one result dict per finished run.
+
+    `launch`: a maskedbert.sweep.LaunchOptions (default inline); `parallel=N` is short for the local
+    launcher with N workers. With the slurm launcher this returns after submitting (finished runs only).
+    """
+    from maskedbert import sweep
+
+    if launch is None:
+        if parallel is not None and parallel < 1:
+            raise UsageError(f"parallel: expected >= 1, got {parallel}")
+        launch = sweep.LaunchOptions(launcher="local" if (parallel or 1) > 1 else "inline",
+                                     workers=parallel if (parallel or 1) > 1 else None, progress=progress)
+    sweep.check_launcher(launch)
+    cells = study_cells(study)
+    sweep_study = sweep.prepare_study(out, kind="stability", runner=RUNNER, reporter=REPORTER, info=study,
+                                      settings={k: study[k] for k in ("base", "configurations")}, cells=cells)
+    write_json(os.path.join(out, "study_config.json"), study)
+    sweep.launch(sweep_study, launch, on_done=lambda cell_id, result: _print_run(
+        (sweep_study.cells[cell_id].spec["configuration"], result["seed"]), result))
+    return _results(sweep_study)
 
 
 def _print_run(job, result) -> None:
@@ -258,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="directory of the task's original files (else the hub)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a finetune setting for every run, e.g. --set num_epochs=5")
-    p.add_argument("--parallel", type=int, default=1, help="runs at once (separate processes)")
+    p.add_argument("--parallel", type=int, help="N runs at once: short for --launcher local --workers N")
     p.add_argument("--no-progress", action="store_true")
+    add_launcher_arguments(p)
     return p
 
 
@@ -294,11 +313,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maskedbert stability: {exc}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", f"stability-{args.preset}")
-    results = run_study(study, out, parallel=args.parallel, progress=not args.no_progress)
-    paths = write_reports(results, out, study)
-    for row in summarize(results):
-        print(f"[stability] {row['configuration']}: final {row['metric']} mean {_fmt(row['final_mean'])} "
-              f"std {_fmt(row['final_std'])} min {_fmt(row['final_min'])} max {_fmt(row['final_max'])}; "
-              f"failed {row['failed']}/{row['runs']}")
-    print(f"[stability] results in {paths['markdown']}")
+    try:
+        launch = launch_options_from_args(args, progress=not args.no_progress)
+        results = run_study(study, out, launch=launch)
+    except UsageError as exc:
+        print(f"maskedbert stability: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maskedbert stability: interrupted; finished runs are kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    from maskedbert.sweep import load_study
+    from maskedbert.sweep.report_cli import build_report
+
+    sweep_study = load_study(out)
+    if launch.launcher == "slurm":
+        return 0
+    missing = sweep_study.missing()
+    if results:
+        paths = build_report(sweep_study)
+        print(f"[stability] results in {paths['markdown']}")
+    if missing:
+        print(f"[stability] {len(missing)} of {len(sweep_study.cells)} runs did not finish; "
+              f"see `maskedbert status {out}`", file=sys.stderr)
+        return 1
     return 0
