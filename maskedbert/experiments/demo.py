@@ -33,8 +33,8 @@ DEMO_SPARSITY = 0.5
 PIPELINE_C_LOSS = "poe"
 # the demo's fixed work; see the module docstring for what each costs
 DEMO_SETTINGS = dict(
-    num_layers=2, max_length=24, train_size=1200, dev_size=300, challenge_per_cell=40, batch_size=32,
-    ft_steps=150, lr=1e-4, prune_steps=120, lr_scores=4e-3, reset_every=10, eval_every=10,
+    num_layers=2, max_length=24, train_size=1500, dev_size=300, challenge_per_cell=40, batch_size=32,
+    ft_steps=100, lr=1e-4, prune_steps=120, lr_scores=1.5e-3, reset_every=10, eval_every=10,
 )
 QUICK_SETTINGS = dict(  # --quick: a tiny random BERT and a few steps, for tests
     num_layers=None, max_length=32, train_size=96, dev_size=30, challenge_per_cell=4, batch_size=16,
