@@ -117,7 +117,11 @@ class MaskedLinear(nn.Module):
         if isinstance(linear, MaskedLinear):
             raise TypeError("linear is already a MaskedLinear; masks cannot be applied twice")
         if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+            from maskedbert.architectures import UnsupportedLayerError  # the one type for every refusal path
+
+            raise UnsupportedLayerError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}"
+                                        + (" (GPT-2 style Conv1D layers are not supported)"
+                                           if type(linear).__name__ == "Conv1D" else ""))
         config = MaskConfig.resolve(config)
         if overrides:
             config = config.replace(**overrides)

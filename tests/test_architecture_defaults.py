@@ -118,3 +118,15 @@ def test_load_masks_on_an_unmasked_model_says_to_apply_masks_first(tmp_path):
     fresh = mb.apply_masks_(_mpnet(), mb.MaskConfig())
     mb.load_masks(fresh, path)  # after apply_masks_ the same file loads
     assert all(m.sparsity == pytest.approx(0.5) for m in masked_modules(fresh).values())
+
+
+def test_from_linear_refuses_conv1d_with_the_same_type():
+    from transformers.pytorch_utils import Conv1D
+
+    from maskedbert import MaskedLinear
+    from maskedbert.architectures import UnsupportedLayerError
+
+    with pytest.raises(UnsupportedLayerError, match="Conv1D"):
+        MaskedLinear.from_linear(Conv1D(4, 3))
+    with pytest.raises(TypeError):  # still a TypeError for existing except clauses
+        MaskedLinear.from_linear(Conv1D(4, 3))
