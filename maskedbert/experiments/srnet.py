@@ -147,10 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     from maskedbert.train.reporting import add_report_to_argument
 
     add_report_to_argument(p, default=d.report_to)
+    from maskedbert.sweep.launchers import add_launcher_arguments
+
+    add_launcher_arguments(p)
     return p
 
 
-_NOT_CONFIG = ("list_presets", "dry_run", "fresh")
+def _launcher_dests() -> set[str]:
+    from maskedbert.sweep.launchers import add_launcher_arguments
+
+    p = argparse.ArgumentParser(add_help=False)
+    add_launcher_arguments(p)
+    return {action.dest for action in p._actions}
+
+
+_NOT_CONFIG = ("list_presets", "dry_run", "fresh")  # command switches; the launcher flags are not config either
 
 
 def parse_args(argv) -> SRNetConfig:
@@ -181,7 +192,8 @@ def _parse(argv) -> tuple[SRNetConfig, argparse.Namespace]:
                                for cell, fields in values["overrides"].items()}
         p.set_defaults(**{k: v for k, v in values.items() if k in vars(first)}, preset=first.preset)
     args = p.parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    not_config = set(_NOT_CONFIG) | _launcher_dests()
+    fields = {k: v for k, v in vars(args).items() if k not in not_config}
     fields.update({k: v for k, v in values.items() if k not in fields})  # preset fields that are not flags
     return SRNetConfig(**fields), args
 
@@ -218,6 +230,10 @@ def main(argv=None) -> int:
         print(srnet_presets.presets_table())
         return 0
     validate(cfg)
+    from maskedbert.sweep.launchers import check_launcher, launch_options_from_args
+
+    launch = launch_options_from_args(args)  # UsageError naming the flag, before anything is written
+    check_launcher(launch)
     from maskedbert.experiments.cli_common import set_interrupt_note
 
     set_interrupt_note(lambda: _progress_note(cfg.out))
@@ -228,24 +244,59 @@ def main(argv=None) -> int:
     if args.fresh and os.path.isdir(cfg.out):
         _clear_results(cfg.out)
     runner = SRNetRunner(cfg)
+    runner.check_resumable()
     if args.dry_run:
-        runner.check_resumable()
         path = os.path.join(cfg.out, "config.json")
         ev.write_text_atomic(path, json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
         print(f"dry run: wrote the resolved settings to {path}")
         return 0
-    rows = runner.run()
-    paths = write_report(rows, cfg.out, f"{cfg.model} on {cfg.task}: ID vs OOD ({runner.data.ood_kind})")
-    print(ev.results_text_table(rows, RESULT_COLUMNS))
-    if runner.skipped:
-        print(f"{len(runner.skipped)} finished cell(s) reused from {cfg.out}/cells (--fresh recomputes them)")
+    return _run_study(cfg, runner, launch, start)
+
+
+def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
+    """Every cell of the study through maskedbert.sweep (inline: here, one after another), then the report."""
+    from maskedbert import evaluation as ev
+    from maskedbert import sweep
+    from maskedbert.experiments import srnet_sweep
+    from maskedbert.sweep.report_cli import build_report
+
+    resolved = runner.resolved_config()
+    title = f"{cfg.model} on {cfg.task}: ID vs OOD ({runner.data.ood_kind})"
+    study = sweep.prepare_study(cfg.out, kind="srnet", runner=srnet_sweep.RUNNER, reporter=srnet_sweep.REPORTER,
+                                settings=srnet_sweep.study_settings(cfg), cells=srnet_sweep.srnet_cells(cfg),
+                                info={"title": title, "config": resolved})
+    ev.write_text_atomic(os.path.join(cfg.out, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
+    for cell_id in srnet_sweep.forget_stale_cells(study):
+        print(f"[srnet] {cell_id}: its cells/ file is gone; it runs again")
+    reused = [cell_id for cell_id in study.cells if study.is_done(cell_id)]
+    srnet_sweep.remember_runner(runner)  # inline cells reuse this runner's data, model and caches
+    sweep.launch(study, launch, on_done=_print_cell)
+    if launch.launcher == "slurm":
+        return 0
+    missing = study.missing()
+    paths = list(build_report(study).values()) if study.finished() else []
+    if reused:
+        print(f"{len(reused)} finished cell(s) reused from {cfg.out} (--fresh recomputes them)")
     print(f"done in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(paths))
+    if missing:
+        print(f"[srnet] {len(missing)} of {len(study.cells)} cells did not finish; see `maskedbert status {cfg.out}`")
+        return 1
     return 0
 
 
+def _print_cell(cell_id: str, rows: list[dict]) -> None:
+    for row in rows:
+        print(f"[srnet] {cell_id}: {row['pipeline']} {row['method']} {row['loss']} s{row['sparsity']:.2f}: "
+              f"ID acc {row['id_accuracy']:.4f}  OOD acc {row['ood_accuracy']:.4f}", flush=True)
+    if not rows:
+        print(f"[srnet] {cell_id}: done (no rows)", flush=True)
+
+
 # what srnet writes into --out; --fresh deletes exactly these
+# (the sweep's record too: sweep.json and one folder per pipeline holding its cells' sweep_*.json)
 RUN_OUTPUTS = ("cells", "checkpoints", "masks", "logs", "resume", "bias_probs.json", "teacher_probs.json",
-               "config.json", "results.csv", "results.md", "srnet_sparsity.png")
+               "config.json", "results.csv", "results.md", "srnet_sparsity.png", "sweep.json", "finetune",
+               *PIPELINES, "oracle")
 
 
 def _clear_results(out: str) -> None:
