@@ -65,8 +65,10 @@ def srnet_cells(cfg: SRNetConfig) -> list:
         dense["ce"] = None
         pruned += [Cell(f"oracle/mask/ce/s{s:.2f}", _spec(cfg, "oracle", "mask", "ce", s), ("finetune/ce",))
                    for s in cfg.sparsities]
-    # every loss of the study has its dense row; CE joins when a teacher or a pruning start needs it
-    for loss in list(cfg.losses) + [loss for loss in dense if loss not in cfg.losses]:
+    # every loss of the study has its dense row; CE joins when a teacher or a pruning start needs it, and
+    # comes first (inline runs cells in this order, and the conf_reg model's teacher is the CE model)
+    losses = list(dict.fromkeys([*cfg.losses, *dense]))
+    for loss in sorted(losses, key=lambda loss: loss != "ce"):
         needs = ("finetune/ce",) if loss != "ce" and needs_teacher(loss) else ()
         cells.append(Cell(f"finetune/{loss}", _spec(cfg, "finetune", "dense", loss, 0.0), needs))
     return cells + pruned
