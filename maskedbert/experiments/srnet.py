@@ -13,7 +13,8 @@ settings: --preset (see --list-presets). docs/PROTOCOLS.md says where each defau
 Outputs in --out: results.csv / results.md (ID and OOD metric per pipeline, method, loss and
 sparsity), srnet_sparsity.png, config.json (the resolved config and protocols), masks/*.safetensors,
 cells/*.json. A rerun with the same --out skips finished cells (and says so) and resumes an IMP
-sequence at its next round.
+sequence at its next round. Each cell is a maskedbert.sweep cell: --launcher inline (default, here),
+local (--workers / --gpus) or slurm; `maskedbert status|report <out>` (docs/SCALING.md).
 
 Default data: the offline synthetic NLI task with a planted overlap shortcut and its HANS-style
 challenge set; real tasks go through maskedbert.data (--task mnli --data-dir ... --ood-task hans ...).
