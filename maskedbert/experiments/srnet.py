@@ -14,7 +14,8 @@ Outputs in --out: results.csv / results.md (ID and OOD metric per pipeline, meth
 sparsity), srnet_sparsity.png, config.json (the resolved config and protocols), masks/*.safetensors,
 cells/*.json. A rerun with the same --out skips finished cells (and says so) and resumes an IMP
 sequence at its next round. Each cell is a maskedbert.sweep cell: --launcher inline (default, here),
-local (--workers / --gpus) or slurm; `maskedbert status|report <out>` (docs/SCALING.md).
+local (--workers / --gpus) or slurm; `maskedbert status|report <out>` (docs/SCALING.md). This module
+parses, checks and reports; the command that launches the cells is maskedbert/sweep/srnet_command.py.
 
 Default data: the offline synthetic NLI task with a planted overlap shortcut and its HANS-style
 challenge set; real tasks go through maskedbert.data (--task mnli --data-dir ... --ood-task hans ...).
@@ -23,16 +24,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import time
 
 from maskedbert.experiments.srnet_config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
 
-__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "main", "parse_args",
-           "write_report"]
+__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser", "parse_args",
+           "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
 
 
 def write_report(rows: list[dict], out: str, title: str) -> list[str]:
@@ -148,37 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     from maskedbert.train.reporting import add_report_to_argument
 
     add_report_to_argument(p, default=d.report_to)
-    from maskedbert.sweep.launchers import add_launcher_arguments
-
-    add_launcher_arguments(p)
     return p
 
 
-def _launcher_dests() -> set[str]:
-    from maskedbert.sweep.launchers import add_launcher_arguments
-
-    p = argparse.ArgumentParser(add_help=False)
-    add_launcher_arguments(p)
-    return {action.dest for action in p._actions}
-
-
-_NOT_CONFIG = ("list_presets", "dry_run", "fresh")  # command switches; the launcher flags are not config either
-
-
 def parse_args(argv) -> SRNetConfig:
-    return _parse(argv)[0]
+    return parse_command_line(argv)[0]
 
 
-def _given_flags(argv) -> set[str]:
+def _given_flags(argv, build) -> set[str]:
     """The option names the command line sets explicitly (not from a default or a preset)."""
-    p = build_parser()
+    p = build()
     for action in p._actions:
         action.default = argparse.SUPPRESS
     return set(vars(p.parse_args(argv)))
 
 
-def _parse(argv) -> tuple[SRNetConfig, argparse.Namespace]:
-    p = build_parser()
+def parse_command_line(argv, build=build_parser) -> tuple[SRNetConfig, argparse.Namespace]:
+    """(config, every parsed flag): `build` makes the parser (the srnet command adds its launcher flags);
+    flags that are not SRNetConfig fields (--dry-run, --launcher, ...) stay out of the config."""
+    p = build()
     first = p.parse_args(argv)
     if first.list_presets:
         return None, first
@@ -187,14 +174,14 @@ def _parse(argv) -> tuple[SRNetConfig, argparse.Namespace]:
         from maskedbert.experiments import srnet_presets
 
         values = srnet_presets.preset_config(first.preset)  # UsageError naming --preset when unknown
-        given = _given_flags(argv)
+        given = _given_flags(argv, build)
         # a flag given on the command line wins everywhere, also over the preset's per-pipeline values
         values["overrides"] = {cell: {k: v for k, v in fields.items() if k not in given}
                                for cell, fields in values["overrides"].items()}
         p.set_defaults(**{k: v for k, v in values.items() if k in vars(first)}, preset=first.preset)
     args = p.parse_args(argv)
-    not_config = set(_NOT_CONFIG) | _launcher_dests()
-    fields = {k: v for k, v in vars(args).items() if k not in not_config}
+    config_fields = {f.name for f in dataclasses.fields(SRNetConfig)}
+    fields = {k: v for k, v in vars(args).items() if k in config_fields}
     fields.update({k: v for k, v in values.items() if k not in fields})  # preset fields that are not flags
     return SRNetConfig(**fields), args
 
@@ -217,80 +204,10 @@ def validate(cfg: SRNetConfig) -> None:
     cc.check_device(None if cfg.device == "auto" else cfg.device, "--device")
 
 
-def _progress_note(out: str) -> str:
+def progress_note(out: str) -> str:
     folder = os.path.join(out, "cells")
     done = len([n for n in os.listdir(folder) if n.endswith(".json")]) if os.path.isdir(folder) else 0
     return f"{done} finished cell(s) are kept in {folder}; run the same command again to resume (--fresh starts over)"
-
-
-def main(argv=None) -> int:
-    cfg, args = _parse(argv)
-    if args.list_presets:
-        from maskedbert.experiments import srnet_presets
-
-        print(srnet_presets.presets_table())
-        return 0
-    validate(cfg)
-    from maskedbert.sweep.launchers import check_launcher, launch_options_from_args
-
-    launch = launch_options_from_args(args)  # UsageError naming the flag, before anything is written
-    check_launcher(launch)
-    from maskedbert.experiments.cli_common import set_interrupt_note
-
-    set_interrupt_note(lambda: _progress_note(cfg.out))
-    from maskedbert import evaluation as ev
-    from maskedbert.experiments.srnet_pipelines import SRNetRunner
-
-    start = time.perf_counter()
-    if args.fresh and os.path.isdir(cfg.out):
-        _clear_results(cfg.out)
-    runner = SRNetRunner(cfg)
-    runner.check_resumable()
-    if args.dry_run:
-        path = os.path.join(cfg.out, "config.json")
-        ev.write_text_atomic(path, json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
-        print(f"dry run: wrote the resolved settings to {path}")
-        return 0
-    return _run_study(cfg, runner, launch, start)
-
-
-def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
-    """Every cell of the study through maskedbert.sweep (inline: here, one after another), then the report."""
-    from maskedbert import evaluation as ev
-    from maskedbert import sweep
-    from maskedbert.experiments import srnet_sweep
-    from maskedbert.sweep.report_cli import build_report
-
-    resolved = runner.resolved_config()
-    title = f"{cfg.model} on {cfg.task}: ID vs OOD ({runner.data.ood_kind})"
-    study = sweep.prepare_study(cfg.out, kind="srnet", runner=srnet_sweep.RUNNER, reporter=srnet_sweep.REPORTER,
-                                settings=srnet_sweep.study_settings(cfg), cells=srnet_sweep.srnet_cells(cfg),
-                                info={"title": title, "config": resolved})
-    ev.write_text_atomic(os.path.join(cfg.out, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
-    for cell_id in srnet_sweep.forget_stale_cells(study):
-        print(f"[srnet] {cell_id}: its cells/ file is gone; it runs again")
-    reused = [cell_id for cell_id in study.cells if study.is_done(cell_id)]
-    srnet_sweep.remember_runner(runner)  # inline cells reuse this runner's data, model and caches
-    sweep.launch(study, launch, on_done=_print_cell)
-    if launch.launcher == "slurm":
-        return 0
-    missing = study.missing()
-    paths = list(build_report(study).values()) if study.finished() else []
-    if reused:
-        print(f"{len(reused)} finished cell(s) reused from {cfg.out} (--fresh recomputes them)")
-    print(f"done in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(paths))
-    if missing:
-        print(f"[srnet] {len(missing)} of {len(study.cells)} cells did not finish; see `maskedbert status {cfg.out}`")
-        return 1
-    return 0
-
-
-def _print_cell(cell_id: str, rows: list[dict]) -> None:
-    for row in rows:
-        print(f"[srnet] {cell_id}: {row['pipeline']} {row['method']} {row['loss']} s{row['sparsity']:.2f}: "
-              f"ID acc {row['id_accuracy']:.4f}  OOD acc {row['ood_accuracy']:.4f}", flush=True)
-    if not rows:
-        print(f"[srnet] {cell_id}: done (no rows)", flush=True)
 
 
 # what srnet writes into --out; --fresh deletes exactly these
@@ -300,7 +217,7 @@ RUN_OUTPUTS = ("cells", "checkpoints", "masks", "logs", "resume", "bias_probs.js
                *PIPELINES, "oracle")
 
 
-def _clear_results(out: str) -> None:
+def clear_results(out: str) -> None:
     import shutil
 
     for name in RUN_OUTPUTS:

@@ -1,4 +1,5 @@
-"""An srnet study as maskedbert.sweep cells: what each cell runs and what the report reads.
+"""An srnet study as maskedbert.sweep cells: what each cell runs and what the report reads (the cells
+themselves are made by maskedbert/sweep/srnet_command.py, the command that launches them).
 
     finetune/<loss>                      the dense model fine-tuned with <loss> (its checkpoint is shared)
     <pipeline>/mask/<loss>/s<sparsity>   one mask-training result
@@ -20,7 +21,7 @@ from typing import Any
 
 from maskedbert.experiments.srnet_config import PIPELINES, SRNetConfig
 
-__all__ = ["RUNNER", "REPORTER", "srnet_cells", "run_cell", "report_cells", "study_settings", "cell_rows",
+__all__ = ["RUNNER", "REPORTER", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
            "forget_stale_cells", "remember_runner"]
 
 RUNNER = "maskedbert.experiments.srnet_sweep:run_cell"
@@ -28,50 +29,10 @@ REPORTER = "maskedbert.experiments.srnet_sweep:report_cells"
 _ROW_ORDER = {p: i for i, p in enumerate(("finetune", *PIPELINES, "oracle"))}
 
 
-def _spec(cfg: SRNetConfig, pipeline: str, method: str, loss: str, sparsity: float | None) -> dict[str, Any]:
+def cell_spec(cfg: SRNetConfig, pipeline: str, method: str, loss: str, sparsity: float | None) -> dict[str, Any]:
     # out as an absolute path: workers and SLURM jobs may start in another directory
     config = dict(dataclasses.asdict(cfg), out=os.path.abspath(cfg.out))
     return {"config": config, "pipeline": pipeline, "method": method, "loss": loss, "sparsity": sparsity}
-
-
-def srnet_cells(cfg: SRNetConfig) -> list:
-    """The study's cells in the order an inline run takes them (dense models first)."""
-    from maskedbert import losses as loss_lib
-    from maskedbert.sweep import Cell
-
-    def needs_teacher(loss: str) -> bool:  # the CE fine-tuned model predicts the teacher probabilities
-        return loss_lib.NEEDS_TEACHER[loss] and not cfg.teacher_probs
-
-    def start_needs(pipeline: str, method: str, loss: str) -> list[str]:
-        needs = ["finetune/ce"] if needs_teacher(loss) else []
-        if pipeline == "ft_prune":
-            start = cfg.for_cell(pipeline, method).prune_start
-            needs += {"same_loss": [f"finetune/{loss}"], "ce": ["finetune/ce"]}.get(start, [])
-        return list(dict.fromkeys(needs))
-
-    cells, dense = [], {}
-    pruned = []
-    for pipeline in cfg.pipelines:
-        for loss in cfg.losses:
-            for method in (["mask"] if pipeline == "mask_pretrained" else cfg.methods):
-                needs = start_needs(pipeline, method, loss)
-                dense.update(dict.fromkeys(n.split("/", 1)[1] for n in needs))
-                if method == "imp":
-                    pruned.append(Cell(f"{pipeline}/imp/{loss}", _spec(cfg, pipeline, "imp", loss, None), tuple(needs)))
-                else:
-                    pruned += [Cell(f"{pipeline}/mask/{loss}/s{s:.2f}", _spec(cfg, pipeline, "mask", loss, s),
-                                    tuple(needs)) for s in cfg.sparsities]
-    if cfg.oracle:
-        dense["ce"] = None
-        pruned += [Cell(f"oracle/mask/ce/s{s:.2f}", _spec(cfg, "oracle", "mask", "ce", s), ("finetune/ce",))
-                   for s in cfg.sparsities]
-    # every loss of the study has its dense row; CE joins when a teacher or a pruning start needs it, and
-    # comes first (inline runs cells in this order, and the conf_reg model's teacher is the CE model)
-    losses = list(dict.fromkeys([*cfg.losses, *dense]))
-    for loss in sorted(losses, key=lambda loss: loss != "ce"):
-        needs = ("finetune/ce",) if loss != "ce" and needs_teacher(loss) else ()
-        cells.append(Cell(f"finetune/{loss}", _spec(cfg, "finetune", "dense", loss, 0.0), needs))
-    return cells + pruned
 
 
 def study_settings(cfg: SRNetConfig) -> dict[str, Any]:
