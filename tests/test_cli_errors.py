@@ -268,7 +268,7 @@ def test_finetune_help_lists_tasks_and_models(capsys):
     assert "offline-minilm" in flat and "tiny-bert" in flat and "(default: synthetic-pair)" in flat
 
 
-@pytest.mark.parametrize("command", ["finetune", "example", "srnet", "demo"])
+@pytest.mark.parametrize("command", ["finetune", "example", "srnet", "stability", "demo"])
 def test_help_is_fast_because_nothing_heavy_loads(command):
     """--help in a fresh interpreter: torch, transformers and datasets stay unloaded, and it answers in < 1 s."""
     code = ("import sys\nfrom maskedbert import cli\n"

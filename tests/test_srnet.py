@@ -10,6 +10,7 @@ from maskedbert import pruning
 from maskedbert.experiments import srnet, srnet_pipelines
 from maskedbert.errors import UsageError
 from maskedbert.masks import read_metadata
+from maskedbert.sweep import srnet_command
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -25,7 +26,7 @@ def full_run(tmp_path_factory):
     # IMP prunes 30% of the original weights per round here (the default 10% is tested in test_pruning)
     argv = ["--out", out, "--losses", "ce,poe,reweight,conf_reg", "--sparsities", "0.3,0.6", "--oracle",
             "--imp-per-round", "0.3", *TINY]
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     return out, argv
 
 
@@ -84,7 +85,7 @@ def test_imp_sweep_levels_join_the_round_schedule(tmp_path):
     out = str(tmp_path / "imp")
     argv = ["--out", out, "--losses", "ce", "--pipelines", "prune_ft", "--methods", "imp", "--sparsities", "0.25",
             "--imp-per-round", "0.1", *TINY]
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     levels = sorted(n.split("level")[1][:4] for n in os.listdir(os.path.join(out, "masks")) if "-level" in n)
     assert levels == ["0.10", "0.20", "0.25"]
     (row,) = [r for r in _rows(out) if r["method"] == "imp"]
@@ -99,7 +100,7 @@ def test_rerun_resumes_without_training(full_run, monkeypatch):
         raise AssertionError("a finished cell was rerun")
 
     monkeypatch.setattr(pruning, "train_steps", no_training)
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     assert _rows(out) == before
 
 
@@ -118,7 +119,7 @@ def test_interrupted_sweep_reruns_only_missing_cells(full_run, monkeypatch, tmp_
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pruning, "train_steps", counting)
-    assert srnet.main(["--out", copy, *argv[2:]]) == 0
+    assert srnet_command.main(["--out", copy, *argv[2:]]) == 0
     assert calls == ["mask_pretrained-mask-poe-s0.60"]
     assert len(_rows(copy)) == len(_rows(out))
 
@@ -157,20 +158,20 @@ def test_collapsed_nli_loss_is_binary_cross_entropy():
 def test_resume_refuses_a_changed_config(full_run):
     out, argv = full_run
     with pytest.raises(ValueError, match="different settings.*lr_scores"):
-        srnet.main(["--out", out, *argv[2:], "--lr-scores", "0.5"])
+        srnet_command.main(["--out", out, *argv[2:], "--lr-scores", "0.5"])
 
 
 def test_prune_from_an_intermediate_checkpoint_and_rewind_to_it(tmp_path):
     out = str(tmp_path / "a")
     argv = ["--out", out, "--losses", "ce", "--pipelines", "ft_prune", "--methods", "mask", "--sparsities", "0.5",
             "--save-ft-steps", "2", *TINY]
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     step2 = os.path.join(out, "checkpoints", "finetuned-ce-step2.safetensors")
     assert os.path.isfile(step2)
     out_b = str(tmp_path / "b")
     argv_b = ["--out", out_b, "--losses", "ce", "--pipelines", "ft_prune", "--methods", "imp,mask",
               "--sparsities", "0.2", "--prune-start", step2, "--rewind-to", step2, "--train-classifier", "yes", *TINY]
-    assert srnet.main(argv_b) == 0
+    assert srnet_command.main(argv_b) == 0
     assert {(r["method"], r["sparsity"]) for r in _rows(out_b)} >= {("imp", "0.2000"), ("mask", "0.2000")}
 
 
@@ -179,7 +180,7 @@ def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
     base = ["--losses", "ce", "--pipelines", "prune_ft", "--methods", "imp", "--sparsities", "0.25",
             "--imp-per-round", "0.1", *TINY]
     whole = str(tmp_path / "whole")
-    assert srnet.main(["--out", whole, *base]) == 0
+    assert srnet_command.main(["--out", whole, *base]) == 0
 
     out = str(tmp_path / "broken")
     calls = []
@@ -193,11 +194,11 @@ def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pruning, "train_steps", dies_in_round_two)
     with pytest.raises(KeyboardInterrupt):
-        srnet.main(["--out", out, *base])
+        srnet_command.main(["--out", out, *base])
     assert os.path.isfile(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
     calls.clear()
     calls.extend([None] * 10)  # let round 2 through this time
-    assert srnet.main(["--out", out, *base]) == 0
+    assert srnet_command.main(["--out", out, *base]) == 0
     assert [c for c in calls if c] == ["IMP prune_ft ce round 2", "IMP prune_ft ce round 3"]
     assert not os.path.exists(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
     (a,), (b,) = ([r for r in _rows(d) if r["method"] == "imp"] for d in (whole, out))

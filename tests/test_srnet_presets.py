@@ -8,6 +8,7 @@ import pytest
 
 from maskedbert.errors import UsageError
 from maskedbert.experiments import srnet_presets as sp
+from maskedbert.sweep import srnet_command
 
 PIPELINE_METHODS = {"ft_prune": {"imp", "mask"}, "prune_ft": {"imp", "mask"}, "mask_pretrained": {"mask"}}
 LOSSES = {"ce", "poe", "reweight", "conf_reg"}
@@ -163,9 +164,7 @@ def test_preset_dry_run_resolves_epochs_per_pipeline(tmp_path):
     import json
     import os
 
-    from maskedbert.experiments import srnet
-
-    assert srnet.main(["--preset", "mnli", "--out", str(tmp_path), "--dry-run", "--losses", "ce,poe", *OFFLINE]) == 0
+    assert srnet_command.main(["--preset", "mnli", "--out", str(tmp_path), "--dry-run", "--losses", "ce,poe", *OFFLINE]) == 0
     config = json.load(open(os.path.join(tmp_path, "config.json")))
     assert config["resolved"]["ft_steps"] == {"ce": 6, "poe": 10}  # ceil(64 / 32) * 3 and * 5 epochs
     assert config["protocols"]["ft_prune/mask"]["prune_steps"] == 10  # 5 epochs
@@ -179,6 +178,6 @@ def test_unknown_preset_and_list_presets(capsys):
 
     with pytest.raises(UsageError, match="--preset.*fever, mnli, qqp"):
         srnet.parse_args(["--preset", "sst2"])
-    assert srnet.main(["--list-presets"]) == 0
+    assert srnet_command.main(["--list-presets"]) == 0
     table = capsys.readouterr().out
     assert "mnli" in table and "5e-05 / 3600" in table and "per_parameter" in table

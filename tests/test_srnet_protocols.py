@@ -8,6 +8,7 @@ import torch
 from maskedbert import pruning
 from maskedbert.experiments import srnet
 from maskedbert.experiments.srnet_config import SRNetConfig
+from maskedbert.sweep import srnet_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -54,7 +55,7 @@ def test_ft_prune_imp_does_not_rewind(tmp_path, recorded_training):
     """(a): round r trains from the weights round r-1 trained, pruned; never from the fine-tuned ones."""
     argv = ["--out", str(tmp_path), "--losses", "ce", "--pipelines", "ft_prune", "--methods", "imp",
             "--sparsities", "0.3", "--imp-per-round", "0.15", *TINY]
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     descs = [r["desc"] for r in recorded_training]
     # round 0 prunes the fine-tuned model without training it again
     assert descs == ["fine-tune ce", "IMP ft_prune ce round 1", "IMP ft_prune ce round 2"]
@@ -88,7 +89,7 @@ def test_prune_ft_imp_prunes_the_pretrained_weights_first_and_rewinds_to_them(tm
 def test_mask_pretrained_changes_no_parameter_and_masks_the_head(tmp_path, recorded_training):
     """(c): subnetworks without weight training, the random head included."""
     argv = ["--out", str(tmp_path), "--losses", "poe", "--pipelines", "mask_pretrained", "--sparsities", "0.5", *TINY]
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     (run,) = [r for r in recorded_training if r["desc"].startswith("mask_pretrained")]
     assert run["before"].keys() == run["after"].keys()
     for name in run["before"]:
@@ -102,7 +103,7 @@ def test_mask_pretrained_changes_no_parameter_and_masks_the_head(tmp_path, recor
 
 def test_classifier_is_pruned_in_every_pipeline(tmp_path, recorded_training):
     argv = ["--out", str(tmp_path), "--losses", "ce", "--sparsities", "0.5", "--imp-per-round", "0.5", *TINY]
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     masked = [r for r in recorded_training if r["masks"]]
     assert {r["desc"].split()[0].split("-")[0] for r in masked} >= {"ft_prune", "prune_ft", "mask_pretrained", "IMP"}
     for r in masked:
@@ -121,7 +122,7 @@ def test_fixed_sparsity_by_default_and_gsi_when_asked():
 def test_best_mask_selection_records_its_step(tmp_path):
     argv = ["--out", str(tmp_path), "--losses", "ce", "--pipelines", "ft_prune", "--methods", "mask",
             "--sparsities", "0.5", "--eval-every", "1", *TINY]
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     cell = json.load(open(os.path.join(tmp_path, "cells", "ft_prune-mask-ce-s0.50.json")))
     assert cell["selected_step"] in (3, 4)  # after 70% of 4 steps: steps 3 and 4 are candidates
     assert 0.0 <= cell["selected_metric"] <= 1.0
@@ -177,7 +178,7 @@ def test_magnitude_soft_init_is_exact_at_the_initial_sparsity(tmp_path, monkeypa
 
 def test_dry_run_writes_the_resolved_config_and_trains_nothing(tmp_path, recorded_training):
     argv = ["--out", str(tmp_path), "--losses", "ce", "--ft-epochs", "2", "--dry-run", *TINY]
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     assert recorded_training == []
     config = json.load(open(os.path.join(tmp_path, "config.json")))
     assert config["resolved"]["ft_steps"] == {"ce": 10}  # ceil(2 epochs * 60 examples / batch 12)
@@ -191,7 +192,7 @@ def test_report_to_tensorboard_writes_event_files_per_run(tmp_path):
     pytest.importorskip("tensorboard")
     argv = ["--out", str(tmp_path), "--losses", "ce", "--pipelines", "ft_prune", "--methods", "mask",
             "--sparsities", "0.5", "--report-to", "tensorboard", *TINY]
-    assert srnet.main(argv) == 0
+    assert srnet_command.main(argv) == 0
     runs = sorted(os.listdir(tmp_path / "logs"))
     assert runs == ["fine-tune-ce", "ft_prune-mask-ce-s0.50"]
     for run in runs:

@@ -13,6 +13,7 @@ from maskedbert.errors import UsageError
 from maskedbert.experiments import stability
 from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
 from maskedbert.train.runlog import read_jsonl
+from maskedbert.sweep import stability_command
 
 WORDS = ("red", "blue", "green", "cat", "dog", "box")
 # "learns": the tiny model finds the rule within ~40 steps; "stuck": lr 0 keeps the random head (one epoch)
@@ -47,7 +48,7 @@ def test_stability_end_to_end_and_resume(tmp_path, capsys):
             "--set", "evals_per_epoch=1", "--set", "log_every=4"]
     stability.PRESETS["tiny"]["configurations"] = CONFIGURATIONS
     try:
-        assert stability.main(argv) == 0
+        assert stability_command.main(argv) == 0
     finally:
         stability.PRESETS["tiny"]["configurations"] = {"default": {}}
     for name in ("study_config.json", "runs.csv", "summary.csv", "results.md", "metric_distribution.png",
@@ -76,7 +77,7 @@ def test_stability_end_to_end_and_resume(tmp_path, capsys):
     capsys.readouterr()
     stability.PRESETS["tiny"]["configurations"] = CONFIGURATIONS
     try:
-        assert stability.main(argv) == 0
+        assert stability_command.main(argv) == 0
     finally:
         stability.PRESETS["tiny"]["configurations"] = {"default": {}}
     assert capsys.readouterr().out.count("not rerun") == 4
@@ -194,7 +195,7 @@ def test_presets_hold_the_published_settings():
 
 
 def test_bad_arguments(tmp_path, capsys):
-    assert stability.main(["--preset", "nope", "--out", str(tmp_path)]) == 2
-    assert stability.main(["--preset", "tiny", "--set", "no_such_field=1", "--out", str(tmp_path)]) == 2
+    assert stability_command.main(["--preset", "nope", "--out", str(tmp_path)]) == 2
+    assert stability_command.main(["--preset", "tiny", "--set", "no_such_field=1", "--out", str(tmp_path)]) == 2
     assert "unknown finetune settings" in capsys.readouterr().err
-    assert stability.main(["--list-presets"]) == 0
+    assert stability_command.main(["--list-presets"]) == 0

@@ -15,6 +15,7 @@ from maskedbert.errors import UsageError
 from maskedbert.experiments import stability, stability_presets
 from maskedbert.train import TrainConfig, Trainer
 from maskedbert.train.schedules import resolve_warmup_steps
+from maskedbert.sweep import stability_command
 
 # Shared by every REF config: :30 max_seq_length, :48 batch, :60 warmup-linear, :61 warmup 0.1,
 # :63 eps 1e-6, :64 beta1 0.9, :73 eval batch 100; :51 evaluates 3x per epoch.
@@ -109,19 +110,19 @@ def test_trainer_warmup_on_rte_sized_data(tmp_path, rounding, expected):
 
 
 def test_show_preset_prints_the_resolved_settings(capsys):
-    assert stability.main(["--show-preset", "mosbach-rte-roberta"]) == 0
+    assert stability_command.main(["--show-preset", "mosbach-rte-roberta"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["preset"] == "mosbach-rte-roberta" and len(shown["seeds"]) == 25
     run = shown["resolved"]["mosbach"]
     assert (run["adam_beta2"], run["weight_decay"], run["max_grad_norm"], run["num_epochs"]) == (0.98, 0.1, None, 20.0)
     assert "seed" not in run and "output_dir" not in run
     with pytest.raises(SystemExit) as exc:
-        stability.main(["--show-preset", "mosbach-rte-gpt"])
+        stability_command.main(["--show-preset", "mosbach-rte-gpt"])
     assert exc.value.code == 2 and "mosbach-rte-bert" in capsys.readouterr().err
 
 
 def test_list_presets_is_a_table_of_hyperparameters(capsys):
-    assert stability.main(["--list-presets"]) == 0
+    assert stability_command.main(["--list-presets"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     header = lines[0].split()

@@ -14,8 +14,8 @@ import time
 import pytest
 import torch
 
-from maskedbert.experiments import stability
 from maskedbert.sweep import load_study, report_cli, status_cli
+from maskedbert.sweep import stability_command
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # 64 examples, batch 16, 2 epochs: 8 steps, a checkpoint every 2 (so a kill lands between checkpoints)
@@ -39,7 +39,7 @@ def inline_study(tmp_path_factory):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert stability.main(TINY + ["--out", out]) == 0
+        assert stability_command.main(TINY + ["--out", out]) == 0
     finally:
         torch.set_num_threads(before)
     return out
@@ -138,7 +138,7 @@ def test_report_and_status_from_finished_cells(inline_study, tmp_path, capsys):
     assert "3 cells: 2 done, 0 running, 0 failed, 1 pending" in capsys.readouterr().out
     # other settings into the same directory: refused, nothing changed
     before = _read(os.path.join(out, "sweep.json"))
-    assert stability.main(TINY + ["--out", out, "--set", "lr=1e-3"]) == 2
+    assert stability_command.main(TINY + ["--out", out, "--set", "lr=1e-3"]) == 2
     assert "holds a study with other settings (changed: base.lr)" in capsys.readouterr().err
     assert _read(os.path.join(out, "sweep.json")) == before
 
@@ -166,7 +166,7 @@ def slurm_cluster(tmp_path_factory):
 def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, slurm_cluster, tmp_path, capsys):
     out = str(tmp_path / "slurm-study")
     capsys.readouterr()
-    assert stability.main(TINY + ["--out", out, "--launcher", "slurm", "--slurm-cpus-per-task", "1",
+    assert stability_command.main(TINY + ["--out", out, "--launcher", "slurm", "--slurm-cpus-per-task", "1",
                                   "--slurm-time", "10", "--slurm-setup", "echo setup line ran"]) == 0
     printed = capsys.readouterr().out
     assert "submitted 3 cells as SLURM array job" in printed and "maskedbert report" in printed
@@ -187,5 +187,5 @@ def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, 
     for table in ("runs.csv", "summary.csv"):
         assert _read(os.path.join(out, table)) == _read(os.path.join(inline_study, table))
     # resubmitting the same command submits nothing: every cell is done
-    assert stability.main(TINY + ["--out", out, "--launcher", "slurm"]) == 0
+    assert stability_command.main(TINY + ["--out", out, "--launcher", "slurm"]) == 0
     assert "nothing to submit: 3 of 3 cells done" in capsys.readouterr().out

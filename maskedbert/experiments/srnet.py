@@ -13,7 +13,9 @@ settings: --preset (see --list-presets). docs/PROTOCOLS.md says where each defau
 Outputs in --out: results.csv / results.md (ID and OOD metric per pipeline, method, loss and
 sparsity), srnet_sparsity.png, config.json (the resolved config and protocols), masks/*.safetensors,
 cells/*.json. A rerun with the same --out skips finished cells (and says so) and resumes an IMP
-sequence at its next round.
+sequence at its next round. Each cell is a maskedbert.sweep cell: --launcher inline (default, here),
+local (--workers / --gpus) or slurm; `maskedbert status|report <out>` (docs/SCALING.md). This module
+parses, checks and reports; the command that launches the cells is maskedbert/sweep/srnet_command.py.
 
 Default data: the offline synthetic NLI task with a planted overlap shortcut and its HANS-style
 challenge set; real tasks go through maskedbert.data (--task mnli --data-dir ... --ood-task hans ...).
@@ -22,16 +24,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import time
 
 from maskedbert.experiments.srnet_config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
 
-__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "main", "parse_args",
-           "write_report"]
+__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser", "parse_args",
+           "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
 
 
 def write_report(rows: list[dict], out: str, title: str) -> list[str]:
@@ -150,23 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_NOT_CONFIG = ("list_presets", "dry_run", "fresh")
-
-
 def parse_args(argv) -> SRNetConfig:
-    return _parse(argv)[0]
+    return parse_command_line(argv)[0]
 
 
-def _given_flags(argv) -> set[str]:
+def _given_flags(argv, build) -> set[str]:
     """The option names the command line sets explicitly (not from a default or a preset)."""
-    p = build_parser()
+    p = build()
     for action in p._actions:
         action.default = argparse.SUPPRESS
     return set(vars(p.parse_args(argv)))
 
 
-def _parse(argv) -> tuple[SRNetConfig, argparse.Namespace]:
-    p = build_parser()
+def parse_command_line(argv, build=build_parser) -> tuple[SRNetConfig, argparse.Namespace]:
+    """(config, every parsed flag): `build` makes the parser (the srnet command adds its launcher flags);
+    flags that are not SRNetConfig fields (--dry-run, --launcher, ...) stay out of the config."""
+    p = build()
     first = p.parse_args(argv)
     if first.list_presets:
         return None, first
@@ -175,13 +174,14 @@ def _parse(argv) -> tuple[SRNetConfig, argparse.Namespace]:
         from maskedbert.experiments import srnet_presets
 
         values = srnet_presets.preset_config(first.preset)  # UsageError naming --preset when unknown
-        given = _given_flags(argv)
+        given = _given_flags(argv, build)
         # a flag given on the command line wins everywhere, also over the preset's per-pipeline values
         values["overrides"] = {cell: {k: v for k, v in fields.items() if k not in given}
                                for cell, fields in values["overrides"].items()}
         p.set_defaults(**{k: v for k, v in values.items() if k in vars(first)}, preset=first.preset)
     args = p.parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    config_fields = {f.name for f in dataclasses.fields(SRNetConfig)}
+    fields = {k: v for k, v in vars(args).items() if k in config_fields}
     fields.update({k: v for k, v in values.items() if k not in fields})  # preset fields that are not flags
     return SRNetConfig(**fields), args
 
@@ -204,51 +204,20 @@ def validate(cfg: SRNetConfig) -> None:
     cc.check_device(None if cfg.device == "auto" else cfg.device, "--device")
 
 
-def _progress_note(out: str) -> str:
+def progress_note(out: str) -> str:
     folder = os.path.join(out, "cells")
     done = len([n for n in os.listdir(folder) if n.endswith(".json")]) if os.path.isdir(folder) else 0
     return f"{done} finished cell(s) are kept in {folder}; run the same command again to resume (--fresh starts over)"
 
 
-def main(argv=None) -> int:
-    cfg, args = _parse(argv)
-    if args.list_presets:
-        from maskedbert.experiments import srnet_presets
-
-        print(srnet_presets.presets_table())
-        return 0
-    validate(cfg)
-    from maskedbert.experiments.cli_common import set_interrupt_note
-
-    set_interrupt_note(lambda: _progress_note(cfg.out))
-    from maskedbert import evaluation as ev
-    from maskedbert.experiments.srnet_pipelines import SRNetRunner
-
-    start = time.perf_counter()
-    if args.fresh and os.path.isdir(cfg.out):
-        _clear_results(cfg.out)
-    runner = SRNetRunner(cfg)
-    if args.dry_run:
-        runner.check_resumable()
-        path = os.path.join(cfg.out, "config.json")
-        ev.write_text_atomic(path, json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
-        print(f"dry run: wrote the resolved settings to {path}")
-        return 0
-    rows = runner.run()
-    paths = write_report(rows, cfg.out, f"{cfg.model} on {cfg.task}: ID vs OOD ({runner.data.ood_kind})")
-    print(ev.results_text_table(rows, RESULT_COLUMNS))
-    if runner.skipped:
-        print(f"{len(runner.skipped)} finished cell(s) reused from {cfg.out}/cells (--fresh recomputes them)")
-    print(f"done in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(paths))
-    return 0
-
-
 # what srnet writes into --out; --fresh deletes exactly these
+# (the sweep's record too: sweep.json and one folder per pipeline holding its cells' sweep_*.json)
 RUN_OUTPUTS = ("cells", "checkpoints", "masks", "logs", "resume", "bias_probs.json", "teacher_probs.json",
-               "config.json", "results.csv", "results.md", "srnet_sparsity.png")
+               "config.json", "results.csv", "results.md", "srnet_sparsity.png", "sweep.json", "finetune",
+               *PIPELINES, "oracle")
 
 
-def _clear_results(out: str) -> None:
+def clear_results(out: str) -> None:
     import shutil
 
     for name in RUN_OUTPUTS:

@@ -21,6 +21,7 @@ back, not rerun, and an interrupted seed continues from its checkpoint.
 Each run is a cell of a maskedbert.sweep study (<out>/sweep.json), so it can run inline (default),
 in local worker processes or as a SLURM job (--launcher; docs/SCALING.md); `maskedbert report <out>`
 rebuilds the tables from the finished runs (--parallel N is short for --launcher local --workers N).
+This module runs and reports the runs; the command that launches them is maskedbert/sweep/stability_command.py.
 
 Presets (stability_presets.py, `--list-presets`, `--show-preset NAME`) hold the paper's settings as
 the reference code's configurations: "bert-recipe-<task>-<model>" is BERT's original recipe (3 epochs,
@@ -31,8 +32,6 @@ roberta (roberta-large), albert (albert-large-v2); 25 seeds each.
 """
 from __future__ import annotations
 
-import argparse
-import ast
 import csv
 import io
 import math
@@ -41,41 +40,17 @@ import statistics
 import sys
 from typing import Any
 
-from .finetune import FinetuneConfig, run_finetune, write_json
-from .stability_presets import PRESETS, presets_table, resolve_study, show_preset
+from .finetune import FinetuneConfig, run_finetune
+from .stability_presets import PRESETS, resolve_study
 from maskedbert._atomic import write_text_atomic
-from maskedbert.errors import UsageError
-from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
 
-__all__ = ["PRESETS", "resolve_study", "run_study", "run_rows", "summarize", "write_reports", "main",
-           "run_cell", "report_cells", "study_cells"]
+__all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports", "run_cell", "report_cells",
+           "print_run", "finished_results", "RUNNER", "REPORTER"]
 
 
-def _parse_value(text: str) -> Any:
-    if text.lower() in ("none", "null"):
-        return None
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-# ---- the study as sweep cells: one per (configuration, seed), in <out>/<configuration>/seed_<s>/ ----------
+# ---- a run as a sweep cell (maskedbert.sweep.stability_command makes one per configuration and seed) ----
 RUNNER = "maskedbert.experiments.stability:run_cell"
 REPORTER = "maskedbert.experiments.stability:report_cells"
-
-
-def study_cells(study: dict[str, Any]) -> list:
-    from maskedbert.sweep import Cell
-
-    cells = []
-    for name in study["configurations"]:
-        for seed in study["seeds"]:
-            values = {**study["base"], **study["configurations"][name], "seed": seed}
-            cells.append(Cell(f"{name}/seed_{seed}", {"configuration": name, "finetune": values}))
-    return cells
 
 
 def run_cell(spec: dict[str, Any], cell_dir: str, *, progress: bool = False) -> dict[str, Any]:
@@ -84,14 +59,14 @@ def run_cell(spec: dict[str, Any], cell_dir: str, *, progress: bool = False) -> 
     return run_finetune(config)
 
 
-def _results(sweep_study) -> list[dict[str, Any]]:
+def finished_results(sweep_study) -> list[dict[str, Any]]:
     return [dict(result, configuration=cell.spec["configuration"], run_dir=sweep_study.cell_dir(cell.id))
             for cell, result in sweep_study.finished()]
 
 
 def report_cells(sweep_study) -> dict[str, str]:
     """The sweep reporter: tables and plots from the finished cells (configurations with none are left out)."""
-    results = _results(sweep_study)
+    results = finished_results(sweep_study)
     study = dict(sweep_study.info)
     present = dict.fromkeys(r["configuration"] for r in results)
     study["configurations"] = {k: v for k, v in study["configurations"].items() if k in present}
@@ -103,31 +78,7 @@ def report_cells(sweep_study) -> dict[str, str]:
     return paths
 
 
-def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | None = None,
-              progress: bool = True) -> list[dict[str, Any]]:
-    """Run (or read back) every run of `study` under `out`; returns one result dict per finished run.
-
-    `launch`: a maskedbert.sweep.LaunchOptions (default inline); `parallel=N` is short for the local
-    launcher with N workers. With the slurm launcher this returns after submitting (finished runs only).
-    """
-    from maskedbert import sweep
-
-    if launch is None:
-        if parallel is not None and parallel < 1:
-            raise UsageError(f"parallel: expected >= 1, got {parallel}")
-        launch = sweep.LaunchOptions(launcher="local" if (parallel or 1) > 1 else "inline",
-                                     workers=parallel if (parallel or 1) > 1 else None, progress=progress)
-    sweep.check_launcher(launch)
-    cells = study_cells(study)
-    sweep_study = sweep.prepare_study(out, kind="stability", runner=RUNNER, reporter=REPORTER, info=study,
-                                      settings={k: study[k] for k in ("base", "configurations")}, cells=cells)
-    write_json(os.path.join(out, "study_config.json"), study)
-    sweep.launch(sweep_study, launch, on_done=lambda cell_id, result: _print_run(
-        (sweep_study.cells[cell_id].spec["configuration"], result["seed"]), result))
-    return _results(sweep_study)
-
-
-def _print_run(job, result) -> None:
+def print_run(job, result) -> None:
     row = _run_row(result)
     status = "diverged" if row["diverged"] else ("FAILED" if row["failed"] else "ok")
     print(f"[stability] {job[0]} seed {job[1]}: final {row['metric']} {_fmt(row['final_metric'])}, "
@@ -260,81 +211,3 @@ def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]
         [(log, r["failed"], r["final_metric"]) for log, r in zip(logs, results)],
         os.path.join(out, "loss_vs_metric.png"), metric, baseline)
     return paths
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="maskedbert stability", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="synthetic-minilm", help="see --list-presets (default synthetic-minilm)")
-    p.add_argument("--list-presets", action="store_true", help="a table of each preset's key hyperparameters")
-    p.add_argument("--show-preset", metavar="NAME", choices=sorted(PRESETS),
-                   help="print preset NAME's resolved settings as JSON and exit")
-    p.add_argument("--out", help="study directory (default runs/stability-<preset>)")
-    p.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default: the preset's)")
-    p.add_argument("--num-seeds", type=int, help="seeds 1..N")
-    p.add_argument("--configurations", help="comma-separated subset of the preset's configurations")
-    p.add_argument("--data-dir", help="directory of the task's original files (else the hub)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a finetune setting for every run, e.g. --set num_epochs=5")
-    p.add_argument("--parallel", type=int, help="N runs at once: short for --launcher local --workers N")
-    p.add_argument("--no-progress", action="store_true")
-    add_launcher_arguments(p)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list_presets:
-        print(presets_table())
-        return 0
-    if args.show_preset:
-        print(show_preset(args.show_preset))
-        return 0
-    try:
-        seeds = None
-        if args.seeds and args.num_seeds:
-            raise ValueError("give --seeds or --num-seeds, not both")
-        if args.seeds:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        elif args.num_seeds:
-            if args.num_seeds < 1:
-                raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")
-            seeds = list(range(1, args.num_seeds + 1))
-        overrides = {}
-        for item in args.set:
-            if "=" not in item:
-                raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-            key, value = item.split("=", 1)
-            overrides[key.strip()] = _parse_value(value.strip())
-        configurations = args.configurations.split(",") if args.configurations else None
-        study = resolve_study(args.preset, seeds=seeds, overrides=overrides, configurations=configurations,
-                              data_dir=args.data_dir)
-    except (TypeError, ValueError) as exc:
-        print(f"maskedbert stability: {exc}", file=sys.stderr)
-        return 2
-    out = args.out or os.path.join("runs", f"stability-{args.preset}")
-    try:
-        launch = launch_options_from_args(args, progress=not args.no_progress)
-        results = run_study(study, out, launch=launch)
-    except UsageError as exc:
-        print(f"maskedbert stability: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("maskedbert stability: interrupted; finished runs are kept, rerun the same command to resume",
-              file=sys.stderr)
-        return 130
-    from maskedbert.sweep import load_study
-    from maskedbert.sweep.report_cli import build_report
-
-    sweep_study = load_study(out)
-    if launch.launcher == "slurm":
-        return 0
-    missing = sweep_study.missing()
-    if results:
-        paths = build_report(sweep_study)
-        print(f"[stability] results in {paths['markdown']}")
-    if missing:
-        print(f"[stability] {len(missing)} of {len(sweep_study.cells)} runs did not finish; "
-              f"see `maskedbert status {out}`", file=sys.stderr)
-        return 1
-    return 0

@@ -130,6 +130,12 @@ class Study:
         if os.path.exists(path):
             os.unlink(path)
 
+    def forget_result(self, cell_id: str) -> None:
+        """Mark a done cell as not done (its command found the result's own files gone): it runs again."""
+        path = self._file(cell_id, DONE)
+        if os.path.exists(path):
+            os.unlink(path)
+
     def record_submission(self, cell_id: str, job_id: str, log: str) -> None:
         _write_json(self._file(cell_id, SUBMITTED), {"job_id": job_id, "log": log,
                                                      "when": time.strftime("%Y-%m-%d %H:%M:%S")})

@@ -1,0 +1,137 @@
+"""`maskedbert srnet`: the command that runs a sparse-and-robust-subnetwork study (Liu et al., NeurIPS
+2022) as maskedbert.sweep cells, inline (default), in local workers or as SLURM jobs (docs/SCALING.md).
+
+The flags, the config and its checks are maskedbert/experiments/srnet.py (`srnet.build_parser`,
+`parse_command_line`, `validate`); what a cell runs and how the report is built is
+maskedbert/experiments/srnet_sweep.py (`run_cell`, `report_cells`). This module makes the cells
+(`srnet_cells`: which cell needs which fine-tuned model) and launches them, so experiments never import
+the sweep (DESIGN.md's layering).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from maskedbert.experiments import srnet
+from maskedbert.experiments.srnet_config import SRNetConfig
+
+from .launchers import add_launcher_arguments, check_launcher, launch as run_cells, launch_options_from_args
+from .report_cli import build_report
+from .study import Cell, prepare_study
+
+__all__ = ["build_parser", "main", "srnet_cells"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """srnet's flags plus where the cells run (--launcher, --workers, --gpus, --slurm-*)."""
+    parser = srnet.build_parser()
+    add_launcher_arguments(parser)
+    return parser
+
+
+def srnet_cells(cfg: SRNetConfig) -> list:
+    """The study's cells in the order an inline run takes them (dense models first)."""
+    from maskedbert import losses as loss_lib
+    from maskedbert.experiments import srnet_sweep
+
+    def needs_teacher(loss: str) -> bool:  # the CE fine-tuned model predicts the teacher probabilities
+        return loss_lib.NEEDS_TEACHER[loss] and not cfg.teacher_probs
+
+    def start_needs(pipeline: str, method: str, loss: str) -> list[str]:
+        needs = ["finetune/ce"] if needs_teacher(loss) else []
+        if pipeline == "ft_prune":
+            start = cfg.for_cell(pipeline, method).prune_start
+            needs += {"same_loss": [f"finetune/{loss}"], "ce": ["finetune/ce"]}.get(start, [])
+        return list(dict.fromkeys(needs))
+
+    spec = srnet_sweep.cell_spec
+    cells, dense, pruned = [], {}, []
+    for pipeline in cfg.pipelines:
+        for loss in cfg.losses:
+            for method in (["mask"] if pipeline == "mask_pretrained" else cfg.methods):
+                needs = start_needs(pipeline, method, loss)
+                dense.update(dict.fromkeys(n.split("/", 1)[1] for n in needs))
+                if method == "imp":
+                    pruned.append(Cell(f"{pipeline}/imp/{loss}", spec(cfg, pipeline, "imp", loss, None), tuple(needs)))
+                else:
+                    pruned += [Cell(f"{pipeline}/mask/{loss}/s{s:.2f}", spec(cfg, pipeline, "mask", loss, s),
+                                    tuple(needs)) for s in cfg.sparsities]
+    if cfg.oracle:
+        dense["ce"] = None
+        pruned += [Cell(f"oracle/mask/ce/s{s:.2f}", spec(cfg, "oracle", "mask", "ce", s), ("finetune/ce",))
+                   for s in cfg.sparsities]
+    # every loss of the study has its dense row; CE joins when a teacher or a pruning start needs it, and
+    # comes first (inline runs cells in this order, and the conf_reg model's teacher is the CE model)
+    losses = list(dict.fromkeys([*cfg.losses, *dense]))
+    for loss in sorted(losses, key=lambda loss: loss != "ce"):
+        needs = ("finetune/ce",) if loss != "ce" and needs_teacher(loss) else ()
+        cells.append(Cell(f"finetune/{loss}", spec(cfg, "finetune", "dense", loss, 0.0), needs))
+    return cells + pruned
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, args = srnet.parse_command_line(argv, build_parser)
+    if args.list_presets:
+        from maskedbert.experiments import srnet_presets
+
+        print(srnet_presets.presets_table())
+        return 0
+    srnet.validate(cfg)
+    launch = launch_options_from_args(args)  # UsageError naming the flag, before anything is written
+    check_launcher(launch)
+    from maskedbert.experiments.cli_common import set_interrupt_note
+
+    set_interrupt_note(lambda: srnet.progress_note(cfg.out))
+    from maskedbert import evaluation as ev
+    from maskedbert.experiments.srnet_pipelines import SRNetRunner
+
+    start = time.perf_counter()
+    if args.fresh and os.path.isdir(cfg.out):
+        srnet.clear_results(cfg.out)
+    runner = SRNetRunner(cfg)
+    runner.check_resumable()
+    if args.dry_run:
+        path = os.path.join(cfg.out, "config.json")
+        ev.write_text_atomic(path, json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
+        print(f"dry run: wrote the resolved settings to {path}")
+        return 0
+    return _run_study(cfg, runner, launch, start)
+
+
+def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
+    """Every cell of the study through maskedbert.sweep (inline: here, one after another), then the report."""
+    from maskedbert import evaluation as ev
+    from maskedbert.experiments import srnet_sweep
+
+    resolved = runner.resolved_config()
+    title = f"{cfg.model} on {cfg.task}: ID vs OOD ({runner.data.ood_kind})"
+    study = prepare_study(cfg.out, kind="srnet", runner=srnet_sweep.RUNNER, reporter=srnet_sweep.REPORTER,
+                                settings=srnet_sweep.study_settings(cfg), cells=srnet_cells(cfg),
+                                info={"title": title, "config": resolved})
+    ev.write_text_atomic(os.path.join(cfg.out, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
+    for cell_id in srnet_sweep.forget_stale_cells(study):
+        print(f"[srnet] {cell_id}: its cells/ file is gone; it runs again")
+    reused = [cell_id for cell_id in study.cells if study.is_done(cell_id)]
+    srnet_sweep.remember_runner(runner)  # inline cells reuse this runner's data, model and caches
+    run_cells(study, launch, on_done=_print_cell)
+    if launch.launcher == "slurm":
+        return 0
+    missing = study.missing()
+    paths = list(build_report(study).values()) if study.finished() else []
+    if reused:
+        print(f"{len(reused)} finished cell(s) reused from {cfg.out} (--fresh recomputes them)")
+    print(f"done in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(paths))
+    if missing:
+        print(f"[srnet] {len(missing)} of {len(study.cells)} cells did not finish; see `maskedbert status {cfg.out}`")
+        return 1
+    return 0
+
+
+def _print_cell(cell_id: str, rows: list[dict]) -> None:
+    for row in rows:
+        print(f"[srnet] {cell_id}: {row['pipeline']} {row['method']} {row['loss']} s{row['sparsity']:.2f}: "
+              f"ID acc {row['id_accuracy']:.4f}  OOD acc {row['ood_accuracy']:.4f}", flush=True)
+    if not rows:
+        print(f"[srnet] {cell_id}: done (no rows)", flush=True)

@@ -1,0 +1,151 @@
+"""`maskedbert stability`: the command that launches a many-seed fine-tuning stability study (Mosbach
+et al., ICLR 2021) as maskedbert.sweep cells, one per (configuration, seed), in <out>/<configuration>/seed_<s>/.
+
+What one run does and how the tables are built is maskedbert/experiments/stability.py (its runner
+`run_cell` and reporter `report_cells`); this module makes the cells and hands them to a launcher
+(inline, local workers, SLURM), so experiments never import the sweep (DESIGN.md's layering).
+The experiment module's docstring is this command's --help text.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+from typing import Any
+
+from maskedbert.errors import UsageError
+from maskedbert.experiments.stability_presets import PRESETS, presets_table, resolve_study, show_preset
+
+from .launchers import add_launcher_arguments, launch_options_from_args
+
+__all__ = ["build_parser", "main", "run_study", "study_cells"]
+
+_DESCRIPTION = "`maskedbert stability`: many-seed fine-tuning stability study (Mosbach et al., ICLR 2021)."
+
+
+def _parse_value(text: str) -> Any:
+    if text.lower() in ("none", "null"):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def study_cells(study: dict[str, Any]) -> list:
+    from maskedbert.sweep import Cell
+
+    cells = []
+    for name in study["configurations"]:
+        for seed in study["seeds"]:
+            values = {**study["base"], **study["configurations"][name], "seed": seed}
+            cells.append(Cell(f"{name}/seed_{seed}", {"configuration": name, "finetune": values}))
+    return cells
+
+
+def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | None = None,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or read back) every run of `study` under `out`; returns one result dict per finished run.
+
+    `launch`: a maskedbert.sweep.LaunchOptions (default inline); `parallel=N` is short for the local
+    launcher with N workers. With the slurm launcher this returns after submitting (finished runs only).
+    """
+    from maskedbert import sweep
+    from maskedbert.experiments import stability
+
+    if launch is None:
+        if parallel is not None and parallel < 1:
+            raise UsageError(f"parallel: expected >= 1, got {parallel}")
+        launch = sweep.LaunchOptions(launcher="local" if (parallel or 1) > 1 else "inline",
+                                     workers=parallel if (parallel or 1) > 1 else None, progress=progress)
+    sweep.check_launcher(launch)
+    cells = study_cells(study)
+    sweep_study = sweep.prepare_study(out, kind="stability", runner=stability.RUNNER, reporter=stability.REPORTER, info=study,
+                                      settings={k: study[k] for k in ("base", "configurations")}, cells=cells)
+    from maskedbert.experiments.finetune import write_json
+
+    write_json(os.path.join(out, "study_config.json"), study)
+    sweep.launch(sweep_study, launch, on_done=lambda cell_id, result: stability.print_run(
+        (sweep_study.cells[cell_id].spec["configuration"], result["seed"]), result))
+    return stability.finished_results(sweep_study)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maskedbert stability", description=_DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="synthetic-minilm", help="see --list-presets (default synthetic-minilm)")
+    p.add_argument("--list-presets", action="store_true", help="a table of each preset's key hyperparameters")
+    p.add_argument("--show-preset", metavar="NAME", choices=sorted(PRESETS),
+                   help="print preset NAME's resolved settings as JSON and exit")
+    p.add_argument("--out", help="study directory (default runs/stability-<preset>)")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default: the preset's)")
+    p.add_argument("--num-seeds", type=int, help="seeds 1..N")
+    p.add_argument("--configurations", help="comma-separated subset of the preset's configurations")
+    p.add_argument("--data-dir", help="directory of the task's original files (else the hub)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a finetune setting for every run, e.g. --set num_epochs=5")
+    p.add_argument("--parallel", type=int, help="N runs at once: short for --launcher local --workers N")
+    p.add_argument("--no-progress", action="store_true")
+    add_launcher_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_presets:
+        print(presets_table())
+        return 0
+    if args.show_preset:
+        print(show_preset(args.show_preset))
+        return 0
+    try:
+        seeds = None
+        if args.seeds and args.num_seeds:
+            raise ValueError("give --seeds or --num-seeds, not both")
+        if args.seeds:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        elif args.num_seeds:
+            if args.num_seeds < 1:
+                raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")
+            seeds = list(range(1, args.num_seeds + 1))
+        overrides = {}
+        for item in args.set:
+            if "=" not in item:
+                raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+            key, value = item.split("=", 1)
+            overrides[key.strip()] = _parse_value(value.strip())
+        configurations = args.configurations.split(",") if args.configurations else None
+        study = resolve_study(args.preset, seeds=seeds, overrides=overrides, configurations=configurations,
+                              data_dir=args.data_dir)
+    except (TypeError, ValueError) as exc:
+        print(f"maskedbert stability: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join("runs", f"stability-{args.preset}")
+    try:
+        launch = launch_options_from_args(args, progress=not args.no_progress)
+        results = run_study(study, out, launch=launch)
+    except UsageError as exc:
+        print(f"maskedbert stability: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maskedbert stability: interrupted; finished runs are kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    from maskedbert.sweep import load_study
+    from maskedbert.sweep.report_cli import build_report
+
+    sweep_study = load_study(out)
+    if launch.launcher == "slurm":
+        return 0
+    missing = sweep_study.missing()
+    if results:
+        paths = build_report(sweep_study)
+        print(f"[stability] results in {paths['markdown']}")
+    if missing:
+        print(f"[stability] {len(missing)} of {len(sweep_study.cells)} runs did not finish; "
+              f"see `maskedbert status {out}`", file=sys.stderr)
+        return 1
+    return 0
