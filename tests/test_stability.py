@@ -199,3 +199,14 @@ def test_bad_arguments(tmp_path, capsys):
     assert stability_command.main(["--preset", "tiny", "--set", "no_such_field=1", "--out", str(tmp_path)]) == 2
     assert "unknown finetune settings" in capsys.readouterr().err
     assert stability_command.main(["--list-presets"]) == 0
+
+
+def test_report_to_reaches_every_run(tmp_path):
+    pytest.importorskip("tensorboard")
+    from maskedbert.sweep import stability_command
+
+    out = tmp_path / "study"
+    argv = ["--preset", "tiny", "--seeds", "1", "--out", str(out), "--report-to", "tensorboard", "--no-progress"]
+    assert stability_command.main(argv) == 0
+    events = [os.path.join(root, n) for root, _, names in os.walk(out) for n in names if n.startswith("events.out")]
+    assert events, "no TensorBoard event file was written"

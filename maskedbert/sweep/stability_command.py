@@ -74,9 +74,12 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from maskedbert.experiments.cli_common import HelpFormatter
+    from maskedbert.train.reporting import add_report_to_argument
+
     p = argparse.ArgumentParser(prog="maskedbert stability", description=_DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="synthetic-minilm", help="see --list-presets (default synthetic-minilm)")
+                                formatter_class=HelpFormatter)
+    p.add_argument("--preset", default="synthetic-minilm", help="see --list-presets")
     p.add_argument("--list-presets", action="store_true", help="a table of each preset's key hyperparameters")
     p.add_argument("--show-preset", metavar="NAME", choices=sorted(PRESETS),
                    help="print preset NAME's resolved settings as JSON and exit")
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a finetune setting for every run, e.g. --set num_epochs=5")
     p.add_argument("--parallel", type=int, help="N runs at once: short for --launcher local --workers N")
     p.add_argument("--no-progress", action="store_true")
+    add_report_to_argument(p)  # every run's scalars also to TensorBoard or W&B (a finetune setting)
     add_launcher_arguments(p)
     return p
 
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
             key, value = item.split("=", 1)
             overrides[key.strip()] = _parse_value(value.strip())
+        if args.report_to is not None:
+            overrides["report_to"] = args.report_to
         configurations = args.configurations.split(",") if args.configurations else None
         study = resolve_study(args.preset, seeds=seeds, overrides=overrides, configurations=configurations,
                               data_dir=args.data_dir)
