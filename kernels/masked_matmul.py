@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import autotune_configs, check_triton_tensors, dot_precision, interpreting, size_bucket
+from ._runtime import (FMA_ACC_PER_THREAD, autotune_configs, check_triton_tensors, dot_precision, interpreting,
+                       launchable_configs, size_bucket)
 from .mask_prep import mask_prep_torch
 
 
@@ -31,7 +32,22 @@ def _configs():
     return autotune_configs(cfgs)
 
 
-@triton.autotune(configs=_configs(), key=["J", "R", "M_BUCKET", "TRANSPOSE_W"])
+def _prune_configs(configs, named_args, **kwargs):
+    """Drop configs that cannot run here (bench/compile_report.py checks the estimate): the pipeline
+    keeps num_stages tiles of W [BLOCK_J, BLOCK_R] and a [BLOCK_M, BLOCK_R] in shared memory."""
+    a, w = named_args["a_ptr"], named_args["w_ptr"]
+
+    def shared_bytes(c):
+        k = c.kwargs
+        return c.num_stages * k["BLOCK_R"] * (k["BLOCK_J"] * w.element_size() + k["BLOCK_M"] * a.element_size())
+
+    fma = a.dtype == torch.float32 and kwargs.get("DOT_PRECISION") == "ieee"  # no tensor cores
+    return launchable_configs(configs, a.device, shared_bytes, lambda c: c.kwargs["BLOCK_J"] * c.kwargs["BLOCK_M"],
+                              FMA_ACC_PER_THREAD if fma else None)
+
+
+@triton.autotune(configs=_configs(), key=["J", "R", "M_BUCKET", "TRANSPOSE_W", "DOT_PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _masked_matmul_kernel(
     a_ptr, w_ptr, packed_ptr, bias_ptr, out_ptr,
