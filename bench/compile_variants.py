@@ -336,7 +336,7 @@ def _factors(v: Variant) -> list[str]:
 def ci_selection(all_variants: list[Variant]) -> list[Variant]:
     """The CI subset, per kernel:
     - autotuned kernels: every config once, on the bf16 variant with the most flags on (the heaviest);
-    - in the first config: variants chosen greedily (recording order) until every pair of factors
+    - in its first config (the first the kernel's pruning keeps for it): variants chosen greedily (recording order) until every pair of factors
       (two constexpr values, or a constexpr value and the argument types) that occurs in any variant
       occurs in a chosen one -- all-pairs coverage instead of every combination;
     - the first odd-size variant (sizes not multiples of 16: other alignment attributes).
@@ -346,7 +346,10 @@ def ci_selection(all_variants: list[Variant]) -> list[Variant]:
         by_kernel.setdefault(v.kernel, []).append(v)
     chosen = []
     for kernel, vs in by_kernel.items():
-        first = min(v.config_index for v in vs)
+        # a variant's "first config": the first its launch kept after the kernel's pruning
+        first = {}
+        for v in vs:
+            first[(v.variant, v.odd_shape)] = min(first.get((v.variant, v.odd_shape), v.config_index), v.config_index)
         bf16 = [v for v in vs if v.dtype == "bf16" and not v.odd_shape]
         # fewest fp32 pointers: fp32 master weights under autocast would prune big configs on sm_80
         heaviest = max({v.variant for v in bf16},
@@ -354,8 +357,8 @@ def ci_selection(all_variants: list[Variant]) -> list[Variant]:
         covered: set = set()
         picked = []
         for v in vs:
-            if v.config_index != first:
-                if v.variant == heaviest:
+            if v.config_index != first[(v.variant, v.odd_shape)]:
+                if v.variant == heaviest and not v.odd_shape:
                     picked.append(v)
                 continue
             if v.odd_shape:

@@ -23,6 +23,7 @@ def _configs():
     for bj, bm, br, warps, stages in [
         (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
         (128, 256, 64, 8, 3), (64, 64, 64, 4, 4), (128, 128, 32, 4, 4),
+        (64, 64, 32, 4, 4),  # the one an fp32 IEEE (FMA) dot fits on sm_80 without spilling
     ]:
         cfgs.append(triton.Config({"BLOCK_J": bj, "BLOCK_M": bm, "BLOCK_R": br, "GROUP_J": 8},
                                   num_warps=warps, num_stages=stages))
@@ -42,6 +43,8 @@ def _prune_configs(configs, named_args, **kwargs):
         return c.num_stages * k["BLOCK_R"] * (k["BLOCK_J"] * w.element_size() + k["BLOCK_M"] * a.element_size())
 
     fma = a.dtype == torch.float32 and kwargs.get("DOT_PRECISION") == "ieee"  # no tensor cores
+    if fma:  # an FMA dot also holds BLOCK_R-deep operand slices in registers: 64 spilled ~250 B on sm_80
+        configs = [c for c in configs if c.kwargs["BLOCK_R"] <= 32] or configs
     return launchable_configs(configs, a.device, shared_bytes, lambda c: c.kwargs["BLOCK_J"] * c.kwargs["BLOCK_M"],
                               FMA_ACC_PER_THREAD if fma else None)
 

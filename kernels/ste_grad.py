@@ -38,6 +38,7 @@ def _configs():
         for bn, bk, bm, w, s in [
             (128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (64, 128, 64, 4, 4),
             (128, 64, 64, 4, 4), (64, 64, 64, 4, 4),
+            (64, 64, 32, 4, 4),  # the one an fp32 IEEE (FMA) dot fits on sm_80 without spilling
         ]
     ]
     if interpreting():
@@ -58,6 +59,8 @@ def _prune_configs(configs, named_args, **kwargs):
     # without wgmma (sm_80) the epilogue's W and mask tiles sit in registers beside an mma.sync
     # accumulator: 64 elements per thread spilled 128-536 bytes there (bench/NOTES.md)
     small_acc = fma or not _runtime.has_wgmma(dy.device)
+    if fma:  # an FMA dot also holds BLOCK_M-deep operand slices in registers: 64 spilled ~700 B on sm_80
+        configs = [c for c in configs if c.kwargs["BLOCK_M"] <= 32] or configs
     return launchable_configs(configs, dy.device, shared_bytes, lambda c: c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"],
                               FMA_ACC_PER_THREAD if small_acc else None)
 
