@@ -59,7 +59,7 @@ class Variant:
     def key(self):
         """Variants differing only in which integer arguments are multiples of 16 (or == 1) are one
         compile: the first recorded; odd sizes are their own (a separate scenario)."""
-        return (self.kernel, tuple(self.variant.split(" | ")[:2]), self.odd_shape, self.options)
+        return (self.kernel, self.config, tuple(self.variant.split(" | ")[:2]), self.odd_shape, self.options)
 
 
 def _kernel_modules():

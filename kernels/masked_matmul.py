@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _runtime
 from ._runtime import (FMA_ACC_PER_THREAD, autotune_configs, check_triton_tensors, dot_precision, interpreting,
                        launchable_configs, size_bucket)
 from .mask_prep import mask_prep_torch
@@ -45,8 +46,10 @@ def _prune_configs(configs, named_args, **kwargs):
     fma = a.dtype == torch.float32 and kwargs.get("DOT_PRECISION") == "ieee"  # no tensor cores
     if fma:  # an FMA dot also holds BLOCK_R-deep operand slices in registers: 64 spilled ~250 B on sm_80
         configs = [c for c in configs if c.kwargs["BLOCK_R"] <= 32] or configs
+    # without wgmma (sm_80) a 128x256 mma.sync tile (128 accumulators per thread) spilled 168 B
+    acc_limit = FMA_ACC_PER_THREAD if fma else (None if _runtime.has_wgmma(a.device) else 64)
     return launchable_configs(configs, a.device, shared_bytes, lambda c: c.kwargs["BLOCK_J"] * c.kwargs["BLOCK_M"],
-                              FMA_ACC_PER_THREAD if fma else None)
+                              acc_limit)
 
 
 @triton.autotune(configs=_configs(), key=["J", "R", "M_BUCKET", "TRANSPOSE_W", "DOT_PRECISION"],

@@ -101,7 +101,8 @@ def test_masked_gemm_keeps_the_masked_weight_in_registers_on_hopper(compiled):
         # the right one a shared-memory descriptor
         assert r["ttgir_dots"], r
         for line in r["ttgir_dots"]:
-            left, right = line.split(" : ", 1)[1].split(" * ", 1)
+            # "%acc = ttng.warp_group_dot %w, %a, %acc {attributes} : LEFT * RIGHT -> RESULT"
+            left, right = line.split("} : ", 1)[1].split(" * ", 1)
             assert left.startswith("tensor<") and "opIdx = 0" in left, line
             assert right.startswith("!ttg.memdesc<"), line
     assert all(r["tensor_core"] == "mma" for r in gemm if r["target"] == "sm80" and r["dtype"] in ("bf16", "fp16"))
