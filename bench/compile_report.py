@@ -3,7 +3,7 @@ report what each compile uses: registers per thread, spill (local memory) bytes,
 tensor-core instructions (wgmma on sm_90, mma on sm_80).
 
     python bench/compile_report.py            # CI selection -> bench/results/compile_sm90.csv, compile_sm80.csv
-    python bench/compile_report.py --full     # every variant x every config (the whole product, ~30 min on 2 cores)
+    python bench/compile_report.py --full     # every variant x every config (the whole product; not timed yet)
     python bench/compile_report.py --check --json out.json --csv-dir ''   # what tests/test_compile_gpu.py runs
 
 The variants come from the launchers themselves (bench/compile_variants.py: the public ops run on
