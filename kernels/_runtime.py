@@ -33,6 +33,41 @@ def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
     return configs[:1] if interpreting() else configs
 
 
+# an FMA dot (fp32 operands, IEEE precision: no tensor cores) holds its accumulator in registers;
+# more than this many accumulator elements per thread spill (bench/NOTES.md, compile report)
+FMA_ACC_PER_THREAD = 32
+
+
+def shared_memory_limit(device: torch.device) -> int:
+    """Shared memory one block may use on `device` (the opt-in maximum); unbounded off CUDA."""
+    if device.type != "cuda":
+        return 1 << 40
+    return _cuda_shared_memory_limit(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_shared_memory_limit(index: int) -> int:
+    from triton.runtime import driver
+
+    return driver.active.utils.get_device_properties(index)["max_shared_mem"]
+
+
+def has_wgmma(device: torch.device) -> bool:
+    """Hopper's warp-group MMA (sm_90): accumulators of big tiles fit its register layout."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
+
+
+def launchable_configs(configs, device, shared_bytes, acc_elements=None, acc_limit: int | None = None):
+    """The autotune configs that should run on `device` (for prune_configs_by): estimated shared
+    memory (`shared_bytes(config)`) within the block limit and, when `acc_limit` is given, at most
+    that many accumulator elements (`acc_elements(config)`) per thread (more spill registers).
+    Never empty: falls back to the config needing the least shared memory."""
+    limit = shared_memory_limit(device)
+    kept = [c for c in configs if shared_bytes(c) <= limit
+            and not (acc_limit and acc_elements(c) > acc_limit * 32 * c.num_warps)]
+    return kept or [min(configs, key=shared_bytes)]
+
+
 def size_bucket(n: int) -> int:
     """Power-of-two bucket used as an autotune key, so new sequence lengths don't re-tune."""
     return 1 << max(0, int(n - 1).bit_length())

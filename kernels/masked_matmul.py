@@ -13,7 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import autotune_configs, check_triton_tensors, dot_precision, interpreting, size_bucket
+from . import _runtime
+from ._runtime import (FMA_ACC_PER_THREAD, autotune_configs, check_triton_tensors, dot_precision, interpreting,
+                       launchable_configs, size_bucket)
 from .mask_prep import mask_prep_torch
 
 
@@ -22,6 +24,7 @@ def _configs():
     for bj, bm, br, warps, stages in [
         (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
         (128, 256, 64, 8, 3), (64, 64, 64, 4, 4), (128, 128, 32, 4, 4),
+        (64, 64, 32, 4, 4),  # the one an fp32 IEEE (FMA) dot fits on sm_80 without spilling
     ]:
         cfgs.append(triton.Config({"BLOCK_J": bj, "BLOCK_M": bm, "BLOCK_R": br, "GROUP_J": 8},
                                   num_warps=warps, num_stages=stages))
@@ -31,7 +34,26 @@ def _configs():
     return autotune_configs(cfgs)
 
 
-@triton.autotune(configs=_configs(), key=["J", "R", "M_BUCKET", "TRANSPOSE_W"])
+def _prune_configs(configs, named_args, **kwargs):
+    """Drop configs that cannot run here (bench/compile_report.py checks the estimate): the pipeline
+    keeps num_stages tiles of W [BLOCK_J, BLOCK_R] and a [BLOCK_M, BLOCK_R] in shared memory."""
+    a, w = named_args["a_ptr"], named_args["w_ptr"]
+
+    def shared_bytes(c):
+        k = c.kwargs
+        return c.num_stages * k["BLOCK_R"] * (k["BLOCK_J"] * w.element_size() + k["BLOCK_M"] * a.element_size())
+
+    fma = a.dtype == torch.float32 and kwargs.get("DOT_PRECISION") == "ieee"  # no tensor cores
+    if fma:  # an FMA dot also holds BLOCK_R-deep operand slices in registers: 64 spilled ~250 B on sm_80
+        configs = [c for c in configs if c.kwargs["BLOCK_R"] <= 32] or configs
+    # without wgmma (sm_80) a 128x256 mma.sync tile (128 accumulators per thread) spilled 168 B
+    acc_limit = FMA_ACC_PER_THREAD if fma else (None if _runtime.has_wgmma(a.device) else 64)
+    return launchable_configs(configs, a.device, shared_bytes, lambda c: c.kwargs["BLOCK_J"] * c.kwargs["BLOCK_M"],
+                              acc_limit)
+
+
+@triton.autotune(configs=_configs(), key=["J", "R", "M_BUCKET", "TRANSPOSE_W", "DOT_PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _masked_matmul_kernel(
     a_ptr, w_ptr, packed_ptr, bias_ptr, out_ptr,

@@ -16,7 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import autotune_configs, check_triton_tensors, dot_precision, interpreting, num_sms, size_bucket
+from . import _runtime
+from ._runtime import (FMA_ACC_PER_THREAD, autotune_configs, check_triton_tensors, dot_precision, interpreting,
+                       launchable_configs, num_sms, size_bucket)
 from .mask_prep import mask_prep_torch
 
 
@@ -36,6 +38,7 @@ def _configs():
         for bn, bk, bm, w, s in [
             (128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (64, 128, 64, 4, 4),
             (128, 64, 64, 4, 4), (64, 64, 64, 4, 4),
+            (64, 64, 32, 4, 4),  # the one an fp32 IEEE (FMA) dot fits on sm_80 without spilling
         ]
     ]
     if interpreting():
@@ -43,7 +46,27 @@ def _configs():
     return autotune_configs(cfgs)
 
 
-@triton.autotune(configs=_configs(), key=["N", "K", "M_BUCKET", "SPLIT_M"])
+def _prune_configs(configs, named_args, **kwargs):
+    """Drop configs that cannot run here (bench/compile_report.py checks the estimate): the pipeline
+    keeps num_stages tiles of dy^T [BLOCK_N, BLOCK_M] and x [BLOCK_M, BLOCK_K] in shared memory."""
+    dy, x = named_args["dy_ptr"], named_args["x_ptr"]
+
+    def shared_bytes(c):
+        k = c.kwargs
+        return c.num_stages * k["BLOCK_M"] * (k["BLOCK_N"] * dy.element_size() + k["BLOCK_K"] * x.element_size())
+
+    fma = dy.dtype == torch.float32 and kwargs.get("DOT_PRECISION") == "ieee"  # no tensor cores
+    # without wgmma (sm_80) the epilogue's W and mask tiles sit in registers beside an mma.sync
+    # accumulator: 64 elements per thread spilled 128-536 bytes there (bench/NOTES.md)
+    small_acc = fma or not _runtime.has_wgmma(dy.device)
+    if fma:  # an FMA dot also holds BLOCK_M-deep operand slices in registers: 64 spilled ~700 B on sm_80
+        configs = [c for c in configs if c.kwargs["BLOCK_M"] <= 32] or configs
+    return launchable_configs(configs, dy.device, shared_bytes, lambda c: c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"],
+                              FMA_ACC_PER_THREAD if small_acc else None)
+
+
+@triton.autotune(configs=_configs(), key=["N", "K", "M_BUCKET", "SPLIT_M", "DOT_PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _ste_grad_kernel(
     dy_ptr, x_ptr, w_ptr, packed_ptr, ds_ptr, dw_ptr, db_ptr,
