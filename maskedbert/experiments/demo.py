@@ -11,18 +11,19 @@ challenge set's non-entailment half while keeping >= 95% of the dense model's ID
 
 Fixed work (DEMO_SETTINGS): every step count, size, learning rate and seed is a constant, printed at
 the start and saved in config.json; a busy machine is only slower. At a fixed thread count
-(--threads, default 2) two runs print the same table. Cost of each choice, measured on this
-project's 2-core CPU machine (see the README for the whole run):
-  - 2 of MiniLM's 6 layers (pretrained weights): a training step costs about a third of the full model's.
-  - max length 24: every synthetic pair fits (the longest is 19 word pieces); 64 would triple the work.
-  - 1200 training pairs, 300 dev pairs, 240 challenge pairs: evaluation is a few seconds per model.
+(--threads, default 2) two runs print the same table. What each choice costs, measured on this
+project's 2-core CPU machine:
+  - 2 of MiniLM's 6 layers (pretrained weights): a fine-tuning step (batch 32) takes ~0.2 s and a
+    mask-training step ~0.13 s (2 threads, load average ~2).
+  - max length 24: every synthetic pair fits (the longest is 19 word pieces), so nothing is cut.
+  - 1500 training pairs, 300 dev pairs, 240 challenge pairs: an evaluation takes a few seconds.
   - mask training: scores at lr 1.5e-3 for 120 steps, threshold reset every 10 steps; scores start at
-    0 / 2*tau with tau = 1e-2, so a score needs >= 7 full steps to cross the threshold. The rate was
-    chosen from probes on seed 0 (masks trained with Adam eps 1e-8 on the seed-0 CE model): 4e-3 moved
-    36% of the mask and left the PoE mask at chance (ID 0.33); 2e-3 for 60 steps left PoE at ID 0.67;
-    1.5e-3 moved 17-29% of each mask. Adam eps is 1e-6 (maskedbert's default, not the reference's
-    1e-8): a first run with 1e-8 for fine-tuning and mask training left the seed-0 CE mask at ID 0.38.
-    Each mask-training step costs ~0.13 s on 2 quiet cores, a fine-tuning step ~0.2 s.
+    0 / 2*tau with tau = 1e-2, so a score needs >= 7 full steps to cross the threshold. Adam eps is
+    1e-6 for the dense fine-tuning and 1e-8 (the reference's) for mask training. Chosen from runs on
+    seed 0: with eps 1e-8 for mask training, lr 4e-3 moved 36% of the mask and left the PoE mask at
+    chance (ID 0.33), 2e-3 for 60 steps left PoE at ID 0.67, 1.5e-3 moved 14-29% of each mask; with
+    eps 1e-6 for mask training too, the PoE and conf_reg masks moved < 2% and pipeline (c) none; with
+    eps 1e-8 for the fine-tuning too, the CE mask fell to ID 0.38.
 """
 from __future__ import annotations
 
@@ -40,10 +41,12 @@ PIPELINE_C_LOSS = "poe"
 DEMO_SETTINGS = dict(
     num_layers=2, max_length=24, train_size=1500, dev_size=300, challenge_per_cell=40, batch_size=32,
     ft_steps=100, lr=1e-4, prune_steps=120, lr_scores=1.5e-3, reset_every=10, eval_every=10, adam_eps=1e-6,
+    mask_adam_eps=1e-8,
 )
 QUICK_SETTINGS = dict(  # --quick: a tiny random BERT and a few steps, for tests
     num_layers=None, max_length=32, train_size=96, dev_size=30, challenge_per_cell=4, batch_size=16,
     ft_steps=4, lr=1e-3, prune_steps=6, lr_scores=1e-2, reset_every=2, eval_every=2, adam_eps=1e-6,
+    mask_adam_eps=1e-8,
 )
 # what the demo writes into a seed's folder besides cells/ and masks/; checkpoints/ and logs/ go after
 # a successful run unless --keep-checkpoints
@@ -104,8 +107,11 @@ def demo_config(out: str, model: str, seed: int, settings: dict, pipeline_c: boo
 
     settings = dict(settings)
     layers = settings.pop("num_layers")
+    mask_eps = settings.pop("mask_adam_eps")  # mask training's Adam eps (the dense fine-tuning uses adam_eps)
+    mask_cells = {"adam_eps": mask_eps}
     return srnet.SRNetConfig(
-        out=out, model=model, losses=list(DEMO_LOSSES), methods=["mask"], sparsities=[DEMO_SPARSITY],
+        overrides={"ft_prune/mask": mask_cells, "mask_pretrained/mask": mask_cells}, out=out, model=model,
+        losses=list(DEMO_LOSSES), methods=["mask"], sparsities=[DEMO_SPARSITY],
         pipelines=["ft_prune"] + (["mask_pretrained"] if pipeline_c else []), prune_start="ce", seed=seed,
         bias_model="hans_features", sparsity_method="threshold_reset", device="cpu",
         config_overrides={"num_hidden_layers": layers} if layers else {}, **settings)
