@@ -1,10 +1,42 @@
 """Atomic file writes: write beside the target, then os.replace, so readers and interrupted runs never
-see a half-written file."""
+see a half-written file.
+
+The temporary file is created with mode 0o666 filtered by the process umask, i.e. the mode a plain
+`open(path, "w")` would give, so lab mates on a shared filesystem read results as they would any file.
+Its data is flushed to disk before the rename, and the folder entry after it, so a crash leaves either
+the old file or the new one.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+
+
+def _create_temporary(folder: str, name: str, suffix: str) -> str:
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            # 0o666 & ~umask, as open() would: mkstemp's 0o600 would hide results from the group
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temporary file beside {os.path.join(folder, name)}")
+
+
+def _fsync_path(path: str, *, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return  # a folder that cannot be opened for reading (some platforms): the rename still holds
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # filesystems without fsync on folders
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -16,11 +48,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
-    os.close(fd)
+    tmp = _create_temporary(folder, os.path.basename(path), suffix)
     try:
         yield tmp
+        _fsync_path(tmp)
         os.replace(tmp, path)
+        _fsync_path(folder, directory=True)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

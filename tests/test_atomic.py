@@ -31,3 +31,17 @@ def test_suffix_is_kept_for_format_sniffing_writers(tmp_path):
         assert tmp.endswith(".png")
         open(tmp, "wb").close()
     assert (tmp_path / "plot.png").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_mode_open_would_give(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        plain = tmp_path / f"plain-{umask:o}.txt"
+        with open(plain, "w") as f:
+            f.write("x")
+        atomic = tmp_path / f"atomic-{umask:o}.txt"
+        write_text_atomic(atomic, "x")
+    finally:
+        os.umask(old)
+    assert (atomic.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777) == (0o666 & ~umask)
