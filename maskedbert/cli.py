@@ -9,6 +9,8 @@ How a command ends, the same for all of them:
 - Ctrl-C: one line saying what finished and how to resume (the text a command registered with
   `maskedbert.experiments.cli_common.set_interrupt_note`), exit status 130, no traceback.
 - Any other exception is a bug: its traceback, then a line saying so and where to report it; exit 1.
+- A closed pipe on stdout (`maskedbert ... | head`): quiet, exit status 141 (128 + SIGPIPE), as a shell
+  tool would end.
 - MASKEDBERT_DEBUG=1 adds the full traceback to the first two as well.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ COMMANDS = {
 # where internal errors are to be reported (the project's issue tracker)
 BUG_REPORTS = "the maskedbert issue tracker"
 DEBUG_VARIABLE = "MASKEDBERT_DEBUG"
-EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 1, 130, 141
 
 
 def _usage() -> str:
@@ -76,7 +78,27 @@ def _run(command: str, argv: list[str]) -> int:
     return int(module.main(argv) or 0)
 
 
+def _quiet_closed_stdout() -> int:
+    """The reader of stdout went away: drop what is still buffered (flushing it at exit would raise again)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _quiet_closed_stdout()
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -101,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise
     except KeyboardInterrupt:
         if _debug():
             traceback.print_exc()
