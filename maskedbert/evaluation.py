@@ -25,6 +25,7 @@ import torch
 
 from maskedbert._atomic import atomic_path
 from maskedbert._atomic import write_text_atomic as _write_text_atomic
+from maskedbert.progress import track
 
 HANS_HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
 HANS_DATASET_LABELS = ("entailment", "non-entailment")
@@ -207,9 +208,7 @@ def predict_logits(model, tokenizer, examples: Sequence, *, batch_size: int = 64
     chunks = []
     starts = range(0, len(examples), batch_size)
     if desc is not None:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+        starts = track(starts, desc=desc, unit="batch", leave=False)
     try:
         for start in starts:
             a, b = zip(*(_texts(e) for e in examples[start:start + batch_size]))

@@ -53,9 +53,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from maskedbert._atomic import write_text_atomic
+from maskedbert.progress import progress_bar
 
 from . import distributed as dist_utils
 from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -425,8 +425,8 @@ class Trainer:
             self.logger.log({"type": "event", "step": 0, "event": "start", "total_steps": self.total_steps,
                              "updates_per_epoch": self.updates_per_epoch, "world_size": self.world_size})
         self.model.train()
-        progress = tqdm(total=self.total_steps, initial=self.global_step, disable=not (cfg.progress and self.is_main),
-                        desc=os.path.basename(os.path.normpath(cfg.output_dir)) or "train", dynamic_ncols=True)
+        progress = progress_bar(self.total_steps, initial=self.global_step, disable=not (cfg.progress and self.is_main),
+                                desc=os.path.basename(os.path.normpath(cfg.output_dir)) or "train", unit="step")
         try:
             while self.global_step < self.total_steps:
                 updates = self.epoch_updates(self.epoch)
