@@ -15,8 +15,11 @@ The seed of the random head (and tiny bodies) is torch's global RNG: seed it bef
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import re
+import warnings
 from typing import Any, Sequence
 
 __all__ = ["OFFLINE_MINILM", "TINY_MODELS", "offline_minilm_path", "build_word_tokenizer", "load_tokenizer",
@@ -147,6 +150,51 @@ def load_model_and_tokenizer(
         if label_names is not None:
             kwargs["id2label"] = {i: n for i, n in enumerate(label_names)}
             kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
-    model = _from_pretrained(transformers.AutoModelForSequenceClassification, path,
-                             ignore_mismatched_sizes=True, **kwargs)
+    with _quiet_loading(transformers):
+        model, info = _from_pretrained(transformers.AutoModelForSequenceClassification, path,
+                                       ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
+    unexplained = unexplained_load_keys(model, info, new_head=not has_own_head,
+                                        kept_layers=overrides.get("num_hidden_layers"))
+    if unexplained:
+        warnings.warn(f"loading {path!r}: {len(unexplained)} weights were not loaded as saved "
+                      f"(missing, unexpected or resized): {', '.join(unexplained[:8])}"
+                      + (" ..." if len(unexplained) > 8 else ""), stacklevel=2)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_loading(transformers):
+    """Silence transformers' load report and its progress bar; the caller reports what it did not expect."""
+    tlog = transformers.utils.logging
+    verbosity, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tlog.set_verbosity(verbosity)
+        if bars:
+            tlog.enable_progress_bar()
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
+
+
+def unexplained_load_keys(model, info: dict, *, new_head: bool, kept_layers: int | None) -> list[str]:
+    """The keys of a load report that were not intended: a new head is meant to be missing (or resized), and
+    the layers past `kept_layers` (a model cut to its first layers) are meant to be left unused."""
+    prefix = getattr(model, "base_model_prefix", "")
+    base = model.base_model if prefix else model
+    base_names = {n for n, _ in base.named_parameters()} | {n for n, _ in base.named_buffers()}
+
+    def in_head(key: str) -> bool:
+        bare = key[len(prefix) + 1:] if prefix and key.startswith(prefix + ".") else key
+        return bare not in base_names
+
+    def dropped_layer(key: str) -> bool:
+        found = _LAYER_INDEX.search(key)
+        return kept_layers is not None and found is not None and int(found.group(1)) >= kept_layers
+
+    keys = list(info.get("missing_keys", ())) + list(info.get("unexpected_keys", ()))
+    keys += [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())]
+    return sorted({k for k in keys if not ((new_head and in_head(k)) or dropped_layer(k))})

@@ -1,0 +1,51 @@
+"""Loading a local checkpoint: transformers' load report is silenced where the mismatch is intended (a new
+head, layers cut off), and anything else is still reported."""
+import warnings
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from maskedbert.models import build_word_tokenizer, load_model_and_tokenizer
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    tokenizer = build_word_tokenizer(["the", "cat", "sat"])
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=4,
+                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    transformers.BertModel(config).save_pretrained(tmp_path)  # an encoder without a head, as on the hub
+    tokenizer.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def _load(path, capfd, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, _ = load_model_and_tokenizer(str(path), 3, **kwargs)
+    out, err = capfd.readouterr()
+    return model, out + err, [str(w.message) for w in caught if "weights were not loaded" in str(w.message)]
+
+
+def test_new_head_and_cut_layers_load_quietly(checkpoint, capfd):
+    model, printed, warned = _load(checkpoint, capfd, config_overrides={"num_hidden_layers": 2})
+    assert len(model.bert.encoder.layer) == 2
+    assert "LOAD REPORT" not in printed and "UNEXPECTED" not in printed and "MISSING" not in printed
+    assert not warned
+
+
+def test_an_unintended_mismatch_is_still_reported(checkpoint, capfd):
+    weights = load_file(checkpoint / "model.safetensors")
+    dropped = next(k for k in weights if "layer.1.attention.self.query.weight" in k)
+    del weights[dropped]
+    save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    _, _, warned = _load(checkpoint, capfd, config_overrides={"num_hidden_layers": 2})
+    assert len(warned) == 1 and "layer.1.attention.self.query.weight" in warned[0]
+
+
+def test_transformers_verbosity_is_restored(checkpoint, capfd):
+    level = transformers.utils.logging.get_verbosity()
+    _load(checkpoint, capfd)
+    assert transformers.utils.logging.get_verbosity() == level
