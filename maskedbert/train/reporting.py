@@ -1,8 +1,8 @@
 """Where a run's scalars go besides its JSONL log: nowhere, TensorBoard or Weights & Biases.
 
     --report-to none          the JSONL log only (default)
-    --report-to tensorboard   event files in <run_dir>/tensorboard (pip install maskedbert[tensorboard])
-    --report-to wandb         a W&B run (pip install maskedbert[wandb]); WANDB_MODE=offline works without
+    --report-to tensorboard   event files in <run_dir>/tensorboard (pip install tensorboard)
+    --report-to wandb         a W&B run (pip install wandb); WANDB_MODE=offline works without
                               a network (sync later with `wandb sync`), WANDB_PROJECT names the project
 
 The JSONL log (log.jsonl) is always written; reporters receive the same records as scalars:
