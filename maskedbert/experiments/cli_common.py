@@ -23,10 +23,11 @@ import re
 from typing import Any, Callable, Iterable, Sequence
 
 from maskedbert.errors import UsageError
+from maskedbert.help_text import default_text
 
 __all__ = [
     "HelpFormatter", "explicit_args", "set_interrupt_note", "interrupt_note", "check_model", "check_task",
-    "check_data_dir", "check_out_dir", "check_device", "check_number", "describe_default",
+    "check_data_dir", "check_out_dir", "check_device", "check_number", "describe_default", "default_text",
 ]
 
 _TINY_HINT = "offline-minilm or tiny-bert"
@@ -43,8 +44,9 @@ def describe_default(value: Any) -> str:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Each option's help ends with its default, options without a help text included; choices show in
-    the metavar ({a,b,c}) or, when a metavar hides them, in the help.
+    """Each option's help ends with its default (the one place a default is written: help texts never
+    state it), options without a help text included; choices show in the metavar ({a,b,c}) or, when a
+    metavar hides them, in the help. `default_text` overrides how a default reads.
 
     Flags that take no value (store_true, store_const, --help) show no default: off unless given.
     Descriptions and epilogs keep their line breaks (examples in them stay readable).
@@ -56,7 +58,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             extra.append("choices: " + ", ".join(map(str, action.choices)))
         takes_value = action.nargs != 0
         if action.option_strings and takes_value and action.default is not argparse.SUPPRESS:
-            extra.append("default: " + describe_default(action.default))
+            text = getattr(action, "default_text", None)
+            extra.append("default: " + (text if text is not None else describe_default(action.default)))
         if extra and action.help is not argparse.SUPPRESS and "%(default)" not in (action.help or ""):
             action = copy.copy(action)
             addition = "(" + "; ".join(extra) + ")"

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="IN", help="predictions: .pkl/.pickle (needs --trust-pickle), .npy, .json, .jsonl")
     p.add_argument("target", metavar="OUT", help="output file, .jsonl or .json")
     p.add_argument("--trust-pickle", action="store_true",
-                   help="allow unpickling IN (runs any code the file holds; default: refuse)")
+                   help="allow unpickling IN (runs any code the file holds; without it: refuse)")
     p.add_argument("--ids-from", metavar="FILE",
                    help="for a .npy IN: one example id per line, in training-file order (default: row numbers)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)")

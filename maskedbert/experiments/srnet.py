@@ -29,6 +29,7 @@ import os
 from maskedbert.experiments.srnet_config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
+from maskedbert.help_text import default_text
 
 __all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser", "parse_args",
            "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
@@ -100,18 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", action="store_true", help="also mask-train on OOD training data (oracle)")
     p.add_argument("--bias-model", default=d.bias_model,
                    help="hans_features, features, hypothesis_only, or a probabilities file (.json/.jsonl/.npy)")
-    p.add_argument("--teacher-probs", default=None, help="teacher probabilities file (default: CE fine-tuned model)")
+    default_text(p.add_argument("--teacher-probs", default=None, help="teacher probabilities file"),
+                 "the CE fine-tuned model's predictions")
     p.add_argument("--anneal-floor", type=float, default=None, help="anneal bias probabilities to this power")
     helps = {"ft_steps": "steps of each fine-tuning run (--ft-epochs wins)",
              "prune_steps": "steps of each mask-training run or IMP round (--prune-epochs wins)",
              "reset_every": "threshold_reset: steps between threshold resets",
-             "eval_every": "mask training: steps between ID dev evaluations for selection (default: a tenth)",
-             "warmup_steps": "warmup steps of every run (default: --warmup-ratio of its steps)"}
+             "eval_every": "mask training: steps between ID dev evaluations for selection",
+             "warmup_steps": "warmup steps of every run"}
+    derived = {"eval_every": "a tenth of the run", "warmup_steps": "--warmup-ratio of its steps"}
     for name in ("ft_steps", "prune_steps", "batch_size", "max_length", "reset_every", "eval_every", "warmup_steps",
                  "train_size", "dev_size", "challenge_per_cell", "seed"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name), help=helps.get(name))
+        action = p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name), help=helps.get(name))
+        if name in derived and getattr(d, name) is None:
+            default_text(action, derived[name])
     helps = {"ft_epochs": "epochs of each fine-tuning run", "prune_epochs": "epochs of each mask-training run or "
-             "IMP round", "initial_sparsity": "mask training starts here (default: the target, fixed sparsity); "
+             "IMP round", "initial_sparsity": "mask training starts here (none: at the target, fixed sparsity); "
              "lower: gradual sparsity increase on the cubic schedule (GSI, e.g. 0.7)",
              "ramp_end": "GSI: fraction of training at which the target sparsity is reached",
              "select_after": "--select best: evaluations from this fraction of training on count",
@@ -136,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rewind-classifier", action="store_true", help="IMP rewinding also rewinds the task head")
     p.add_argument("--prune-start", default=d.prune_start,
                    help="ft_prune starts from: same_loss, ce, or a checkpoint path (any fine-tuning step)")
-    p.add_argument("--rewind-to", default=None, help="IMP rewinds to this checkpoint (default: its starting weights)")
+    default_text(p.add_argument("--rewind-to", default=None, help="IMP rewinds to this checkpoint"),
+                 "its starting weights")
     p.add_argument("--mask-classifier", choices=AUTO_YES_NO, default=d.mask_classifier,
                    help="mask the task classifier too (auto: yes, as the paper)")
     p.add_argument("--train-classifier", choices=AUTO_YES_NO, default=d.train_classifier,

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable
 
 from maskedbert.errors import UsageError
+from maskedbert.help_text import default_text
 
 from .study import MAX_FAILURES, Study, execute_cell
 
@@ -57,21 +58,21 @@ class LaunchOutcome:
 def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("where the runs go (see docs/SCALING.md)")
     group.add_argument("--launcher", choices=LAUNCHERS, default="inline",
-                       help="inline: here, one after another (default); local: worker processes on this machine; "
+                       help="inline: here, one after another; local: worker processes on this machine; "
                             "slurm: one SLURM job per run via submitit (returns after submitting)")
-    group.add_argument("--workers", type=int, help="local: runs at once (default: one per core, or per GPU slot)")
+    default_text(group.add_argument("--workers", type=int, help="local: runs at once"), "one per core, or per GPU slot")
     group.add_argument("--gpus", help="local: comma-separated CUDA device ids, e.g. 0,1; each worker is pinned to one")
-    group.add_argument("--runs-per-gpu", type=int, default=1, help="local: workers sharing each GPU (default 1)")
-    group.add_argument("--threads-per-worker", dest="threads", type=int,
-                       help="CPU threads per worker (default: cores // workers, so cores are not oversubscribed)")
+    group.add_argument("--runs-per-gpu", type=int, default=1, help="local: workers sharing each GPU")
+    default_text(group.add_argument("--threads-per-worker", dest="threads", type=int,
+                                    help="CPU threads per worker (cores are not oversubscribed)"), "cores // workers")
     group.add_argument("--retry-failed", action="store_true",
                        help=f"run again the cells that failed {MAX_FAILURES} times (else they are reported, not rerun)")
-    group.add_argument("--slurm-partition", help="slurm: partition (default: the cluster's default)")
-    group.add_argument("--slurm-time", default="60", help="slurm: time limit per job, minutes or [D-]HH:MM[:SS] (default 60)")
+    default_text(group.add_argument("--slurm-partition", help="slurm: partition"), "the cluster's")
+    group.add_argument("--slurm-time", default="60", help="slurm: time limit per job, minutes or [D-]HH:MM[:SS]")
     group.add_argument("--slurm-gpus-per-task", type=int, help="slurm: GPUs per job")
     group.add_argument("--slurm-cpus-per-task", type=int, help="slurm: CPUs per job (also its torch threads)")
     group.add_argument("--slurm-array-parallelism", type=int, default=256,
-                       help="slurm: jobs of the array running at once (default 256)")
+                       help="slurm: jobs of the array running at once")
     group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
                        help="slurm: a shell line run before the job, e.g. 'module load cuda' (repeatable)")
 

@@ -32,7 +32,7 @@ def build_report(study: Study) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="maskedbert report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="maskedbert report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", metavar="DIR", help="the study directory (the --out of the study's command)")
     args = parser.parse_args(argv)
     try:

@@ -16,6 +16,7 @@ from typing import Any
 
 from maskedbert.errors import UsageError
 from maskedbert.experiments.stability_presets import PRESETS, presets_table, resolve_study, show_preset
+from maskedbert.help_text import default_text
 
 from .launchers import add_launcher_arguments, launch_options_from_args
 
@@ -83,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-presets", action="store_true", help="a table of each preset's key hyperparameters")
     p.add_argument("--show-preset", metavar="NAME", choices=sorted(PRESETS),
                    help="print preset NAME's resolved settings as JSON and exit")
-    p.add_argument("--out", help="study directory (default runs/stability-<preset>)")
-    p.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default: the preset's)")
+    default_text(p.add_argument("--out", help="study directory"), "runs/stability-<preset>")
+    default_text(p.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3"), "the preset's")
     p.add_argument("--num-seeds", type=int, help="seeds 1..N")
     p.add_argument("--configurations", help="comma-separated subset of the preset's configurations")
     p.add_argument("--data-dir", help="directory of the task's original files (else the hub)")

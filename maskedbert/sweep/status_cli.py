@@ -44,7 +44,7 @@ def describe(study_dir: str, *, tail_lines: int = 8) -> tuple[dict[str, list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="maskedbert status", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="maskedbert status", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", metavar="DIR", help="the study directory (the --out of the study's command)")
     args = parser.parse_args(argv)
     try:

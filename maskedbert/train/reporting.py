@@ -38,7 +38,7 @@ def add_report_to_argument(parser: argparse.ArgumentParser, dest: str = "report_
     return parser.add_argument(
         "--report-to", dest=dest, choices=REPORT_TO, default=default,
         help="also send loss, learning rates, sparsity, grad norms and eval metrics to TensorBoard "
-             "(<out>/tensorboard) or Weights & Biases; the JSONL log is always written (default none)")
+             "(<out>/tensorboard) or Weights & Biases; the JSONL log is always written")
 
 
 def check_report_to(value: Any, what: str = "report_to") -> str:
