@@ -1,5 +1,5 @@
-"""`--launcher slurm`: each cell a task of a SLURM job array, submitted through submitit (optional extra:
-`pip install submitit`, or `pip install -e ".[slurm]"` in a clone). Cells that need other cells go in a later array that starts
+"""`--launcher slurm`: each cell a task of a SLURM job array, submitted through submitit (`pip install
+submitit`, or `pip install -e ".[slurm]"` in a clone). Cells that need other cells go in a later array that starts
 after the earlier one ends (`--dependency=afterany`); a cell whose needs did not finish does nothing.
 
 Jobs run `maskedbert.sweep.study.execute_cell(study_dir, cell_id)` with this Python (the study
@@ -30,7 +30,7 @@ def check_available() -> None:
         import submitit  # noqa: F401
     except ImportError:
         raise UsageError("--launcher slurm: needs the optional package submitit; "
-                         "pip install submitit (or, in a maskedbert clone, pip install -e ".[slurm]")") from None
+                         "pip install submitit (or, in a maskedbert clone, pip install -e '.[slurm]')") from None
     if not shutil.which("sbatch"):
         raise UsageError("--launcher slurm: no `sbatch` on PATH; run this on a SLURM login node "
                          "(or see docs/SCALING.md for a one-machine SLURM)")
