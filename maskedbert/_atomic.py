@@ -5,12 +5,36 @@ The temporary file is created with mode 0o666 filtered by the process umask, i.e
 `open(path, "w")` would give, so lab mates on a shared filesystem read results as they would any file.
 Its data is flushed to disk before the rename, and the folder entry after it, so a crash leaves either
 the old file or the new one.
+
+A write that fails because the disk or quota is full, the file is too large or the folder is not
+writable raises WriteError (an OSError) naming the file that was to be written, not its temporary;
+`maskedbert.cli` reports it in one line. A temporary left by a killed process (`.<name>.<8 hex>.<ext>`)
+is removed by `remove_stale_temporaries` when the next run starts in that folder.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import secrets
+import time
+
+# the errors a user fixes by freeing space or fixing permissions (not bugs in maskedbert)
+WRITE_ERRNOS = frozenset(code for code in (errno.ENOSPC, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EPERM,
+                                           getattr(errno, "EDQUOT", None), errno.ENAMETOOLONG) if code is not None)
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.[A-Za-z0-9]{1,16}$")
+
+
+class WriteError(OSError):
+    """Writing `filename` failed for a reason outside maskedbert (disk full, quota, permissions)."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
+def is_write_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS
 
 
 def _create_temporary(folder: str, name: str, suffix: str) -> str:
@@ -47,16 +71,58 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = _create_temporary(folder, os.path.basename(path), suffix)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        tmp = _create_temporary(folder, os.path.basename(path), suffix)
         yield tmp
         _fsync_path(tmp)
         os.replace(tmp, path)
         _fsync_path(folder, directory=True)
+    except OSError as exc:
+        if is_write_error(exc) and not isinstance(exc, WriteError):
+            raise WriteError(exc.errno, os.strerror(exc.errno), path) from exc
+        raise
+    except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError from its zip writer
+        if tmp is not None and _disk_is_full(folder):
+            raise WriteError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from exc
+        raise
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None and os.path.exists(tmp):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _disk_is_full(folder: str) -> bool:
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return stats.f_bavail == 0
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, older_than_s: float = 0.0) -> list[str]:
+    """Delete temporaries that atomic_path left in `folder` (not below it) when its process was killed.
+
+    Only call this where no other process is writing (the folder's one writer, at start). Returns the
+    removed paths. `older_than_s` spares temporaries younger than that (a concurrent reader's writes).
+    """
+    folder = os.fspath(folder)
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        if not _TEMPORARY.match(name):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            if os.path.isfile(path) and now - os.path.getmtime(path) >= older_than_s:
+                os.unlink(path)
+                removed.append(path)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -8,6 +8,10 @@ How a command ends, the same for all of them:
   on stderr, exit status 2, no traceback. argparse's own errors also exit with 2.
 - Ctrl-C: one line saying what finished and how to resume (the text a command registered with
   `maskedbert.experiments.cli_common.set_interrupt_note`), exit status 130, no traceback.
+- The disk, quota or permissions refuse a file (ENOSPC, EDQUOT, EFBIG, EACCES, EROFS, EPERM,
+  ENAMETOOLONG): one line naming the file and the reason, exit status 1, no traceback. What was
+  written before stays whole (every file is written to a temporary and renamed), so rerunning the
+  command once there is room continues.
 - Any other exception is a bug: its traceback, then a line saying so and where to report it; exit 1.
 - A closed pipe on stdout (`maskedbert ... | head`): quiet, exit status 141 (128 + SIGPIPE), as a shell
   tool would end.
@@ -35,6 +39,7 @@ COMMANDS = {
 BUG_REPORTS = "the maskedbert issue tracker"
 DEBUG_VARIABLE = "MASKEDBERT_DEBUG"
 EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 1, 130, 141
+EXIT_FILESYSTEM = 1
 
 
 def _usage() -> str:
@@ -131,14 +136,29 @@ def _main(argv: list[str] | None = None) -> int:
         note = cli_common.interrupt_note() or "nothing to resume was reported"
         print(f"\n{prog}: interrupted; {note}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        from maskedbert._atomic import is_write_error
+
+        if not is_write_error(exc) or exc.filename is None:
+            _report_bug(prog)
+            return EXIT_BUG
+        if _debug():
+            traceback.print_exc()
+        where = exc.filename if isinstance(exc.filename, str) else os.fsdecode(exc.filename)
+        print(f"{prog}: error: cannot write {where}: {exc.strerror or os.strerror(exc.errno)}", file=sys.stderr)
+        return EXIT_FILESYSTEM
     except Exception:
-        traceback.print_exc()
-        print(f"{prog}: internal error: this is a bug in maskedbert, not a mistake in your command. Please report "
-              f"it to {BUG_REPORTS} with the command line, the traceback above and `maskedbert --version` "
-              f"({version_text()})", file=sys.stderr)
+        _report_bug(prog)
         return EXIT_BUG
     finally:
         cli_common.set_interrupt_note(None)
+
+
+def _report_bug(prog: str) -> None:
+    traceback.print_exc()
+    print(f"{prog}: internal error: this is a bug in maskedbert, not a mistake in your command. Please report "
+          f"it to {BUG_REPORTS} with the command line, the traceback above and `maskedbert --version` "
+          f"({version_text()})", file=sys.stderr)
 
 
 if __name__ == "__main__":

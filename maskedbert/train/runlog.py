@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from typing import Any
 
 from maskedbert._atomic import write_text_atomic
 
 from .reporting import check_report_to, make_reporter, scalars_of
 
-__all__ = ["RunLogger", "read_jsonl"]
+__all__ = ["RunLogger", "read_jsonl", "CorruptLogError"]
 
 
 def _clean(value: Any) -> Any:
@@ -75,6 +76,27 @@ class RunLogger:
             self._resume_step, self._reopened = None, True
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+class CorruptLogError(ValueError):
+    """A line before the last one of a JSONL log is not JSON: the file was changed by something else."""
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a JSONL log. A last line that is not whole JSON (the writer was killed or the disk
+    filled mid-line) is dropped with a warning naming the file; a bad line before it raises CorruptLogError."""
+    path = os.fspath(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
+    records = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a {type(record).__name__}, not an object")
+        except ValueError as err:
+            if i == len(lines) - 1:
+                warnings.warn(f"{path}: dropped a torn last line (line {number}: {err})", RuntimeWarning,
+                              stacklevel=2)
+                break
+            raise CorruptLogError(f"{path}: line {number} is not a JSON record ({err})") from None
+        records.append(record)
+    return records

@@ -35,6 +35,18 @@ step_callback, logging, evaluation every `eval_every` steps and at the end, and 
   broadcast. The best checkpoint is chosen by `best_metric` only at or after `select_best_after`
   (a fraction of training); names starting "ood/" (out-of-distribution sets) are refused.
   `save_best_model` writes the best weights to `<output_dir>/best_model.pt`.
+- Periodic checkpoints: every `checkpoint_every` steps and, for a run that checkpoints at all
+  (checkpoint_at_end or checkpoint_every), every `checkpoint_every_seconds` of wall time (default 30
+  minutes: a run killed at a cluster's time limit loses at most that). Saving changes nothing in
+  the run, so results do not depend on when checkpoints happen.
+- SIGTERM and SIGUSR1 (what SLURM sends at the time limit, or `--signal=USR1@<s>` before it) finish
+  the current optimizer step, write a checkpoint and raise TrainingInterrupted (a KeyboardInterrupt:
+  the commands and sweep workers treat it as an interruption, not a failure). The handlers are
+  installed only for the duration of `train()` in the main thread; the previous ones come back after.
+- A checkpoint that does not load (truncated, or holding anything but tensors and plain data:
+  checkpoints are read weights-only, never unpickled) is renamed `checkpoint.pt.unreadable-<time>`
+  with a warning naming it, and the run starts over. Temporaries a killed run left in output_dir
+  are deleted when the next run starts there.
 - A non-finite loss (or gradient norm) raises NonFiniteLossError before any update: the last good
   checkpoint stays as it was. Logs: `<output_dir>/log.jsonl` records of type train/eval/event; train
   records hold loss, lr (and lr_groups when there are several groups), grad norms, and the measured
@@ -48,22 +60,27 @@ import json
 import math
 import os
 import random
+import signal
+import threading
+import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from maskedbert._atomic import write_text_atomic
+from maskedbert._atomic import remove_stale_temporaries, write_text_atomic
 from maskedbert.progress import progress_bar
 
 from . import distributed as dist_utils
-from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import (UnreadableCheckpointError, atomic_torch_save, capture_rng_state, load_checkpoint,
+                         load_weights, restore_rng_state, save_checkpoint, set_aside)
 from .reporting import check_report_to
 from .runlog import RunLogger
 from .schedules import build_schedule
 
-__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "set_seed", "default_forward", "default_loss",
+__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "TrainingInterrupted", "STOP_SIGNALS", "set_seed", "default_forward", "default_loss",
            "MODEL_INPUT_KEYS", "OOD_PREFIX"]
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -73,6 +90,20 @@ NO_DECAY_SUFFIXES = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.w
 
 class NonFiniteLossError(RuntimeError):
     """The loss (or gradient norm) became NaN or inf; the run stopped before applying the update."""
+
+
+# signals that mean "save and stop": SLURM's time limit (SIGTERM) and its early warning (--signal=USR1@s)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A stop signal arrived; the run saved a checkpoint at `step` (when it checkpoints) and stopped."""
+
+    def __init__(self, signum: int, step: int, checkpoint: str | None):
+        name = signal.Signals(signum).name
+        where = f"checkpoint {checkpoint} holds step {step}" if checkpoint else "no checkpoint (this run keeps none)"
+        super().__init__(f"{name} received: stopped after step {step}; {where}")
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
 
 
 @dataclass
@@ -103,6 +134,7 @@ class TrainConfig:
     log_grad_norms: bool = True
     checkpoint_every: int | None = None     # optimizer steps; a checkpoint is also written at the end
     checkpoint_at_end: bool = True          # False: no end-of-run checkpoint (throwaway runs; no resume)
+    checkpoint_every_seconds: float | None = 1800.0  # wall time between checkpoints of a checkpointing run
     seed: int = 0
     drop_last: bool = False
     tensorboard: bool = False              # older spelling of report_to="tensorboard"
@@ -122,6 +154,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        seconds = self.checkpoint_every_seconds
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not math.isfinite(seconds) or seconds <= 0):
+            raise ValueError(f"checkpoint_every_seconds must be a positive number of seconds or None, got {seconds!r}")
         if self.max_steps is None and not self.num_epochs > 0:
             raise ValueError(f"num_epochs must be > 0 (or set max_steps), got {self.num_epochs}")
         if self.clip_mode not in ("global", "per_parameter"):
@@ -232,6 +268,9 @@ class Trainer:
                                 run_config=asdict(config), run_name=config.run_name)
         self._window_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self._window_steps = 0
+        self._stop_signal: int | None = None
+        self._last_checkpoint_time = time.monotonic()
+        self._checkpointed_step: int | None = None
         from maskedbert.patching import masked_modules
 
         self._masked_layers = list(masked_modules(model).values())  # logged as "sparsity" when present
@@ -280,6 +319,64 @@ class Trainer:
         if self.is_main:
             save_checkpoint(self.checkpoint_path, state)
         dist_utils.barrier()
+        self._last_checkpoint_time = time.monotonic()
+        self._checkpointed_step = self.global_step
+
+    @property
+    def checkpoints(self) -> bool:
+        """Whether this run keeps a checkpoint (and so can resume)."""
+        return self.config.checkpoint_at_end or self.config.checkpoint_every is not None
+
+    def _resume_or_start(self, resume: bool) -> None:
+        if resume and os.path.exists(self.checkpoint_path):
+            try:
+                state = load_checkpoint(self.checkpoint_path)
+            except UnreadableCheckpointError as exc:
+                dist_utils.barrier()  # every rank has read it before rank 0 moves it
+                moved = set_aside(self.checkpoint_path) if self.is_main else exc.path
+                warnings.warn(f"{exc.path} is unreadable ({exc.reason}); moved to {moved}, training starts over",
+                              RuntimeWarning, stacklevel=3)
+                self.logger.log({"type": "event", "step": 0, "event": "checkpoint_unreadable",
+                                 "message": f"{exc}; moved to {moved}"})
+            else:
+                self.load_state_dict(state)
+                self.logger.truncate_after(self.global_step)
+                self.logger.log({"type": "event", "step": self.global_step, "event": "resumed"})
+                return
+        self.logger.truncate_after(-1)  # a fresh run starts a fresh log
+        self.logger.log({"type": "event", "step": 0, "event": "start", "total_steps": self.total_steps,
+                         "updates_per_epoch": self.updates_per_epoch, "world_size": self.world_size})
+
+    # stop signals -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stop_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set in the main thread
+            return
+
+        def request_stop(signum, frame):
+            self._stop_signal = signum  # acted on at the end of the current optimizer step
+
+        previous = {}
+        try:
+            for signum in STOP_SIGNALS:
+                previous[signum] = signal.signal(signum, request_stop)
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _stop_and_checkpoint_due(self) -> tuple[bool, bool]:
+        """(a stop signal arrived, the wall-time checkpoint is due), agreed by every rank."""
+        seconds = self.config.checkpoint_every_seconds
+        due = bool(self.checkpoints and seconds is not None
+                   and time.monotonic() - self._last_checkpoint_time >= seconds)
+        stop = self._stop_signal is not None
+        if self.distributed:  # rank 0's clock decides; any rank's signal stops all
+            flags = torch.tensor([float(stop), float(due and self.is_main)], device=self.device)
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            stop, due = bool(flags[0].item()), bool(flags[1].item())
+        return stop, due
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["total_steps"] != self.total_steps:
@@ -300,7 +397,7 @@ class Trainer:
 
     def load_best_model(self) -> None:
         path = os.path.join(self.config.output_dir, "best_model.pt")
-        self.model.load_state_dict(torch.load(path, map_location=self.device))
+        self.model.load_state_dict(load_weights(path))
 
     # one optimizer step -------------------------------------------------------------------------
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -374,6 +471,16 @@ class Trainer:
         self._window_steps += 1
         return record
 
+    def _stop_for_signal(self) -> None:
+        saved = None
+        if self.checkpoints:
+            if self._checkpointed_step != self.global_step:
+                self.save_checkpoint()
+            saved = self.checkpoint_path
+        interrupted = TrainingInterrupted(self._stop_signal, self.global_step, saved)
+        self.logger.log({"type": "event", "step": self.global_step, "event": "stopped", "message": str(interrupted)})
+        raise interrupted
+
     # evaluation ---------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float] | None:
         if self.evaluate_fn is None:
@@ -416,17 +523,16 @@ class Trainer:
         """Train to `total_steps` (continuing from `<output_dir>/checkpoint.pt` when resume and it exists)."""
         cfg = self.config
         set_seed(cfg.seed + self.rank)
-        if resume and os.path.exists(self.checkpoint_path):
-            self.load_state_dict(load_checkpoint(self.checkpoint_path))
-            self.logger.truncate_after(self.global_step)
-            self.logger.log({"type": "event", "step": self.global_step, "event": "resumed"})
-        else:
-            self.logger.truncate_after(-1)  # a fresh run starts a fresh log
-            self.logger.log({"type": "event", "step": 0, "event": "start", "total_steps": self.total_steps,
-                             "updates_per_epoch": self.updates_per_epoch, "world_size": self.world_size})
+        if self.is_main:
+            remove_stale_temporaries(cfg.output_dir)  # this run is the folder's one writer
+        self._resume_or_start(resume)
+        self._stop_signal = None
+        self._last_checkpoint_time = time.monotonic()
         self.model.train()
         progress = progress_bar(self.total_steps, initial=self.global_step, disable=not (cfg.progress and self.is_main),
                                 desc=os.path.basename(os.path.normpath(cfg.output_dir)) or "train", unit="step")
+        handlers = contextlib.ExitStack()
+        handlers.enter_context(self._stop_signal_handlers())
         try:
             while self.global_step < self.total_steps:
                 updates = self.epoch_updates(self.epoch)
@@ -455,12 +561,16 @@ class Trainer:
                     epoch_done = self.update_in_epoch == len(updates)
                     if epoch_done:
                         self.epoch, self.update_in_epoch = self.epoch + 1, 0
+                    stop, due = self._stop_and_checkpoint_due()
                     if (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0) or (
-                            finished and cfg.checkpoint_at_end):
+                            finished and cfg.checkpoint_at_end) or (due and not finished):
                         self.save_checkpoint()
+                    if stop and not finished:
+                        self._stop_for_signal()
                     if epoch_done:
                         break  # the next epoch has its own permutation
         finally:
+            handlers.close()
             progress.close()
             self.logger.close()  # flushes TensorBoard / W&B; a later log call reopens the same run
         self.logger.log({"type": "event", "step": self.global_step, "event": "finished"})
