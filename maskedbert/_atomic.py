@@ -79,18 +79,27 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
         _fsync_path(tmp)
         os.replace(tmp, path)
         _fsync_path(folder, directory=True)
-    except OSError as exc:
-        if is_write_error(exc) and not isinstance(exc, WriteError):
-            raise WriteError(exc.errno, os.strerror(exc.errno), path) from exc
-        raise
-    except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError from its zip writer
-        if tmp is not None and _disk_is_full(folder):
-            raise WriteError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from exc
+    except Exception as exc:
+        cause = _write_error_in(exc)
+        if cause is None and tmp is not None and isinstance(exc, RuntimeError) and _disk_is_full(folder):
+            cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # torch.save to a path hides the errno
+        if cause is not None and not isinstance(exc, WriteError):
+            raise WriteError(cause.errno, os.strerror(cause.errno), path) from exc
         raise
     finally:
         if tmp is not None and os.path.exists(tmp):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _write_error_in(exc: BaseException | None) -> OSError | None:
+    """The disk/permission OSError behind `exc` (writers such as torch.save wrap it in a RuntimeError)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if is_write_error(exc):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _disk_is_full(folder: str) -> bool:

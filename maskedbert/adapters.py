@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from maskedbert._atomic import atomic_path, write_text_atomic
+from maskedbert.checksums import load_verified, with_checksum
 from maskedbert.errors import UsageError
 
 __all__ = ["save_pretrained", "from_pretrained", "read_adapter_config", "ADAPTER_FORMAT_VERSION",
@@ -105,7 +106,7 @@ def save_pretrained(
         from safetensors.torch import save_file
 
         with atomic_path(changed_path) as tmp:
-            save_file(changed, tmp, metadata={"format": _FORMAT})
+            save_file(changed, tmp, metadata=with_checksum(changed, {"format": _FORMAT}))
     elif os.path.exists(changed_path):  # an older adapter in the same folder
         os.unlink(changed_path)
     write_text_atomic(os.path.join(folder, CONFIG_NAME), json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -149,11 +150,9 @@ def from_pretrained(
         model = _load_base(payload, base_model, revision, token, from_pretrained_kwargs)
     changed_path = os.path.join(folder, CHANGED_NAME)
     if payload["changed_parameters"]:
-        from safetensors.torch import load_file
-
         if not os.path.isfile(changed_path):
             raise UsageError(f"from_pretrained: {folder!r} lists changed parameters but has no {CHANGED_NAME}")
-        _load_changed_(model, load_file(changed_path), folder)
+        _load_changed_(model, load_verified(changed_path), folder)
     # the masks file sets every mask, so skip the initial magnitude top-k (the same layers are chosen)
     apply_masks_(model, mask_config.replace(sparsity=0.0) if mask_config.score_init in ("magnitude", "uniform")
                  else mask_config)

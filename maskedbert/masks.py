@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from maskedbert._atomic import atomic_path
+from maskedbert.checksums import verify_checksum, with_checksum
 from maskedbert.errors import UsageError
 from maskedbert.kernels import PACKED_FORMAT_VERSION, pack_mask, unpack_mask
 
@@ -98,10 +99,10 @@ def load_mask_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"{path!r} is inconsistent: tensors {sorted(names - listed)} are not in its metadata and "
                 f"metadata entries {sorted(listed - names)} have no tensor"
             )
-        masks = {}
+        masks, stored = {}, {}
         for name in sorted(names):
             shape = _entry_shape(metadata["masks"][name], name, path)
-            packed = f.get_tensor(name)
+            packed = stored[name] = f.get_tensor(name)
             rows, cols = _rows_cols(shape)
             if packed.dtype != torch.uint8 or tuple(packed.shape) != (rows, (cols + 7) // 8):
                 raise ValueError(
@@ -109,6 +110,7 @@ def load_mask_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                     f"[{rows}, {(cols + 7) // 8}], found {_describe(packed)}"
                 )
             masks[name] = unpack_mask(packed, cols).reshape(shape)
+        verify_checksum(stored, f.metadata(), path)
     return masks
 
 
@@ -191,7 +193,7 @@ def _write_atomic(tensors: dict, metadata: dict, path: str) -> None:
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+        save_file(tensors, tmp, metadata=with_checksum(tensors, metadata))
 
 
 def _as_rows(mask: torch.Tensor) -> torch.Tensor:

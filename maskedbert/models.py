@@ -22,7 +22,10 @@ import re
 import warnings
 from typing import Any, Sequence
 
-__all__ = ["OFFLINE_MINILM", "TINY_MODELS", "offline_minilm_path", "build_word_tokenizer", "load_tokenizer",
+from maskedbert.errors import UsageError
+
+__all__ = ["OFFLINE_MINILM", "TINY_MODELS", "TOKENIZER_FILES", "check_tokenizer_source", "offline_minilm_path",
+           "build_word_tokenizer", "load_tokenizer",
            "load_model_and_tokenizer"]
 
 OFFLINE_MINILM = "offline-minilm"
@@ -75,15 +78,44 @@ def _require_transformers():
     return transformers
 
 
-def load_tokenizer(name: str, vocab: Sequence[str] | None = None):
-    """The tokenizer `load_model_and_tokenizer(name, ...)` would return."""
+# files one of which every saved tokenizer has (fast tokenizers, WordPiece, BPE, SentencePiece)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def check_tokenizer_source(model: str, tokenizer: str | None = None) -> None:
+    """Refuse (UsageError) a local model folder that holds no tokenizer when no other tokenizer is named.
+
+    transformers builds an empty-vocabulary tokenizer for such a folder, and every word then becomes
+    [UNK]: a run would train on nothing and still finish.
+    """
+    if tokenizer is not None or model in TINY_MODELS or model == OFFLINE_MINILM or not os.path.isdir(model):
+        return
+    if not any(os.path.isfile(os.path.join(model, f)) for f in TOKENIZER_FILES):
+        raise UsageError(f"model folder {model!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); name "
+                         f"the tokenizer it was trained with: --tokenizer NAME_OR_PATH (tokenizer= in Python)")
+
+
+def _check_vocabulary(tokenizer, source: str) -> None:
+    special = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    if len(tokenizer) <= len(special):
+        raise UsageError(f"tokenizer {source!r} has no vocabulary beyond its {len(special)} special tokens: every "
+                         f"word would be [UNK]; name a real tokenizer (--tokenizer NAME_OR_PATH)")
+
+
+def load_tokenizer(name: str, vocab: Sequence[str] | None = None, *, tokenizer: str | None = None):
+    """The tokenizer `load_model_and_tokenizer(name, ...)` would return (`tokenizer` names another source)."""
     transformers = _require_transformers()
-    if name in TINY_MODELS:
+    if tokenizer is None and name in TINY_MODELS:
         if vocab is not None:
             return build_word_tokenizer(vocab)
         return transformers.AutoTokenizer.from_pretrained(offline_minilm_path())
-    path = offline_minilm_path() if name == OFFLINE_MINILM else name
-    return _from_pretrained(transformers.AutoTokenizer, path)
+    check_tokenizer_source(name, tokenizer)
+    source = tokenizer if tokenizer is not None else name
+    path = offline_minilm_path() if source == OFFLINE_MINILM else source
+    loaded = _from_pretrained(transformers.AutoTokenizer, path)
+    _check_vocabulary(loaded, path)
+    return loaded
 
 
 def _from_pretrained(auto_class, path: str, **kwargs):
@@ -113,8 +145,12 @@ def load_model_and_tokenizer(
     vocab: Sequence[str] | None = None,
     problem_type: str | None = None,
     config_overrides: dict[str, Any] | None = None,
+    tokenizer: str | None = None,
 ):
     """(model, tokenizer) for `name`; see the module docstring for the accepted names.
+
+    tokenizer: a name or path to load the tokenizer from instead of `name` (a model folder saved
+    without one must name it: such a folder is refused, see check_tokenizer_source).
 
     label_names name the head's outputs (config.id2label) for newly created heads; a pretrained head
     keeps its own names, so map dataset labels with metrics.label_mapping(names, model.config.label2id).
@@ -130,7 +166,7 @@ def load_model_and_tokenizer(
     overrides = dict(config_overrides or {})
     if problem_type:
         overrides["problem_type"] = problem_type
-    tokenizer = load_tokenizer(name, vocab)
+    tokenizer = load_tokenizer(name, vocab, tokenizer=tokenizer)
     if name in TINY_MODELS:
         config = _tiny_config(transformers, name, tokenizer, num_labels, overrides)
         if problem_type:

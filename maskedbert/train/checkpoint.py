@@ -32,8 +32,8 @@ class UnreadableCheckpointError(RuntimeError):
 
 def atomic_torch_save(obj: Any, path: str) -> None:
     """torch.save to a temp file beside `path`, then os.replace: readers never see a half-written file."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # through a Python file: a full disk surfaces as an OSError with its errno
 
 
 def capture_rng_state() -> dict[str, Any]:
