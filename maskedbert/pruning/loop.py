@@ -46,7 +46,8 @@ class TrainSettings:
 
 def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settings: TrainSettings, *,
                 step_callback: Callable[[int], object] | None = None, desc: str = "train",
-                output_dir: str | None = None, progress: bool = True) -> list[float]:
+                output_dir: str | None = None, progress: bool = True, resume: bool = False,
+                stateful: dict | None = None) -> list[float]:
     """Train for settings.steps optimizer steps with maskedbert's Trainer; returns each step's loss.
 
     `loss_fn(logits, batch)` computes the loss (maskedbert.losses.make_loss_fn); parameters train
@@ -56,6 +57,13 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
     optimizer step (step counts from 1), e.g. a MaskSparsityController. The Trainer's log
     (log.jsonl) and final checkpoint go to `output_dir`; without one, to a temporary folder that is
     removed afterwards.
+
+    resume=True (needs output_dir): checkpoints as the Trainer does by default (wall time, a stop
+    signal, the end) and continues from `output_dir/checkpoint.pt` when there is one, so a killed
+    run picks up where it stopped; a finished one returns at once. The checkpoint is then kept (the
+    caller deletes it once what depends on it is saved). `stateful`: name -> object with
+    state_dict/load_state_dict (e.g. the step callback's BestMaskSelector) saved with every checkpoint.
+    resume=False: a fresh run every call, no checkpoint kept.
     """
     import shutil
     import tempfile
@@ -68,6 +76,8 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
         raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
     if len(dataset) == 0:
         raise ValueError("dataset must not be empty")
+    if resume and output_dir is None:
+        raise ValueError("resume=True needs an output_dir to keep the checkpoint in")
     groups = mask_param_groups(model, lr_scores=settings.lr_scores, lr_weights=settings.lr,
                                weight_decay=settings.weight_decay)
     if not groups:
@@ -81,17 +91,19 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
             warmup_ratio=None if settings.warmup_steps is not None else settings.warmup_ratio,
             max_grad_norm=settings.max_grad_norm or None, clip_mode=settings.clip_mode, adam_eps=settings.adam_eps,
             seed=settings.seed, log_every=1, log_grad_norms=False, device=str(next(model.parameters()).device),
-            progress=progress, report_to=settings.report_to)
+            progress=progress, report_to=settings.report_to, checkpoint_at_end=resume,
+            **({} if resume else {"checkpoint_every_seconds": None}))
         callback = None if step_callback is None else (lambda trainer, step: step_callback(step))
         trainer = Trainer(model, config, dataset, collate_fn, loss_fn=loss_fn, param_groups=groups,
                           step_callback=callback)
-        trainer.train(resume=False)
+        trainer.stateful.update(stateful or {})
+        trainer.train(resume=resume)
         records = read_jsonl(os.path.join(run_dir, "log.jsonl"))
         losses = [float(r["loss"]) for r in records if r.get("type") == "train"]
     finally:
         if output_dir is None:
             shutil.rmtree(run_dir, ignore_errors=True)
-        else:  # the log stays; the end-of-run checkpoint (model + optimizer) is large and not reused
+        elif not resume:  # the log stays; a checkpoint (model + optimizer) is large and not reused
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(run_dir, "checkpoint.pt"))
     model.eval()

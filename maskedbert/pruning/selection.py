@@ -73,6 +73,19 @@ class BestMaskSelector:
     def _state(self) -> dict[str, torch.Tensor]:
         return {name: t.detach().clone() for name, t in self._tensors().items()}
 
+    def state_dict(self) -> dict:
+        """What a resumed mask training needs to select as an uninterrupted one would (the Trainer's
+        checkpoint holds it: tensors, numbers and lists only)."""
+        return {"history": [[step, metric] for step, metric in self.history], "best_step": self.best_step,
+                "best_metric": self.best_metric, "best_state": self._best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [(int(step), float(metric)) for step, metric in state["history"]]
+        self.best_step, self.best_metric = state["best_step"], state["best_metric"]
+        best = state["best_state"]
+        self._best_state = None if best is None else {name: t.to(self._tensors()[name].device)
+                                                      for name, t in best.items()}
+
     @torch.no_grad()
     def restore(self) -> dict:
         """Load the best state (mode "best" with at least one evaluation); returns the record

@@ -188,6 +188,15 @@ class MaskSparsityController:
         if self.method == "exact_topk" or step % self.reset_every == 0:
             self.apply(step)
 
+    def state_dict(self) -> dict:
+        """The measured-sparsity history (thresholds and scores live in the model's own state)."""
+        return {"history": [[step, target, float(measured)] for step, target, measured in self._history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._history = [(int(step), float(target), torch.tensor(measured)) for step, target, measured
+                         in state["history"]]
+        self.tracker.reset()  # only its speed depends on the previous k-th values, not its results
+
     def finalize(self) -> float:
         """Exact final sparsity; returns the measured sparsity (== the final target up to rounding)."""
         exact_sparsity_(self.model, self.schedule.final, self.scope)

@@ -28,8 +28,9 @@ step_callback, logging, evaluation every `eval_every` steps and at the end, and 
 - Data order: epoch e uses a permutation seeded by (seed, e); under DDP rank r takes every
   world_size-th index of it. Resuming recomputes the permutation and skips the consumed updates.
 - Checkpoint `<output_dir>/checkpoint.pt` (atomic) holds model, optimizer, scheduler, grad scaler,
-  RNG states of every rank, data position, best-so-far and `trainer.extra_state` (a dict callbacks
-  may fill with their own resumable state). `train(resume=True)` continues from it; on CPU the
+  RNG states of every rank, data position, best-so-far, `trainer.extra_state` (a dict callbacks
+  may fill with their own resumable state) and the state_dict() of every object in
+  `trainer.stateful` (name -> object with state_dict/load_state_dict, restored on resume). `train(resume=True)` continues from it; on CPU the
   result is bit-for-bit that of an uninterrupted run.
 - Evaluation runs on rank 0 with the model in eval mode under no_grad; metrics are logged and
   broadcast. The best checkpoint is chosen by `best_metric` only at or after `select_best_after`
@@ -263,6 +264,9 @@ class Trainer:
         self.best_metrics: dict[str, float] | None = None
         self.last_metrics: dict[str, float] | None = None
         self.extra_state: dict[str, Any] = {}
+        # objects with state_dict()/load_state_dict() saved in every checkpoint and restored on resume
+        # (step callbacks that keep state: a mask selector, a sparsity controller)
+        self.stateful: dict[str, Any] = {}
         self.checkpoint_path = os.path.join(config.output_dir, "checkpoint.pt")
         self.logger = RunLogger(config.output_dir, report_to=config.report_to, enabled=self.is_main,
                                 run_config=asdict(config), run_name=config.run_name)
@@ -310,6 +314,7 @@ class Trainer:
             "global_step": self.global_step, "epoch": self.epoch, "update_in_epoch": self.update_in_epoch,
             "best_value": self.best_value, "best_step": self.best_step, "best_metrics": self.best_metrics,
             "last_metrics": self.last_metrics, "extra_state": self.extra_state,
+            "stateful": {name: obj.state_dict() for name, obj in self.stateful.items()},
             "window_loss": self._window_loss.cpu(), "window_steps": self._window_steps,
             "total_steps": self.total_steps, "world_size": self.world_size, "config": asdict(self.config),
         }
@@ -390,6 +395,12 @@ class Trainer:
         for key in ("global_step", "epoch", "update_in_epoch", "best_value", "best_step", "best_metrics",
                     "last_metrics", "extra_state"):
             setattr(self, key, state[key])
+        saved = state.get("stateful", {})
+        missing = sorted(set(self.stateful) - set(saved))
+        if missing:
+            raise ValueError(f"checkpoint holds no state for {missing}: it was made by another kind of run")
+        for name, obj in self.stateful.items():
+            obj.load_state_dict(saved[name])
         self._window_loss = state["window_loss"].to(self.device)
         self._window_steps = state["window_steps"]
         rng_states = state["rng"]
