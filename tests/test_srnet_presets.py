@@ -144,7 +144,7 @@ OFFLINE = ["--task", "synthetic-nli", "--ood-task", "hans", "--model", "tiny-ber
 
 
 def test_preset_sets_the_papers_values_and_flags_win(tmp_path):
-    from maskedbert.experiments import srnet
+    from maskedbert.experiments.srnet import options as srnet
 
     cfg = srnet.parse_args(["--preset", "mnli", "--out", str(tmp_path), *OFFLINE])
     assert (cfg.lr, cfg.lr_scores, cfg.warmup_steps, cfg.batch_size, cfg.max_length) == (5e-5, 5e-5, 3600, 32, 128)
@@ -174,7 +174,7 @@ def test_preset_dry_run_resolves_epochs_per_pipeline(tmp_path):
 
 def test_unknown_preset_and_list_presets(capsys):
     from maskedbert.errors import UsageError
-    from maskedbert.experiments import srnet
+    from maskedbert.experiments.srnet import options as srnet
 
     with pytest.raises(UsageError, match="--preset.*fever, mnli, qqp"):
         srnet.parse_args(["--preset", "sst2"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from maskedbert import pruning
-from maskedbert.experiments import srnet
+from maskedbert.experiments.srnet import options as srnet
 from maskedbert.experiments.srnet_config import SRNetConfig
 from maskedbert.sweep import srnet_command
 

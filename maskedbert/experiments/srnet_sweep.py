@@ -121,7 +121,7 @@ def cell_rows(study) -> list[dict]:
 def report_cells(study) -> dict[str, str]:
     """The sweep reporter: results.csv / results.md / srnet_sparsity.png from the finished cells; prints the table."""
     from maskedbert import evaluation as ev
-    from maskedbert.experiments.srnet import write_report
+    from maskedbert.experiments.srnet.options import write_report
     from maskedbert.experiments.srnet_config import RESULT_COLUMNS
 
     rows = cell_rows(study)

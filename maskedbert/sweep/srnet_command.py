@@ -1,7 +1,7 @@
 """`maskedbert srnet`: the command that runs a sparse-and-robust-subnetwork study (Liu et al., NeurIPS
 2022) as maskedbert.sweep cells, inline (default), in local workers or as SLURM jobs (docs/SCALING.md).
 
-The flags, the config and its checks are maskedbert/experiments/srnet.py (`srnet.build_parser`,
+The flags, the config and its checks are maskedbert/experiments/srnet/options.py (`srnet.build_parser`,
 `parse_command_line`, `validate`); what a cell runs and how the report is built is
 maskedbert/experiments/srnet_sweep.py (`run_cell`, `report_cells`). This module makes the cells
 (`srnet_cells`: which cell needs which fine-tuned model) and launches them, so experiments never import
@@ -14,7 +14,7 @@ import json
 import os
 import time
 
-from maskedbert.experiments import srnet
+from maskedbert.experiments.srnet import options as srnet
 from maskedbert.experiments.srnet_config import SRNetConfig
 
 from .launchers import add_launcher_arguments, check_launcher, launch as run_cells, launch_options_from_args
