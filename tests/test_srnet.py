@@ -208,7 +208,7 @@ def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
 
 
 def test_light_choice_lists_match_the_pruning_package():
-    from maskedbert.experiments import srnet_config
+    from maskedbert.experiments.srnet import config as srnet_config
 
     assert srnet_config.SPARSITY_METHODS == pruning.SPARSITY_METHODS
     assert srnet_config.SELECT_MODES == pruning.SELECT_MODES

@@ -43,7 +43,7 @@ def test_every_leaf_is_a_setting_with_a_source():
 
 
 def test_names_are_known_and_config_names_are_srnet_fields():
-    from maskedbert.experiments.srnet_config import SRNetConfig
+    from maskedbert.experiments.srnet.config import SRNetConfig
 
     fields = {f.name for f in dataclasses.fields(SRNetConfig)}
     assert set(sp.CONFIG_NAMES) <= fields

@@ -16,7 +16,7 @@ from maskedbert import losses as loss_lib
 from maskedbert import pruning
 from maskedbert._atomic import atomic_path
 from maskedbert.errors import UsageError
-from maskedbert.experiments.srnet_config import PIPELINES, SRNetConfig
+from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
 from maskedbert.experiments.srnet_data import load_task_data
 
 

@@ -19,7 +19,7 @@ import json
 import os
 from typing import Any
 
-from maskedbert.experiments.srnet_config import PIPELINES, SRNetConfig
+from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
 
 __all__ = ["RUNNER", "REPORTER", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
            "forget_stale_cells", "remember_runner"]
@@ -122,7 +122,7 @@ def report_cells(study) -> dict[str, str]:
     """The sweep reporter: results.csv / results.md / srnet_sparsity.png from the finished cells; prints the table."""
     from maskedbert import evaluation as ev
     from maskedbert.experiments.srnet.options import write_report
-    from maskedbert.experiments.srnet_config import RESULT_COLUMNS
+    from maskedbert.experiments.srnet.config import RESULT_COLUMNS
 
     rows = cell_rows(study)
     paths = write_report(rows, study.dir, study.info.get("title", "srnet"))

@@ -15,7 +15,7 @@ import os
 import time
 
 from maskedbert.experiments.srnet import options as srnet
-from maskedbert.experiments.srnet_config import SRNetConfig
+from maskedbert.experiments.srnet.config import SRNetConfig
 
 from .launchers import add_launcher_arguments, check_launcher, launch as run_cells, launch_options_from_args
 from .report_cli import build_report

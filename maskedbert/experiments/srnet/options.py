@@ -26,7 +26,7 @@ import argparse
 import dataclasses
 import os
 
-from maskedbert.experiments.srnet_config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
+from maskedbert.experiments.srnet.config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
 
