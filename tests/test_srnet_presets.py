@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from maskedbert.errors import UsageError
-from maskedbert.experiments import srnet_presets as sp
+from maskedbert.experiments.srnet import presets as sp
 from maskedbert.sweep import srnet_command
 
 PIPELINE_METHODS = {"ft_prune": {"imp", "mask"}, "prune_ft": {"imp", "mask"}, "mask_pretrained": {"mask"}}
@@ -133,7 +133,7 @@ def test_describe_presets_rows():
 
 
 def test_presets_module_does_not_import_torch():
-    code = "import sys, maskedbert.experiments.srnet_presets; print('torch' in sys.modules)"
+    code = "import sys, maskedbert.experiments.srnet.presets; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -74,7 +74,7 @@ def srnet_cells(cfg: SRNetConfig) -> list:
 def main(argv: list[str] | None = None) -> int:
     cfg, args = srnet.parse_command_line(argv, build_parser)
     if args.list_presets:
-        from maskedbert.experiments import srnet_presets
+        from maskedbert.experiments.srnet import presets as srnet_presets
 
         print(srnet_presets.presets_table())
         return 0

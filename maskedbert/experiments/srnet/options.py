@@ -171,7 +171,7 @@ def parse_command_line(argv, build=build_parser) -> tuple[SRNetConfig, argparse.
         return None, first
     values = {}
     if first.preset is not None:
-        from maskedbert.experiments import srnet_presets
+        from maskedbert.experiments.srnet import presets as srnet_presets
 
         values = srnet_presets.preset_config(first.preset)  # UsageError naming --preset when unknown
         given = _given_flags(argv, build)
