@@ -17,7 +17,7 @@ from maskedbert import pruning
 from maskedbert._atomic import atomic_path
 from maskedbert.errors import UsageError
 from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
-from maskedbert.experiments.srnet_data import load_task_data
+from maskedbert.experiments.srnet.data import load_task_data
 
 
 def _as_dicts(examples) -> list[dict]:
