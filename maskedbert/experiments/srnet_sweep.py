@@ -37,7 +37,7 @@ def cell_spec(cfg: SRNetConfig, pipeline: str, method: str, loss: str, sparsity:
 
 def study_settings(cfg: SRNetConfig) -> dict[str, Any]:
     """What makes two launches' cells comparable: every field but those that only choose cells."""
-    from maskedbert.experiments.srnet_runner import SRNetBase
+    from maskedbert.experiments.srnet.runner_base import SRNetBase
 
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SRNetBase.SWEEP_FIELDS}
 
