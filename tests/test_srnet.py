@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from maskedbert import pruning
-from maskedbert.experiments import srnet_pipelines
+from maskedbert.experiments.srnet import pipelines as srnet_pipelines
 from maskedbert.experiments.srnet import options as srnet
 from maskedbert.errors import UsageError
 from maskedbert.masks import read_metadata

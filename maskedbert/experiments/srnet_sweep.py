@@ -58,7 +58,7 @@ def remember_runner(runner) -> None:
 def _runner_for(config: dict, progress: bool):
     key = _runner_key(config)
     if key not in _RUNNERS:
-        from maskedbert.experiments.srnet_pipelines import SRNetRunner
+        from maskedbert.experiments.srnet.pipelines import SRNetRunner
 
         _RUNNERS[key] = SRNetRunner(SRNetConfig(**config), progress=progress)
     return _RUNNERS[key]

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_interrupt_note(lambda: srnet.progress_note(cfg.out))
     from maskedbert import evaluation as ev
-    from maskedbert.experiments.srnet_pipelines import SRNetRunner
+    from maskedbert.experiments.srnet.pipelines import SRNetRunner
 
     start = time.perf_counter()
     if args.fresh and os.path.isdir(cfg.out):

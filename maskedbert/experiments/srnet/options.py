@@ -67,7 +67,7 @@ def _steps_list(text: str) -> list[int]:
 
 def __getattr__(name):  # the runner (torch, transformers) loads on first use: `srnet --help` stays fast
     if name == "SRNetRunner":
-        from maskedbert.experiments.srnet_pipelines import SRNetRunner
+        from maskedbert.experiments.srnet.pipelines import SRNetRunner
 
         return SRNetRunner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

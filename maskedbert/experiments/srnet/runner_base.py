@@ -1,5 +1,5 @@
 """The shared state of an srnet study: data, the pristine model, fine-tuned models, bias and teacher
-probabilities, evaluation and the cell files. The pipelines themselves are in srnet_pipelines.py."""
+probabilities, evaluation and the cell files. The pipelines themselves are in pipelines.py."""
 from __future__ import annotations
 
 import contextlib
