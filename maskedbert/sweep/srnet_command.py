@@ -3,7 +3,7 @@
 
 The flags, the config and its checks are maskedbert/experiments/srnet/options.py (`srnet.build_parser`,
 `parse_command_line`, `validate`); what a cell runs and how the report is built is
-maskedbert/experiments/srnet_sweep.py (`run_cell`, `report_cells`). This module makes the cells
+maskedbert/experiments/srnet/cells.py (`run_cell`, `report_cells`). This module makes the cells
 (`srnet_cells`: which cell needs which fine-tuned model) and launches them, so experiments never import
 the sweep (DESIGN.md's layering).
 """
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def srnet_cells(cfg: SRNetConfig) -> list:
     """The study's cells in the order an inline run takes them (dense models first)."""
     from maskedbert import losses as loss_lib
-    from maskedbert.experiments import srnet_sweep
+    from maskedbert.experiments.srnet import cells as srnet_sweep
 
     def needs_teacher(loss: str) -> bool:  # the CE fine-tuned model predicts the teacher probabilities
         return loss_lib.NEEDS_TEACHER[loss] and not cfg.teacher_probs
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
     """Every cell of the study through maskedbert.sweep (inline: here, one after another), then the report."""
     from maskedbert import evaluation as ev
-    from maskedbert.experiments import srnet_sweep
+    from maskedbert.experiments.srnet import cells as srnet_sweep
 
     resolved = runner.resolved_config()
     title = f"{cfg.model} on {cfg.task}: ID vs OOD ({runner.data.ood_kind})"

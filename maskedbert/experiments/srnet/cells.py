@@ -24,8 +24,8 @@ from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
 __all__ = ["RUNNER", "REPORTER", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
            "forget_stale_cells", "remember_runner"]
 
-RUNNER = "maskedbert.experiments.srnet_sweep:run_cell"
-REPORTER = "maskedbert.experiments.srnet_sweep:report_cells"
+RUNNER = "maskedbert.experiments.srnet.cells:run_cell"
+REPORTER = "maskedbert.experiments.srnet.cells:report_cells"
 _ROW_ORDER = {p: i for i, p in enumerate(("finetune", *PIPELINES, "oracle"))}
 
 
