@@ -11,7 +11,7 @@ from maskedbert.experiments.srnet import pipelines as srnet_pipelines
 from maskedbert.experiments.srnet import options as srnet
 from maskedbert.errors import UsageError
 from maskedbert.masks import read_metadata
-from maskedbert.sweep import srnet_command
+from maskedbert.experiments.srnet import command as srnet_command
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

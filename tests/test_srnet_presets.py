@@ -8,7 +8,7 @@ import pytest
 
 from maskedbert.errors import UsageError
 from maskedbert.experiments.srnet import presets as sp
-from maskedbert.sweep import srnet_command
+from maskedbert.experiments.srnet import command as srnet_command
 
 PIPELINE_METHODS = {"ft_prune": {"imp", "mask"}, "prune_ft": {"imp", "mask"}, "mask_pretrained": {"mask"}}
 LOSSES = {"ce", "poe", "reweight", "conf_reg"}

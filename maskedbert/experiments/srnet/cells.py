@@ -1,5 +1,5 @@
 """An srnet study as maskedbert.sweep cells: what each cell runs and what the report reads (the cells
-themselves are made by maskedbert/sweep/srnet_command.py, the command that launches them).
+themselves are made by maskedbert/experiments/srnet/command.py, the command that launches them).
 
     finetune/<loss>                      the dense model fine-tuned with <loss> (its checkpoint is shared)
     <pipeline>/mask/<loss>/s<sparsity>   one mask-training result

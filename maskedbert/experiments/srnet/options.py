@@ -15,7 +15,7 @@ sparsity), srnet_sparsity.png, config.json (the resolved config and protocols), 
 cells/*.json. A rerun with the same --out skips finished cells (and says so) and resumes an IMP
 sequence at its next round. Each cell is a maskedbert.sweep cell: --launcher inline (default, here),
 local (--workers / --gpus) or slurm; `maskedbert status|report <out>` (docs/SCALING.md). This module
-parses, checks and reports; the command that launches the cells is maskedbert/sweep/srnet_command.py.
+parses, checks and reports; the command that launches the cells is maskedbert/experiments/srnet/command.py.
 
 Default data: the offline synthetic NLI task with a planted overlap shortcut and its HANS-style
 challenge set; real tasks go through maskedbert.data (--task mnli --data-dir ... --ood-task hans ...).

@@ -4,8 +4,8 @@
 The flags, the config and its checks are maskedbert/experiments/srnet/options.py (`srnet.build_parser`,
 `parse_command_line`, `validate`); what a cell runs and how the report is built is
 maskedbert/experiments/srnet/cells.py (`run_cell`, `report_cells`). This module makes the cells
-(`srnet_cells`: which cell needs which fine-tuned model) and launches them, so experiments never import
-the sweep (DESIGN.md's layering).
+(`srnet_cells`: which cell needs which fine-tuned model) and launches them through maskedbert.sweep
+(layering: cli -> experiments -> sweep).
 """
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import time
 
 from maskedbert.experiments.srnet import options as srnet
 from maskedbert.experiments.srnet.config import SRNetConfig
-
-from .launchers import add_launcher_arguments, check_launcher, launch as run_cells, launch_options_from_args
-from .report_cli import build_report
-from .study import Cell, prepare_study
+from maskedbert.sweep.launchers import add_launcher_arguments, check_launcher, launch as run_cells, launch_options_from_args
+from maskedbert.sweep.report_cli import build_report
+from maskedbert.sweep.study import Cell, prepare_study
 
 __all__ = ["build_parser", "main", "srnet_cells"]
 
