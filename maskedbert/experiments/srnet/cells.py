@@ -1,5 +1,5 @@
-"""An srnet study as maskedbert.sweep cells: what each cell runs and what the report reads (the cells
-themselves are made by maskedbert/experiments/srnet/command.py, the command that launches them).
+"""An srnet study as maskedbert.sweep cells: which cells a config makes (`srnet_cells`), what each cell
+runs and what the report reads (maskedbert/experiments/srnet/command.py launches them).
 
     finetune/<loss>                      the dense model fine-tuned with <loss> (its checkpoint is shared)
     <pipeline>/mask/<loss>/s<sparsity>   one mask-training result
@@ -20,9 +20,10 @@ import os
 from typing import Any
 
 from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
+from maskedbert.sweep.study import Cell
 
 __all__ = ["RUNNER", "REPORTER", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
-           "forget_stale_cells", "remember_runner"]
+           "forget_stale_cells", "remember_runner", "srnet_cells"]
 
 RUNNER = "maskedbert.experiments.srnet.cells:run_cell"
 REPORTER = "maskedbert.experiments.srnet.cells:report_cells"
@@ -128,3 +129,42 @@ def report_cells(study) -> dict[str, str]:
     paths = write_report(rows, study.dir, study.info.get("title", "srnet"))
     print(ev.results_text_table(rows, RESULT_COLUMNS))
     return {os.path.basename(path): path for path in paths}
+
+
+def srnet_cells(cfg: SRNetConfig) -> list:
+    """The study's cells in the order an inline run takes them (dense models first)."""
+    from maskedbert import losses as loss_lib
+
+    def needs_teacher(loss: str) -> bool:  # the CE fine-tuned model predicts the teacher probabilities
+        return loss_lib.NEEDS_TEACHER[loss] and not cfg.teacher_probs
+
+    def start_needs(pipeline: str, method: str, loss: str) -> list[str]:
+        needs = ["finetune/ce"] if needs_teacher(loss) else []
+        if pipeline == "ft_prune":
+            start = cfg.for_cell(pipeline, method).prune_start
+            needs += {"same_loss": [f"finetune/{loss}"], "ce": ["finetune/ce"]}.get(start, [])
+        return list(dict.fromkeys(needs))
+
+    spec = cell_spec
+    cells, dense, pruned = [], {}, []
+    for pipeline in cfg.pipelines:
+        for loss in cfg.losses:
+            for method in (["mask"] if pipeline == "mask_pretrained" else cfg.methods):
+                needs = start_needs(pipeline, method, loss)
+                dense.update(dict.fromkeys(n.split("/", 1)[1] for n in needs))
+                if method == "imp":
+                    pruned.append(Cell(f"{pipeline}/imp/{loss}", spec(cfg, pipeline, "imp", loss, None), tuple(needs)))
+                else:
+                    pruned += [Cell(f"{pipeline}/mask/{loss}/s{s:.2f}", spec(cfg, pipeline, "mask", loss, s),
+                                    tuple(needs)) for s in cfg.sparsities]
+    if cfg.oracle:
+        dense["ce"] = None
+        pruned += [Cell(f"oracle/mask/ce/s{s:.2f}", spec(cfg, "oracle", "mask", "ce", s), ("finetune/ce",))
+                   for s in cfg.sparsities]
+    # every loss of the study has its dense row; CE joins when a teacher or a pruning start needs it, and
+    # comes first (inline runs cells in this order, and the conf_reg model's teacher is the CE model)
+    losses = list(dict.fromkeys([*cfg.losses, *dense]))
+    for loss in sorted(losses, key=lambda loss: loss != "ce"):
+        needs = ("finetune/ce",) if loss != "ce" and needs_teacher(loss) else ()
+        cells.append(Cell(f"finetune/{loss}", spec(cfg, "finetune", "dense", loss, 0.0), needs))
+    return cells + pruned

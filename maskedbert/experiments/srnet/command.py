@@ -3,8 +3,8 @@
 
 The flags, the config and its checks are maskedbert/experiments/srnet/options.py (`srnet.build_parser`,
 `parse_command_line`, `validate`); what a cell runs and how the report is built is
-maskedbert/experiments/srnet/cells.py (`run_cell`, `report_cells`). This module makes the cells
-(`srnet_cells`: which cell needs which fine-tuned model) and launches them through maskedbert.sweep
+maskedbert/experiments/srnet/cells.py (`run_cell`, `report_cells`). This module launches
+the cells (`cells.srnet_cells`: which cell needs which fine-tuned model) through maskedbert.sweep
 (layering: cli -> experiments -> sweep).
 """
 from __future__ import annotations
@@ -15,12 +15,13 @@ import os
 import time
 
 from maskedbert.experiments.srnet import options as srnet
+from maskedbert.experiments.srnet import cells
 from maskedbert.experiments.srnet.config import SRNetConfig
 from maskedbert.sweep.launchers import add_launcher_arguments, check_launcher, launch as run_cells, launch_options_from_args
 from maskedbert.sweep.report_cli import build_report
-from maskedbert.sweep.study import Cell, prepare_study
+from maskedbert.sweep.study import prepare_study
 
-__all__ = ["build_parser", "main", "srnet_cells"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,46 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = srnet.build_parser()
     add_launcher_arguments(parser)
     return parser
-
-
-def srnet_cells(cfg: SRNetConfig) -> list:
-    """The study's cells in the order an inline run takes them (dense models first)."""
-    from maskedbert import losses as loss_lib
-    from maskedbert.experiments.srnet import cells as srnet_sweep
-
-    def needs_teacher(loss: str) -> bool:  # the CE fine-tuned model predicts the teacher probabilities
-        return loss_lib.NEEDS_TEACHER[loss] and not cfg.teacher_probs
-
-    def start_needs(pipeline: str, method: str, loss: str) -> list[str]:
-        needs = ["finetune/ce"] if needs_teacher(loss) else []
-        if pipeline == "ft_prune":
-            start = cfg.for_cell(pipeline, method).prune_start
-            needs += {"same_loss": [f"finetune/{loss}"], "ce": ["finetune/ce"]}.get(start, [])
-        return list(dict.fromkeys(needs))
-
-    spec = srnet_sweep.cell_spec
-    cells, dense, pruned = [], {}, []
-    for pipeline in cfg.pipelines:
-        for loss in cfg.losses:
-            for method in (["mask"] if pipeline == "mask_pretrained" else cfg.methods):
-                needs = start_needs(pipeline, method, loss)
-                dense.update(dict.fromkeys(n.split("/", 1)[1] for n in needs))
-                if method == "imp":
-                    pruned.append(Cell(f"{pipeline}/imp/{loss}", spec(cfg, pipeline, "imp", loss, None), tuple(needs)))
-                else:
-                    pruned += [Cell(f"{pipeline}/mask/{loss}/s{s:.2f}", spec(cfg, pipeline, "mask", loss, s),
-                                    tuple(needs)) for s in cfg.sparsities]
-    if cfg.oracle:
-        dense["ce"] = None
-        pruned += [Cell(f"oracle/mask/ce/s{s:.2f}", spec(cfg, "oracle", "mask", "ce", s), ("finetune/ce",))
-                   for s in cfg.sparsities]
-    # every loss of the study has its dense row; CE joins when a teacher or a pruning start needs it, and
-    # comes first (inline runs cells in this order, and the conf_reg model's teacher is the CE model)
-    losses = list(dict.fromkeys([*cfg.losses, *dense]))
-    for loss in sorted(losses, key=lambda loss: loss != "ce"):
-        needs = ("finetune/ce",) if loss != "ce" and needs_teacher(loss) else ()
-        cells.append(Cell(f"finetune/{loss}", spec(cfg, "finetune", "dense", loss, 0.0), needs))
-    return cells + pruned
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,18 +63,17 @@ def main(argv: list[str] | None = None) -> int:
 def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
     """Every cell of the study through maskedbert.sweep (inline: here, one after another), then the report."""
     from maskedbert import evaluation as ev
-    from maskedbert.experiments.srnet import cells as srnet_sweep
 
     resolved = runner.resolved_config()
     title = f"{cfg.model} on {cfg.task}: ID vs OOD ({runner.data.ood_kind})"
-    study = prepare_study(cfg.out, kind="srnet", runner=srnet_sweep.RUNNER, reporter=srnet_sweep.REPORTER,
-                                settings=srnet_sweep.study_settings(cfg), cells=srnet_cells(cfg),
+    study = prepare_study(cfg.out, kind="srnet", runner=cells.RUNNER, reporter=cells.REPORTER,
+                                settings=cells.study_settings(cfg), cells=cells.srnet_cells(cfg),
                                 info={"title": title, "config": resolved})
     ev.write_text_atomic(os.path.join(cfg.out, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
-    for cell_id in srnet_sweep.forget_stale_cells(study):
+    for cell_id in cells.forget_stale_cells(study):
         print(f"[srnet] {cell_id}: its cells/ file is gone; it runs again")
     reused = [cell_id for cell_id in study.cells if study.is_done(cell_id)]
-    srnet_sweep.remember_runner(runner)  # inline cells reuse this runner's data, model and caches
+    cells.remember_runner(runner)  # inline cells reuse this runner's data, model and caches
     run_cells(study, launch, on_done=_print_cell)
     if launch.launcher == "slurm":
         return 0
