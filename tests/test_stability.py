@@ -10,7 +10,7 @@ import pytest
 
 from maskedbert.data import Example, TaskSpec, register_task
 from maskedbert.errors import UsageError
-from maskedbert.experiments import stability
+from maskedbert.experiments.stability import cells as stability
 from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
 from maskedbert.train.runlog import read_jsonl
 from maskedbert.sweep import stability_command

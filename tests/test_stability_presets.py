@@ -12,7 +12,8 @@ import torch
 import transformers
 
 from maskedbert.errors import UsageError
-from maskedbert.experiments import stability, stability_presets
+from maskedbert.experiments import stability_presets
+from maskedbert.experiments.stability import cells as stability
 from maskedbert.train import TrainConfig, Trainer
 from maskedbert.train.schedules import resolve_warmup_steps
 from maskedbert.sweep import stability_command

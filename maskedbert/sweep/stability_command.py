@@ -1,7 +1,7 @@
 """`maskedbert stability`: the command that launches a many-seed fine-tuning stability study (Mosbach
 et al., ICLR 2021) as maskedbert.sweep cells, one per (configuration, seed), in <out>/<configuration>/seed_<s>/.
 
-What one run does and how the tables are built is maskedbert/experiments/stability.py (its runner
+What one run does and how the tables are built is maskedbert/experiments/stability/cells.py (its runner
 `run_cell` and reporter `report_cells`); this module makes the cells and hands them to a launcher
 (inline, local workers, SLURM), so experiments never import the sweep (DESIGN.md's layering).
 The experiment module's docstring is this command's --help text.
@@ -54,7 +54,7 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
     launcher with N workers. With the slurm launcher this returns after submitting (finished runs only).
     """
     from maskedbert import sweep
-    from maskedbert.experiments import stability
+    from maskedbert.experiments.stability import cells as stability
 
     if launch is None:
         if parallel is not None and parallel < 1:

@@ -40,8 +40,8 @@ import statistics
 import sys
 from typing import Any
 
-from .finetune import FinetuneConfig, run_finetune
-from .stability_presets import PRESETS, resolve_study
+from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
+from maskedbert.experiments.stability_presets import PRESETS, resolve_study
 from maskedbert._atomic import write_text_atomic
 
 __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports", "run_cell", "report_cells",
@@ -49,8 +49,8 @@ __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports",
 
 
 # ---- a run as a sweep cell (maskedbert.sweep.stability_command makes one per configuration and seed) ----
-RUNNER = "maskedbert.experiments.stability:run_cell"
-REPORTER = "maskedbert.experiments.stability:report_cells"
+RUNNER = "maskedbert.experiments.stability.cells:run_cell"
+REPORTER = "maskedbert.experiments.stability.cells:report_cells"
 
 
 def run_cell(spec: dict[str, Any], cell_dir: str, *, progress: bool = False) -> dict[str, Any]:
@@ -179,7 +179,7 @@ def _reading_guide(metric: str, selection: str, baseline: float) -> str:
 
 def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]) -> dict[str, str]:
     """Tables (CSV, Markdown) and plots for a finished study; returns {artifact: path}."""
-    from . import plots
+    from maskedbert.experiments import plots
     from maskedbert.train.runlog import read_jsonl
 
     rows = run_rows(results)
