@@ -12,7 +12,7 @@ import torch
 import transformers
 
 from maskedbert.errors import UsageError
-from maskedbert.experiments import stability_presets
+from maskedbert.experiments.stability import presets as stability_presets
 from maskedbert.experiments.stability import cells as stability
 from maskedbert.train import TrainConfig, Trainer
 from maskedbert.train.schedules import resolve_warmup_steps

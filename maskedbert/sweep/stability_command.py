@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from maskedbert.errors import UsageError
-from maskedbert.experiments.stability_presets import PRESETS, presets_table, resolve_study, show_preset
+from maskedbert.experiments.stability.presets import PRESETS, presets_table, resolve_study, show_preset
 
 from .launchers import add_launcher_arguments, launch_options_from_args
 

@@ -23,7 +23,7 @@ in local worker processes or as a SLURM job (--launcher; docs/SCALING.md); `mask
 rebuilds the tables from the finished runs (--parallel N is short for --launcher local --workers N).
 This module runs and reports the runs; the command that launches them is maskedbert/sweep/stability_command.py.
 
-Presets (stability_presets.py, `--list-presets`, `--show-preset NAME`) hold the paper's settings as
+Presets (presets.py, `--list-presets`, `--show-preset NAME`) hold the paper's settings as
 the reference code's configurations: "bert-recipe-<task>-<model>" is BERT's original recipe (3 epochs,
 Adam without bias correction, lr in {1,2,3}e-5); "mosbach-<task>-<model>" the proposed baseline
 (bias correction, 20 epochs, lr 2e-5, 10% warmup, 3 evaluations per epoch); per model its weight
@@ -41,7 +41,7 @@ import sys
 from typing import Any
 
 from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
-from maskedbert.experiments.stability_presets import PRESETS, resolve_study
+from maskedbert.experiments.stability.presets import PRESETS, resolve_study
 from maskedbert._atomic import write_text_atomic
 
 __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports", "run_cell", "report_cells",
