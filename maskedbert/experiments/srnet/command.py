@@ -17,7 +17,8 @@ import time
 from maskedbert.experiments.srnet import options as srnet
 from maskedbert.experiments.srnet import cells
 from maskedbert.experiments.srnet.config import SRNetConfig
-from maskedbert.sweep.launchers import add_launcher_arguments, check_launcher, launch as run_cells, launch_options_from_args
+from maskedbert.sweep.launchers import (add_launcher_arguments, check_launcher, launch as run_cells,
+                                        launch_options_from_args)
 from maskedbert.sweep.report_cli import build_report
 from maskedbert.sweep.study import prepare_study
 
