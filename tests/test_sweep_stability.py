@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from maskedbert.sweep import load_study, report_cli, status_cli
-from maskedbert.sweep import stability_command
+from maskedbert.experiments.stability import command as stability_command
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # 64 examples, batch 16, 2 epochs: 8 steps, a checkpoint every 2 (so a kill lands between checkpoints)

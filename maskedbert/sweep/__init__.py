@@ -6,7 +6,7 @@ A command describes its study as `Cell`s (stable id, JSON spec, the cells it nee
 <dir>/sweep.json (refusing a directory whose study has other settings), `launch` runs or submits
 the cells that are not done, `maskedbert status DIR` / `maskedbert report DIR` read it back.
 The engine imports no experiment: runners and reporters are named, and imported where they run. The
-commands that launch studies (stability_command.py, srnet/command.py; not imported here) sit above the
+commands that launch studies (stability/command.py, srnet/command.py; not imported here) sit above the
 experiments they launch: cli -> sweep -> experiments.
 """
 from .launchers import (LaunchOptions, LaunchOutcome, add_launcher_arguments, check_launcher, launch,

@@ -21,7 +21,7 @@ back, not rerun, and an interrupted seed continues from its checkpoint.
 Each run is a cell of a maskedbert.sweep study (<out>/sweep.json), so it can run inline (default),
 in local worker processes or as a SLURM job (--launcher; docs/SCALING.md); `maskedbert report <out>`
 rebuilds the tables from the finished runs (--parallel N is short for --launcher local --workers N).
-This module runs and reports the runs; the command that launches them is maskedbert/sweep/stability_command.py.
+This module runs and reports the runs; the command that launches them is maskedbert/experiments/stability/command.py.
 
 Presets (presets.py, `--list-presets`, `--show-preset NAME`) hold the paper's settings as
 the reference code's configurations: "bert-recipe-<task>-<model>" is BERT's original recipe (3 epochs,
@@ -48,7 +48,7 @@ __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports",
            "print_run", "finished_results", "RUNNER", "REPORTER"]
 
 
-# ---- a run as a sweep cell (maskedbert.sweep.stability_command makes one per configuration and seed) ----
+# ---- a run as a sweep cell (maskedbert.experiments.stability.command makes one per configuration and seed) ----
 RUNNER = "maskedbert.experiments.stability.cells:run_cell"
 REPORTER = "maskedbert.experiments.stability.cells:report_cells"
 

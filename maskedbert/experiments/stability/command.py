@@ -3,7 +3,7 @@ et al., ICLR 2021) as maskedbert.sweep cells, one per (configuration, seed), in 
 
 What one run does and how the tables are built is maskedbert/experiments/stability/cells.py (its runner
 `run_cell` and reporter `report_cells`); this module makes the cells and hands them to a launcher
-(inline, local workers, SLURM), so experiments never import the sweep (DESIGN.md's layering).
+(inline, local workers, SLURM) through maskedbert.sweep (layering: cli -> experiments -> sweep).
 The experiment module's docstring is this command's --help text.
 """
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any
 
 from maskedbert.errors import UsageError
 from maskedbert.experiments.stability.presets import PRESETS, presets_table, resolve_study, show_preset
-
-from .launchers import add_launcher_arguments, launch_options_from_args
+from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
 
 __all__ = ["build_parser", "main", "run_study", "study_cells"]
 
