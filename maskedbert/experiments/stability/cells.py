@@ -21,7 +21,8 @@ back, not rerun, and an interrupted seed continues from its checkpoint.
 Each run is a cell of a maskedbert.sweep study (<out>/sweep.json), so it can run inline (default),
 in local worker processes or as a SLURM job (--launcher; docs/SCALING.md); `maskedbert report <out>`
 rebuilds the tables from the finished runs (--parallel N is short for --launcher local --workers N).
-This module runs and reports the runs; the command that launches them is maskedbert/experiments/stability/command.py.
+This module makes the cells, runs and reports them; the command that launches them is
+maskedbert/experiments/stability/command.py.
 
 Presets (presets.py, `--list-presets`, `--show-preset NAME`) hold the paper's settings as
 the reference code's configurations: "bert-recipe-<task>-<model>" is BERT's original recipe (3 epochs,
@@ -45,7 +46,7 @@ from maskedbert.experiments.stability.presets import PRESETS, resolve_study
 from maskedbert._atomic import write_text_atomic
 
 __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports", "run_cell", "report_cells",
-           "print_run", "finished_results", "RUNNER", "REPORTER"]
+           "print_run", "finished_results", "study_cells", "RUNNER", "REPORTER"]
 
 
 # ---- a run as a sweep cell (maskedbert.experiments.stability.command makes one per configuration and seed) ----
@@ -211,3 +212,14 @@ def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]
         [(log, r["failed"], r["final_metric"]) for log, r in zip(logs, results)],
         os.path.join(out, "loss_vs_metric.png"), metric, baseline)
     return paths
+
+
+def study_cells(study: dict[str, Any]) -> list:
+    from maskedbert.sweep import Cell
+
+    cells = []
+    for name in study["configurations"]:
+        for seed in study["seeds"]:
+            values = {**study["base"], **study["configurations"][name], "seed": seed}
+            cells.append(Cell(f"{name}/seed_{seed}", {"configuration": name, "finetune": values}))
+    return cells

@@ -1,9 +1,10 @@
 """`maskedbert stability`: the command that launches a many-seed fine-tuning stability study (Mosbach
 et al., ICLR 2021) as maskedbert.sweep cells, one per (configuration, seed), in <out>/<configuration>/seed_<s>/.
 
-What one run does and how the tables are built is maskedbert/experiments/stability/cells.py (its runner
-`run_cell` and reporter `report_cells`); this module makes the cells and hands them to a launcher
-(inline, local workers, SLURM) through maskedbert.sweep (layering: cli -> experiments -> sweep).
+Which cells a study has, what one run does and how the tables are built is
+maskedbert/experiments/stability/cells.py (`study_cells`, its runner `run_cell` and reporter
+`report_cells`); this module hands the cells to a launcher (inline, local workers, SLURM) through
+maskedbert.sweep (layering: cli -> experiments -> sweep).
 The experiment module's docstring is this command's --help text.
 """
 from __future__ import annotations
@@ -15,10 +16,11 @@ import sys
 from typing import Any
 
 from maskedbert.errors import UsageError
+from maskedbert.experiments.stability.cells import study_cells
 from maskedbert.experiments.stability.presets import PRESETS, presets_table, resolve_study, show_preset
 from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
 
-__all__ = ["build_parser", "main", "run_study", "study_cells"]
+__all__ = ["build_parser", "main", "run_study"]
 
 _DESCRIPTION = "`maskedbert stability`: many-seed fine-tuning stability study (Mosbach et al., ICLR 2021)."
 
@@ -32,17 +34,6 @@ def _parse_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
-
-
-def study_cells(study: dict[str, Any]) -> list:
-    from maskedbert.sweep import Cell
-
-    cells = []
-    for name in study["configurations"]:
-        for seed in study["seeds"]:
-            values = {**study["base"], **study["configurations"][name], "seed": seed}
-            cells.append(Cell(f"{name}/seed_{seed}", {"configuration": name, "finetune": values}))
-    return cells
 
 
 def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | None = None,
