@@ -26,7 +26,7 @@ COMMANDS = {
     "stability": ("maskedbert.experiments.stability.command", "many-seed fine-tuning stability study (Mosbach et al.)"),
     "srnet": ("maskedbert.experiments.srnet.command", "sparse and robust subnetworks: IMP, mask training, debiasing (Liu et al.)"),
     "status": ("maskedbert.sweep.status_cli", "where each run of a study stands: done, running, failed, pending"),
-    "report": ("maskedbert.sweep.report_cli", "rebuild a study's tables and plots from its finished runs"),
+    "report": ("maskedbert.experiments.report", "rebuild a study's tables and plots from its finished runs"),
     "convert-probs": ("maskedbert.experiments.convert_probs", "bias-model predictions (.pkl, .npy) -> JSONL of probabilities by id"),
 }
 # where internal errors are to be reported (the project's issue tracker)

@@ -22,11 +22,10 @@ from typing import Any
 from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
 from maskedbert.sweep.study import Cell
 
-__all__ = ["RUNNER", "REPORTER", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
+__all__ = ["KIND", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
            "forget_stale_cells", "remember_runner", "srnet_cells"]
 
-RUNNER = "maskedbert.experiments.srnet.cells:run_cell"
-REPORTER = "maskedbert.experiments.srnet.cells:report_cells"
+KIND = "srnet"  # its name in sweep.json: maskedbert.experiments.study_kinds maps it to run_cell, report_cells
 _ROW_ORDER = {p: i for i, p in enumerate(("finetune", *PIPELINES, "oracle"))}
 
 

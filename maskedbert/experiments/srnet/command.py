@@ -17,6 +17,7 @@ import time
 from maskedbert.experiments.srnet import options as srnet
 from maskedbert.experiments.srnet import cells
 from maskedbert.experiments.srnet.config import SRNetConfig
+from maskedbert.experiments.study_kinds import KINDS
 from maskedbert.sweep.launchers import (add_launcher_arguments, check_launcher, launch as run_cells,
                                         launch_options_from_args)
 from maskedbert.sweep.report_cli import build_report
@@ -67,7 +68,7 @@ def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
 
     resolved = runner.resolved_config()
     title = f"{cfg.model} on {cfg.task}: ID vs OOD ({runner.data.ood_kind})"
-    study = prepare_study(cfg.out, kind="srnet", runner=cells.RUNNER, reporter=cells.REPORTER,
+    study = prepare_study(cfg.out, kind=cells.KIND, runner=cells.KIND, reporter=cells.KIND,
                                 settings=cells.study_settings(cfg), cells=cells.srnet_cells(cfg),
                                 info={"title": title, "config": resolved})
     ev.write_text_atomic(os.path.join(cfg.out, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
@@ -75,11 +76,11 @@ def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
         print(f"[srnet] {cell_id}: its cells/ file is gone; it runs again")
     reused = [cell_id for cell_id in study.cells if study.is_done(cell_id)]
     cells.remember_runner(runner)  # inline cells reuse this runner's data, model and caches
-    run_cells(study, launch, on_done=_print_cell)
+    run_cells(study, launch, kinds=KINDS, on_done=_print_cell)
     if launch.launcher == "slurm":
         return 0
     missing = study.missing()
-    paths = list(build_report(study).values()) if study.finished() else []
+    paths = list(build_report(study, kinds=KINDS).values()) if study.finished() else []
     if reused:
         print(f"{len(reused)} finished cell(s) reused from {cfg.out} (--fresh recomputes them)")
     print(f"done in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(paths))

@@ -46,12 +46,11 @@ from maskedbert.experiments.stability.presets import PRESETS, resolve_study
 from maskedbert._atomic import write_text_atomic
 
 __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports", "run_cell", "report_cells",
-           "print_run", "finished_results", "study_cells", "RUNNER", "REPORTER"]
+           "print_run", "finished_results", "study_cells", "KIND"]
 
 
 # ---- a run as a sweep cell (maskedbert.experiments.stability.command makes one per configuration and seed) ----
-RUNNER = "maskedbert.experiments.stability.cells:run_cell"
-REPORTER = "maskedbert.experiments.stability.cells:report_cells"
+KIND = "stability"  # its name in sweep.json: maskedbert.experiments.study_kinds maps it to run_cell, report_cells
 
 
 def run_cell(spec: dict[str, Any], cell_dir: str, *, progress: bool = False) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 from maskedbert.errors import UsageError
 from maskedbert.experiments.stability.cells import study_cells
 from maskedbert.experiments.stability.presets import PRESETS, presets_table, resolve_study, show_preset
+from maskedbert.experiments.study_kinds import KINDS
 from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
 
 __all__ = ["build_parser", "main", "run_study"]
@@ -53,12 +54,13 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
                                      workers=parallel if (parallel or 1) > 1 else None, progress=progress)
     sweep.check_launcher(launch)
     cells = study_cells(study)
-    sweep_study = sweep.prepare_study(out, kind="stability", runner=stability.RUNNER, reporter=stability.REPORTER, info=study,
-                                      settings={k: study[k] for k in ("base", "configurations")}, cells=cells)
+    sweep_study = sweep.prepare_study(out, kind=stability.KIND, runner=stability.KIND, reporter=stability.KIND,
+                                      info=study, settings={k: study[k] for k in ("base", "configurations")},
+                                      cells=cells)
     from maskedbert.experiments.finetune import write_json
 
     write_json(os.path.join(out, "study_config.json"), study)
-    sweep.launch(sweep_study, launch, on_done=lambda cell_id, result: stability.print_run(
+    sweep.launch(sweep_study, launch, kinds=KINDS, on_done=lambda cell_id, result: stability.print_run(
         (sweep_study.cells[cell_id].spec["configuration"], result["seed"]), result))
     return stability.finished_results(sweep_study)
 
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     missing = sweep_study.missing()
     if results:
-        paths = build_report(sweep_study)
+        paths = build_report(sweep_study, kinds=KINDS)
         print(f"[stability] results in {paths['markdown']}")
     if missing:
         print(f"[stability] {len(missing)} of {len(sweep_study.cells)} runs did not finish; "
