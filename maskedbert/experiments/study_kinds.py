@@ -33,7 +33,8 @@ NAMES = tuple(_CELLS_MODULES)
 def _cells_module(name: str, role: str) -> ModuleType:
     if name not in _CELLS_MODULES:
         raise UsageError(f"sweep.json: {role} {name!r} is not a study maskedbert knows; expected one of "
-                         f"{', '.join(NAMES)} (a study directory from another maskedbert version needs a fresh --out)")
+                         f"{', '.join(NAMES)} (a study recorded by another maskedbert version: rerun its command "
+                         f"with the same --out to record the names)")
     return _CELLS_MODULES[name]()
 
 
