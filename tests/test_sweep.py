@@ -107,13 +107,13 @@ def test_local_workers_match_inline_and_pin_gpus(tmp_path, capsys):
     assert sorted(r["gpu"] for r in results) == ["0", "0", "1", "1"] and {r["threads"] for r in results} == {"1"}
 
 
-def test_a_killed_worker_counts_as_a_failure_with_its_log(tmp_path):
+def test_a_killed_worker_is_interrupted_not_failed(tmp_path):
     study = _prepare(tmp_path, _cells(2, {0: {"kill_self": True}}))
     outcome = sweep.launch(study, sweep.LaunchOptions(launcher="local", workers=2), kinds=KINDS)
-    assert outcome.ran == {"toy/v0": "pending", "toy/v1": "done"}
-    failure = study.failures("toy/v0")[0]
-    assert failure["error"] == "worker killed by signal 9" and failure["log"].endswith("sweep_worker.log")
-    assert not study.is_done("toy/v0")
+    assert outcome.ran == {"toy/v0": "interrupted", "toy/v1": "done"}
+    assert study.failures("toy/v0") == [] and not study.is_done("toy/v0")
+    state = study.state("toy/v0")
+    assert state.status == "pending" and state.detail.startswith("interrupted"), state
 
 
 def test_report_and_status_on_a_partial_study(tmp_path, capsys):
@@ -192,25 +192,29 @@ def test_slurm_without_submitit_or_scheduler_is_one_clear_line(monkeypatch, tmp_
 
 
 def test_an_attempt_killed_without_a_trace_reads_as_interrupted(tmp_path):
+    """Running means: a process holds the cell's lock (a recorded pid alone is not trusted: it may be
+    reused, a zombie, or the original's in a copied study)."""
     import signal
     import subprocess
 
     from maskedbert.sweep import study as study_module
 
     study = _prepare(tmp_path, _cells(1))
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    start = study_module._process_start(child.pid)[1]
-    record = {"host": study_module.socket.gethostname(), "pid": child.pid, "pid_start": start, "job_id": None,
+    cell_dir = study.cell_dir("toy/v0")
+    holder = ("import sys, time; from maskedbert._lock import folder_lock\n"
+              "with folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", holder, cell_dir], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    record = {"host": study_module.socket.gethostname(), "pid": child.pid, "pid_start": None, "job_id": None,
               "log": None, "started": "then"}
-    study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING), record)
+    study_module._write_json(os.path.join(cell_dir, study_module.RUNNING), record)
     assert study.state("toy/v0").status == "running"
+    assert sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS).ran == {}  # skipped: running elsewhere
     os.kill(child.pid, signal.SIGKILL)
-    time.sleep(0.2)  # not reaped yet: a zombie with the same pid is not a live attempt
-    assert study.state("toy/v0").status == "pending" and "interrupted" in study.state("toy/v0").detail
     child.wait()
-    study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING),
-                             dict(record, pid=os.getpid(), pid_start="1"))  # our pid, another start: reused
-    assert study.state("toy/v0").status == "pending"
+    assert study.state("toy/v0").status == "pending" and "interrupted" in study.state("toy/v0").detail
+    study_module._write_json(os.path.join(cell_dir, study_module.RUNNING), dict(record, pid=os.getpid()))
+    assert study.state("toy/v0").status == "pending"  # a live pid without the lock: a copy, or a reused pid
     assert sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS).ran == {"toy/v0": "done"}
 
 

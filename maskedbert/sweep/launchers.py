@@ -12,6 +12,7 @@ attempts every cell that is not done, not failed for good and not running elsewh
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import os
 import signal
@@ -24,6 +25,11 @@ from maskedbert.errors import UsageError
 from maskedbert.help_text import default_text
 
 from .study import MAX_FAILURES, Study, StudyKinds, execute_cell
+from .worker import EXIT_BLOCKED, EXIT_INTERRUPTED, EXIT_RUNNING_ELSEWHERE
+
+# a worker ended by one of these was stopped from outside (Ctrl-C, kill, a scheduler, the OOM killer):
+# the cell is interrupted and resumes, it did not fail; other signals (SIGSEGV, SIGABRT, ...) are crashes
+EXTERNAL_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1}
 
 __all__ = ["LaunchOptions", "LaunchOutcome", "add_launcher_arguments", "launch_options_from_args", "check_launcher",
            "launch", "cells_to_run"]
@@ -156,7 +162,7 @@ def cells_to_run(study: Study, *, retry_failed: bool = False, live_jobs: set[str
         live_jobs = ask_slurm()  # cells queued on SLURM are not run here as well
     todo, skipped = [], {}
     for cell_id in study.cells:
-        if retry_failed and len(study.failures(cell_id)) >= MAX_FAILURES:
+        if retry_failed and study.failed_for_good(cell_id):
             study.forget_failures(cell_id)
         state = study.state(cell_id, live_jobs)
         if state.status == "done":
@@ -196,7 +202,12 @@ def launch(study: Study, options: LaunchOptions, *, kinds: StudyKinds,
 
 
 def _announce(study: Study, cell_id: str, status: str, on_done) -> None:
-    if status == "done":
+    if status == "running":
+        print(f"[sweep] {cell_id}: not run: another process is running it", flush=True)
+    elif status == "interrupted":
+        print(f"[sweep] {cell_id}: interrupted (worker stopped from outside); {study.resume_point(cell_id)} "
+              f"on the next launch", flush=True)
+    elif status == "done":
         if on_done is not None:
             on_done(cell_id, study.result(cell_id))
         else:
@@ -237,6 +248,15 @@ def _log_tail(path: str, lines: int = 20) -> str:
         return ""
 
 
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGTERM when the launching process dies (Linux; elsewhere nothing)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _will_not_finish(study: Study, cell_id: str, outcome: LaunchOutcome, waiting: list[str], running: dict) -> bool:
     if study.is_done(cell_id):
         return False
@@ -271,7 +291,8 @@ def _run_local(study: Study, todo: list[str], options: LaunchOptions, outcome: L
                 process = subprocess.Popen(
                     [sys.executable, "-m", worker_module, study.dir, cell_id, "--log", log_path],
                     stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env={**os.environ, **slots[slot]})
+                    env={**os.environ, **slots[slot]},
+                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
                 running[slot] = (cell_id, process, len(study.failures(cell_id)), log_file)
             time.sleep(0.2)
             for slot, (cell_id, process, failures_before, log_file) in list(running.items()):
@@ -284,13 +305,17 @@ def _run_local(study: Study, todo: list[str], options: LaunchOptions, outcome: L
                 log_path = log_file.name
                 if study.is_done(cell_id):
                     status = "done"
-                elif code == 3:
+                elif code == EXIT_BLOCKED:
                     status = "blocked"
+                elif code == EXIT_RUNNING_ELSEWHERE:
+                    status = "running"
+                elif code == EXIT_INTERRUPTED or (code < 0 and -code in EXTERNAL_SIGNALS):
+                    status = "interrupted"  # not a failure: the next launch resumes it
                 else:
                     if len(study.failures(cell_id)) == failures_before:  # died before it could say why
                         why = f"worker killed by signal {-code}" if code < 0 else f"worker exited with status {code}"
                         study.record_failure(cell_id, why, _log_tail(log_path), log_path)
-                    status = "failed" if len(study.failures(cell_id)) >= MAX_FAILURES else "pending"
+                    status = "failed" if study.failed_for_good(cell_id) else "pending"
                 outcome.ran[cell_id] = status
                 _announce(study, cell_id, status, on_done)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from maskedbert.errors import UsageError
 
 from .study import load_study
 
-STATES = ("done", "running", "failed", "pending")
+STATES = ("done", "running", "failed", "pending", "unknown")
 
 
 def describe(study_dir: str, *, tail_lines: int = 8) -> tuple[dict[str, list[str]], str]:

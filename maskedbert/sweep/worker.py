@@ -1,13 +1,16 @@
 """One cell in this process: the body of the worker module a `StudyKinds` names (the local launcher starts
 `python -m <worker module> STUDY_DIR CELL_ID --log PATH` once per cell; maskedbert's own is
 maskedbert.experiments.worker). Exit status: 0 done, 1 failed (recorded in the cell), 3 blocked (a needed
-cell is not done), 130 interrupted (SIGINT/SIGTERM; not a failure, the cell resumes on the next launch)."""
+cell is not done), 4 running elsewhere (another process holds the cell's lock), 130 interrupted
+(SIGINT/SIGTERM; not a failure, the cell resumes on the next launch)."""
 from __future__ import annotations
 
 import argparse
 import signal
 
 from .study import StudyKinds, execute_cell
+
+EXIT_BLOCKED, EXIT_RUNNING_ELSEWHERE, EXIT_INTERRUPTED = 3, 4, 130
 
 
 def _interrupt(signum, frame):
@@ -26,4 +29,4 @@ def main(argv: list[str] | None = None, *, kinds: StudyKinds) -> int:
     except KeyboardInterrupt:
         print(f"[sweep] {args.cell_id}: interrupted; it resumes on the next launch", flush=True)
         return 130
-    return {"done": 0, "blocked": 3}.get(status, 1)
+    return {"done": 0, "blocked": 3, "running": EXIT_RUNNING_ELSEWHERE}.get(status, 1)

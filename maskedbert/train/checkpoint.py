@@ -8,10 +8,11 @@ UnreadableCheckpointError naming it; `set_aside` moves it out of the way so the 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -19,7 +20,21 @@ import torch
 from maskedbert._atomic import atomic_path
 
 __all__ = ["atomic_torch_save", "capture_rng_state", "restore_rng_state", "save_checkpoint", "load_checkpoint",
-           "load_weights", "set_aside", "UnreadableCheckpointError"]
+           "load_weights", "set_aside", "UnreadableCheckpointError", "checkpoint_listener"]
+
+# called as listener(path, step, total_steps) after every training checkpoint this process saves (a
+# study counts its cells' progress this way)
+_LISTENERS: list[Callable[[str, int, int], None]] = []
+
+
+@contextlib.contextmanager
+def checkpoint_listener(listener: Callable[[str, int, int], None]):
+    """Call `listener(path, step, total_steps)` after each save_checkpoint inside the block."""
+    _LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _LISTENERS.remove(listener)
 
 
 class UnreadableCheckpointError(RuntimeError):
@@ -64,6 +79,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:
     atomic_torch_save(state, path)
+    for listener in list(_LISTENERS):
+        listener(path, int(state.get("global_step", 0)), int(state.get("total_steps", 0)))
 
 
 def _load_weights_only(path: str) -> Any:
