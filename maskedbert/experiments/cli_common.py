@@ -17,9 +17,11 @@ use it and `--help` stays fast; check_device imports torch when it is called.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import re
+import sys
 from typing import Any, Callable, Iterable, Sequence
 
 from maskedbert.errors import UsageError
@@ -193,7 +195,66 @@ def check_out_dir(path: str, flag: str = "--out") -> str:
         raise UsageError(f"{flag}: cannot create {path!r}: {existing!r} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{flag}: cannot write in {existing!r} (permission denied); give another directory")
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    too_long = [part for part in target.split(os.sep) if len(os.fsencode(part)) > name_max]
+    if too_long:
+        raise UsageError(f"{flag}: the folder name {too_long[0][:40]!r}... is {len(os.fsencode(too_long[0]))} bytes; "
+                         f"this file system allows {name_max}")
+    if len(os.fsencode(target)) + 200 > path_max:  # room for the files a run writes inside
+        raise UsageError(f"{flag}: the path is {len(os.fsencode(target))} bytes long; this file system allows "
+                         f"{path_max} in all, and the run's files need about 200 more")
     return path
+
+
+def add_out_arguments(parser: argparse.ArgumentParser) -> None:
+    """--adopt-out and --wait: how a command treats an --out it does not own or another command holds."""
+    parser.add_argument("--adopt-out", action="store_true",
+                        help="use an --out that already holds other files (they are kept: --fresh never deletes "
+                             "them); without it such a folder is refused")
+    parser.add_argument("--wait", action="store_true",
+                        help="when another maskedbert command is writing to --out, wait for it to finish "
+                             "(else stop at once, saying which command holds it)")
+
+
+@contextlib.contextmanager
+def study_out(out: str, kind: str, *, owned: Sequence[str], fresh: bool = False, dry_run: bool = False,
+              adopt: bool = False, wait: bool = False, prog: str = "maskedbert"):
+    """The --out of a `kind` study, checked, marked and held (maskedbert.study_folder, maskedbert._lock).
+
+    Before anything is written: a folder of another study kind, or holding files no such study wrote
+    (unless `adopt`), is refused (UsageError). dry_run: nothing is deleted, locked or marked; `--fresh`
+    only says what it would delete. Otherwise the folder is locked for the block (another command on it
+    stops with one line, or waits with `wait`), marked as this study's, and `fresh` deletes the
+    top-level entries in `owned` (names or glob patterns) that the study wrote, nothing else.
+    """
+    from maskedbert._atomic import remove_stale_temporaries
+    from maskedbert._lock import folder_lock
+    from maskedbert.study_folder import claim_out_folder, delete_fresh, fresh_targets
+
+    marker = claim_out_folder(out, kind, adopt=adopt, dry_run=True)  # refuses before anything is written
+    if dry_run:
+        if not marker.get("adopted"):  # a new or own folder: marked, so the files a dry run writes are the study's
+            marker = claim_out_folder(out, kind, adopt=adopt)
+        if fresh:
+            targets = fresh_targets(out, marker, owned)
+            print(f"dry run: --fresh would delete {len(targets)} entries of {out}"
+                  + (": " + ", ".join(os.path.basename(t) for t in targets) if targets else ""), flush=True)
+        yield marker
+        return
+
+    def waiting(holder: str) -> None:
+        print(f"{prog}: {out} is in use by {holder}; waiting for it to finish", file=sys.stderr, flush=True)
+
+    with folder_lock(out, wait=wait, on_wait=waiting, what="--out"):
+        marker = claim_out_folder(out, kind, adopt=adopt)
+        if fresh:
+            delete_fresh(fresh_targets(out, marker, owned))
+        remove_stale_temporaries(out, older_than_s=60.0)  # a `report` may be writing right now
+        yield marker
 
 
 def check_device(value: str | None, flag: str = "--device") -> str | None:

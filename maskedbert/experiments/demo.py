@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are equal at equal counts)")
     p.add_argument("--quick", action="store_true", help="seconds: a tiny random model and a few steps (tests)")
     p.add_argument("--fresh", action="store_true", help="delete earlier demo results in --out and start over")
+    from maskedbert.experiments.cli_common import add_out_arguments
+
+    add_out_arguments(p)
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the fine-tuned model checkpoints and training logs after a successful run")
     p.add_argument("--no-pipeline-c", dest="pipeline_c", action="store_false",
@@ -121,17 +124,6 @@ def demo_config(out: str, model: str, seed: int, settings: dict, pipeline_c: boo
 
 def _seed_dir(out: str, seed: int) -> str:
     return os.path.join(out, f"seed-{seed}")
-
-
-def _clear(out: str) -> None:
-    for name in _TOP_OUTPUTS:
-        path = os.path.join(out, name)
-        if os.path.isfile(path):
-            os.unlink(path)
-    if os.path.isdir(out):
-        for name in os.listdir(out):
-            if name.startswith("seed-") and os.path.isdir(os.path.join(out, name)):
-                shutil.rmtree(os.path.join(out, name))
 
 
 def run_seed(out: str, model: str, seed: int, settings: dict, pipeline_c: bool, log, progress: bool) -> list[dict]:
@@ -277,7 +269,8 @@ def main(argv=None) -> int:
     from maskedbert.experiments import cli_common as cc
 
     args = build_parser().parse_args(argv)
-    cc.check_number("--threads", args.threads, low=1, integer=True)
+    # past a few threads per core a run only slows down (and OpenMP fails outright at huge counts)
+    cc.check_number("--threads", args.threads, low=1, high=4 * (os.cpu_count() or 1), integer=True)
     cc.check_out_dir(args.out, "--out")
     cc.set_interrupt_note(lambda: _progress_note(args))
     import torch
@@ -285,7 +278,9 @@ def main(argv=None) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return _run(args)
+        with cc.study_out(args.out, "demo", owned=(*_TOP_OUTPUTS, "seed-[0-9]*"), fresh=args.fresh,
+                          adopt=args.adopt_out, wait=args.wait, prog="maskedbert demo"):
+            return _run(args)
     finally:
         torch.set_num_threads(threads)
 
@@ -304,8 +299,6 @@ def _run(args) -> int:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     model, model_note = _model_choice(args.quick)
     settings = demo_settings(args.quick)
-    if args.fresh:
-        _clear(args.out)
     os.makedirs(args.out, exist_ok=True)
     log(f"maskedbert demo: {model_note}")
     log("fixed settings (the same work on every machine): " + ", ".join(f"{k}={v}" for k, v in settings.items())

@@ -13,6 +13,7 @@ metrics), the majority baseline and `failed` (final metric <= majority baseline)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,6 +34,7 @@ __all__ = ["FinetuneConfig", "run_finetune", "check_finetune_config", "build_par
 @dataclass
 class FinetuneConfig:
     model: str = "tiny-bert"
+    tokenizer: str | None = None         # a name or folder, for a model folder saved without its tokenizer
     task: str = "synthetic-pair"
     output_dir: str = "runs/finetune"
     seed: int = 0
@@ -64,6 +66,7 @@ class FinetuneConfig:
     eval_batch_size: int = 64
     log_every: int = 10
     checkpoint_every: int | None = None
+    keep_checkpoint: bool = False        # keep checkpoint.pt (model + optimizer) once the run has finished
     save_best_model: bool = False
     save_final_model: bool = False
     config_overrides: dict[str, Any] | None = None  # model config fields, e.g. dropout or tiny sizes
@@ -129,7 +132,8 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     vocab = _task_vocabulary(spec.name) if config.model in TINY_MODELS else None
     model, tokenizer = load_model_and_tokenizer(
         config.model, spec.num_labels, label_names=spec.label_names or None, vocab=vocab,
-        problem_type="regression" if spec.is_regression else None, config_overrides=config.config_overrides)
+        problem_type="regression" if spec.is_regression else None, config_overrides=config.config_overrides,
+        tokenizer=config.tokenizer)
     # the run folder appears only once the data and the model have loaded: a mistake leaves nothing behind
     os.makedirs(out, exist_ok=True)
     if dist_utils.is_main_process():
@@ -160,11 +164,11 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         outcome = trainer.train(resume=True)
     except NonFiniteLossError as exc:
         print(f"maskedbert finetune: {exc}", file=sys.stderr)
-        last = trainer.last_metrics or {}
-        result.update(diverged=True, error=str(exc), steps=trainer.global_step,
-                      final_metric=last.get(spec.metric, baseline), final_metrics=last,
-                      best_metric=trainer.best_value, best_step=trainer.best_step,
-                      best_metrics=trainer.best_metrics)
+        # no final metric: the model after divergence has none, and an earlier evaluation or the
+        # majority baseline put in its place would enter the study's mean and std as if measured
+        result.update(diverged=True, error=str(exc), steps=trainer.global_step, final_metric=None,
+                      final_metrics={}, last_metrics_before_divergence=trainer.last_metrics,
+                      best_metric=None, best_step=None, best_metrics=None)
     else:
         final = outcome["final_metrics"] or {}
         result.update(steps=outcome["global_step"], final_metric=final.get(spec.metric),
@@ -176,6 +180,9 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
                             or result["final_metric"] <= baseline)
     if dist_utils.is_main_process():
         write_json(result_path, result)
+        if not config.keep_checkpoint:  # retention: a finished run keeps its result, logs and asked-for models
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(trainer.checkpoint_path)
     return result
 
 
@@ -249,6 +256,11 @@ def build_parser(prog: str = "maskedbert finetune") -> argparse.ArgumentParser:
                    help="keep the first N dev examples (none: all)")
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=_optional_int, default=d.checkpoint_every,
                    help="write checkpoint.pt every N steps (none: only at the end); Ctrl-C resumes from it")
+    p.add_argument("--keep-checkpoints", dest="keep_checkpoint", action="store_const", const=True,
+                   default=d.keep_checkpoint, help="keep checkpoint.pt (model + optimizer, ~3x the model) after the run "
+                                                   "finishes (by default it is deleted once result.json is written)")
+    p.add_argument("--tokenizer", default=d.tokenizer,
+                   help="tokenizer name or folder, when --model is a folder saved without one")
     p.add_argument("--save-final-model", dest="save_final_model", action="store_const", const=True,
                    default=d.save_final_model, help="save_pretrained the final model to <out>/final_model")
     p.add_argument("--save-best-model", dest="save_best_model", action="store_const", const=True,
@@ -273,6 +285,9 @@ def check_finetune_config(config: FinetuneConfig, flags: dict[str, str] | None =
     spec = check_task(config.task, flag("task"))
     check_data_dir(spec, ["train", spec.dev_split], config.data_dir, flag("data_dir"))
     check_model(config.model, flag("model"))
+    from maskedbert.models import check_tokenizer_source
+
+    check_tokenizer_source(config.model, config.tokenizer)
     check_out_dir(config.output_dir, flag("output_dir"))
     check_device(config.device, flag("device"))
     for name, allowed in CHOICES.items():
@@ -289,7 +304,9 @@ def check_finetune_config(config: FinetuneConfig, flags: dict[str, str] | None =
     check_number(flag("warmup_ratio"), config.warmup_ratio, low=0, high=1, high_open=True, allow_none=True)
     check_number(flag("max_grad_norm"), config.max_grad_norm, low=0, low_open=True, allow_none=True)
     check_number(flag("evals_per_epoch"), config.evals_per_epoch, low=0, low_open=True, allow_none=True)
-    check_number(flag("select_best_after"), config.select_best_after, low=0)
+    check_number(flag("select_best_after"), config.select_best_after, low=0, high=1)
+    check_number(flag("seed"), config.seed, low=0, integer=True)
+    check_number(flag("data_seed"), config.data_seed, low=0, integer=True)
     if config.precision == "fp16":
         import torch
 

@@ -39,7 +39,10 @@ def study_settings(cfg: SRNetConfig) -> dict[str, Any]:
     """What makes two launches' cells comparable: every field but those that only choose cells."""
     from maskedbert.experiments.srnet.runner_base import SRNetBase
 
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SRNetBase.SWEEP_FIELDS}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SRNetBase.SWEEP_FIELDS}
+    if settings.get("tokenizer") is None:  # the model's own tokenizer: as studies recorded before the option
+        settings.pop("tokenizer", None)
+    return settings
 
 
 # ---- running a cell ----------------------------------------------------------------------------------

@@ -28,7 +28,10 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """srnet's flags plus where the cells run (--launcher, --workers, --gpus, --slurm-*)."""
+    from maskedbert.experiments.cli_common import add_out_arguments
+
     parser = srnet.build_parser()
+    add_out_arguments(parser)
     add_launcher_arguments(parser)
     return parser
 
@@ -47,19 +50,20 @@ def main(argv: list[str] | None = None) -> int:
 
     set_interrupt_note(lambda: srnet.progress_note(cfg.out))
     from maskedbert import evaluation as ev
+    from maskedbert.experiments.cli_common import study_out
     from maskedbert.experiments.srnet.pipelines import SRNetRunner
 
     start = time.perf_counter()
-    if args.fresh and os.path.isdir(cfg.out):
-        srnet.clear_results(cfg.out)
-    runner = SRNetRunner(cfg)
-    runner.check_resumable()
-    if args.dry_run:
-        path = os.path.join(cfg.out, "config.json")
-        ev.write_text_atomic(path, json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
-        print(f"dry run: wrote the resolved settings to {path}")
-        return 0
-    return _run_study(cfg, runner, launch, start)
+    with study_out(cfg.out, cells.KIND, owned=srnet.RUN_OUTPUTS, fresh=args.fresh, dry_run=args.dry_run,
+                   adopt=args.adopt_out, wait=args.wait, prog="maskedbert srnet"):
+        runner = SRNetRunner(cfg)
+        runner.check_resumable()
+        if args.dry_run:
+            path = os.path.join(cfg.out, "config.json")
+            ev.write_text_atomic(path, json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
+            print(f"dry run: wrote the resolved settings to {path}")
+            return 0
+        return _run_study(cfg, runner, launch, start)
 
 
 def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:

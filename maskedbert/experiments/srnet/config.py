@@ -38,6 +38,7 @@ class SRNetConfig:
     ood_data_dir: str | None = None
     ood_split: str = "validation"
     model: str = "offline-minilm"
+    tokenizer: str | None = None  # a name or folder, for a --model folder saved without its tokenizer
     pipelines: list[str] = field(default_factory=lambda: list(PIPELINES))
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     losses: list[str] = field(default_factory=lambda: ["ce", "poe"])
@@ -96,6 +97,7 @@ class SRNetConfig:
     train_limit: int | None = None  # real tasks: keep the first N examples
     eval_limit: int | None = None
     seed: int = 0
+    keep_checkpoints: bool = False  # keep finished training runs' checkpoints (logs/<run>/checkpoint.pt)
     device: str = "auto"  # "auto": cuda when available, else cpu
     report_to: str = "none"  # every training run also logs to "tensorboard" or "wandb" (logs/<run>/)
     config_overrides: dict = field(default_factory=dict)  # model config fields, e.g. tiny sizes

@@ -85,8 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="the paper's settings for a task (see --list-presets); "
                    "flags given override them")
     p.add_argument("--list-presets", action="store_true", help="print the presets and their settings, then exit")
-    p.add_argument("--dry-run", action="store_true", help="write the resolved config.json and exit")
-    p.add_argument("--fresh", action="store_true", help="delete the earlier results in --out and start over")
+    p.add_argument("--dry-run", action="store_true",
+                   help="write the resolved config.json and exit (with --fresh: say what it would delete, delete nothing)")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete this study's earlier results in --out and start over (files it did not write stay)")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each finished training run's checkpoint (model + optimizer) under logs/; by default "
+                        "a run's checkpoint is deleted once its cell is recorded")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer name or folder, when --model is a folder saved without one")
     p.add_argument("--out", default=d.out)
     p.add_argument("--task", default=d.task, help="synthetic-nli (offline) or a registered task, e.g. mnli")
     p.add_argument("--data-dir", default=None, help="directory of the task's original files (else the hub)")
@@ -208,6 +215,57 @@ def validate(cfg: SRNetConfig) -> None:
     cc.check_model(cfg.model, "--model")
     cc.check_out_dir(cfg.out, "--out")
     cc.check_device(None if cfg.device == "auto" else cfg.device, "--device")
+    _check_numbers(cfg)
+    _check_files(cfg)
+
+
+def _check_numbers(cfg: SRNetConfig) -> None:
+    """Numbers the config's own checks leave open (NaN, inf, zero sizes), with the flag that sets each."""
+    from maskedbert.experiments import cli_common as cc
+
+    positive = {"--lr": cfg.lr, "--lr-scores": cfg.lr_scores, "--adam-eps": cfg.adam_eps}
+    for flag, value in positive.items():
+        cc.check_number(flag, value, low=0, low_open=True)
+    cc.check_number("--weight-decay", cfg.weight_decay, low=0)
+    cc.check_number("--max-grad-norm", cfg.max_grad_norm, low=0)
+    cc.check_number("--threshold", cfg.threshold)
+    cc.check_number("--imp-per-round", cfg.imp_per_round, low=0, high=1, low_open=True, high_open=True)
+    cc.check_number("--warmup-ratio", cfg.warmup_ratio, low=0, high=1)
+    cc.check_number("--anneal-floor", cfg.anneal_floor, low=0, high=1, allow_none=True)
+    for flag, value in (("--ft-epochs", cfg.ft_epochs), ("--prune-epochs", cfg.prune_epochs)):
+        cc.check_number(flag, value, low=0, low_open=True, allow_none=True)
+    for flag, value in (("--ft-steps", cfg.ft_steps), ("--prune-steps", cfg.prune_steps),
+                        ("--batch-size", cfg.batch_size), ("--reset-every", cfg.reset_every),
+                        ("--train-size", cfg.train_size), ("--dev-size", cfg.dev_size),
+                        ("--challenge-per-cell", cfg.challenge_per_cell)):
+        cc.check_number(flag, value, low=1, integer=True)
+    # [CLS] premise [SEP] hypothesis [SEP]: below 4 tokens nothing of the text is left
+    cc.check_number("--max-length", cfg.max_length, low=4, integer=True)
+    for flag, value in (("--eval-every", cfg.eval_every), ("--train-limit", cfg.train_limit),
+                        ("--eval-limit", cfg.eval_limit)):
+        cc.check_number(flag, value, low=1, integer=True, allow_none=True)
+    cc.check_number("--warmup-steps", cfg.warmup_steps, low=0, integer=True, allow_none=True)
+    cc.check_number("--seed", cfg.seed, low=0, integer=True)
+    for step in cfg.save_ft_steps:
+        cc.check_number("--save-ft-steps", step, low=1, integer=True)
+
+
+def _check_files(cfg: SRNetConfig) -> None:
+    from maskedbert.bias import BIAS_MODELS
+    from maskedbert.errors import UsageError
+
+    if cfg.bias_model not in BIAS_MODELS and not os.path.isfile(cfg.bias_model):
+        raise UsageError(f"--bias-model: must be one of {', '.join(sorted(BIAS_MODELS))} or a probabilities file "
+                         f"(.json/.jsonl/.npy), got {cfg.bias_model!r} (no such file)")
+    if cfg.teacher_probs is not None and not os.path.isfile(cfg.teacher_probs):
+        raise UsageError(f"--teacher-probs: no such file: {cfg.teacher_probs!r}")
+    if cfg.tokenizer is not None:
+        cc_tokenizer = cfg.tokenizer
+        if cc_tokenizer.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(cc_tokenizer)):
+            raise UsageError(f"--tokenizer: no such folder: {cc_tokenizer!r}")
+    from maskedbert.models import check_tokenizer_source
+
+    check_tokenizer_source(cfg.model, cfg.tokenizer)
 
 
 def progress_note(out: str) -> str:

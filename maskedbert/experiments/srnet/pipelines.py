@@ -80,7 +80,9 @@ class SRNetRunner(SRNetBase):
             controller(step)
             selector(step)
 
-        self.train(model, loss, steps, desc, dataset=dataset, loss_fn=loss_fn, step_callback=on_step)
+        # resumable: the controller's and selector's state ride in the checkpoint with the scores
+        self.train(model, loss, steps, desc, dataset=dataset, loss_fn=loss_fn, step_callback=on_step, resume=True,
+                   stateful={"sparsity_controller": controller, "mask_selector": selector})
         selection = selector.restore()
         controller.finalize()
         changed = sum(int((layer.mask() != initial_masks[name]).sum()) for name, layer in layers.items())
@@ -97,7 +99,7 @@ class SRNetRunner(SRNetBase):
                                        train_classifier=protocol["train_classifier_finetuning"]))
         for name, layer in pruning.masked_modules(model).items():
             layer.set_mask_(masks[name])
-        self.train(model, loss, self.ft_steps, f"{key} fine-tune subnetwork")
+        self.train(model, loss, self.ft_steps, f"{key} fine-tune subnetwork", resume=True)
 
     def pruning_start(self, loss: str):
         """The model pipeline (a) prunes: fine-tuned with `loss`, with CE, or loaded from a checkpoint."""

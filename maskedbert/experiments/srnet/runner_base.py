@@ -28,7 +28,7 @@ class SRNetBase:
     """Holds the data, the pristine model, the fine-tuned models, bias and teacher probabilities."""
 
     # fields that only say which cells to run; any other change makes earlier cells incomparable
-    SWEEP_FIELDS = ("out", "pipelines", "methods", "losses", "sparsities", "oracle", "preset")
+    SWEEP_FIELDS = ("out", "pipelines", "methods", "losses", "sparsities", "oracle", "preset", "keep_checkpoints")
 
     def __init__(self, cfg: SRNetConfig, log=print, progress: bool = True):
         from maskedbert.data.collate import PadCollator
@@ -42,7 +42,7 @@ class SRNetBase:
         torch.manual_seed(cfg.seed)
         self.pristine, self.tokenizer = load_model_and_tokenizer(
             cfg.model, len(self.data.label_names), label_names=list(self.data.label_names), vocab=self.data.vocab,
-            config_overrides=cfg.config_overrides or None)
+            config_overrides=cfg.config_overrides or None, tokenizer=cfg.tokenizer)
         os.makedirs(cfg.out, exist_ok=True)  # after the model loaded: a bad --model leaves nothing behind
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.pristine.to(device).eval()
@@ -55,6 +55,7 @@ class SRNetBase:
         self._finetuned: dict[str, dict] = {}
         self._bias: dict | None = None
         self._teacher: dict | None = None
+        self._open_runs: list[str] = []  # resumable training runs of the cell in progress (logs/<run>/)
         self.skipped: list[str] = []
 
     def _encode(self, examples, label_map):
@@ -77,7 +78,7 @@ class SRNetBase:
             if os.path.isfile(self.cfg.bias_model):
                 # .npy rows follow the training file's order: ids say which row is which example
                 self._bias = bias_lib.load_probs(self.cfg.bias_model, ids=[e.id for e in self.data.train])
-            elif os.path.isfile(cache):
+            elif os.path.isfile(cache) and self._readable_cache(cache):
                 self._bias = bias_lib.load_probs(cache)
             else:  # out-of-fold predictions: the bias model never scores examples it was fit on
                 self.log(f"fitting the {self.cfg.bias_model!r} bias model (5-fold cross-fit)")
@@ -91,7 +92,7 @@ class SRNetBase:
             cache = self._path("teacher_probs.json")
             if self.cfg.teacher_probs:
                 self._teacher = bias_lib.load_probs(self.cfg.teacher_probs, ids=[e.id for e in self.data.train])
-            elif os.path.isfile(cache):
+            elif os.path.isfile(cache) and self._readable_cache(cache):
                 self._teacher = bias_lib.load_probs(cache)
             else:  # the CE fine-tuned model is the teacher (Utama et al. 2020)
                 teacher = self.finetuned("ce")
@@ -100,6 +101,22 @@ class SRNetBase:
                 self._teacher = {e.id: row for e, row in zip(self.data.train, probs.tolist())}
                 bias_lib.save_probs(cache, self._teacher)
         return self._teacher
+
+    def _readable_cache(self, path: str) -> bool:
+        """A shared file of this study that does not load (torn, emptied) is set aside and rebuilt."""
+        try:
+            bias_lib.load_probs(path)
+            return True
+        except Exception as exc:  # any parse error: the file is rebuilt from the same inputs
+            self._set_aside(path, exc)
+            return False
+
+    def _set_aside(self, path: str, exc: BaseException) -> None:
+        from maskedbert.train.checkpoint import set_aside
+
+        moved = set_aside(path)
+        self.log(f"[srnet] {path} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); moved to {moved}, "
+                 f"rebuilding it")
 
     def train_dataset(self, loss: str):
         fields = {}
@@ -125,14 +142,28 @@ class SRNetBase:
                                      seed=cfg.seed)
 
     def train(self, model, loss: str, steps: int, desc: str, *, dataset=None, loss_fn=None, step_callback=None,
-              cfg: SRNetConfig | None = None):
+              cfg: SRNetConfig | None = None, resume: bool = False, stateful: dict | None = None):
         """`steps` optimizer steps of `model` with `loss` (settings of `cfg`, default the cell's); the
-        log goes to logs/<desc>/."""
+        log goes to logs/<desc>/. resume=True: the run checkpoints there (wall time, SIGTERM/SIGUSR1) and
+        a rerun continues it; `stateful` objects (the step callback's) are saved with it. Its checkpoint
+        is deleted once the cell is recorded (`finish_runs`), unless --keep-checkpoints."""
         slug = desc.replace(" ", "-")
+        output_dir = self._path("logs", slug)
+        if resume:
+            self._open_runs.append(output_dir)
         return pruning.train_steps(model, dataset if dataset is not None else self.train_dataset(loss), self.collate,
                                    loss_fn or self.loss_fn(loss, steps), self.settings(steps, cfg),
-                                   step_callback=step_callback, desc=desc, output_dir=self._path("logs", slug),
-                                   progress=self.progress)
+                                   step_callback=step_callback, desc=desc, output_dir=output_dir,
+                                   progress=self.progress, resume=resume, stateful=stateful)
+
+    def finish_runs(self) -> None:
+        """Retention: the resumable runs of the cell just recorded drop their checkpoints (model + optimizer)."""
+        runs, self._open_runs = self._open_runs, []
+        if self.cfg.keep_checkpoints:
+            return
+        for run_dir in runs:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(run_dir, "checkpoint.pt"))
 
     @contextlib.contextmanager
     def cell_scope(self, pipeline: str, method: str):
@@ -156,9 +187,15 @@ class SRNetBase:
         path = self._path("checkpoints", f"finetuned-{loss}.safetensors")
         if loss not in self._finetuned:
             model = self.fresh_model()
+            loaded = False
             if os.path.isfile(path):
-                model.load_state_dict(load_file(path))
-            else:
+                try:
+                    model.load_state_dict(load_file(path))
+                    loaded = True
+                except Exception as exc:  # truncated or emptied: set aside, fine-tuned again (same result)
+                    self._set_aside(path, exc)
+                    model = self.fresh_model()
+            if not loaded:
                 cfg = self.base_cfg  # dense models are shared by every cell: the study's settings
                 steps = cfg.steps("ft", len(self.data.train), loss)
                 self.log(f"fine-tuning the dense model with loss {loss!r} ({steps} steps)")
@@ -173,8 +210,9 @@ class SRNetBase:
                     if step in cfg.save_ft_steps:
                         save(self._path("checkpoints", f"finetuned-{loss}-step{step}.safetensors"))
 
-                self.train(model, loss, steps, f"fine-tune {loss}", step_callback=on_step, cfg=cfg)
+                self.train(model, loss, steps, f"fine-tune {loss}", step_callback=on_step, cfg=cfg, resume=True)
                 save(path)
+                self.finish_runs()  # the saved weights are what depends on this run
             self._finetuned[loss] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model = self.fresh_model()
         model.load_state_dict(self._finetuned[loss])
@@ -234,6 +272,7 @@ class SRNetBase:
             save_masks(model, mask_path)
             row["mask_file"] = os.path.relpath(mask_path, self.cfg.out)
         ev.write_text_atomic(self._path("cells", key + ".json"), json.dumps(row, indent=2, sort_keys=True))
+        self.finish_runs()
         self.log(f"  {key}: ID acc {row['id_accuracy']:.4f}  OOD acc {row['ood_accuracy']:.4f}  "
                  f"sparsity {row['measured_sparsity']:.4f}")
 

@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a finetune setting for every run, e.g. --set num_epochs=5")
     p.add_argument("--parallel", type=int, help="N runs at once: short for --launcher local --workers N")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each finished run's checkpoint.pt (model + Adam state, ~3.4x the fp32 model); by "
+                        "default a run deletes it once its result is written")
+    p.add_argument("--tokenizer", help="tokenizer name or folder, when the model is a folder saved without one")
+    from maskedbert.experiments.cli_common import add_out_arguments
+
+    add_out_arguments(p)
     p.add_argument("--no-progress", action="store_true")
     add_report_to_argument(p)  # every run's scalars also to TensorBoard or W&B (a finetune setting)
     add_launcher_arguments(p)
@@ -103,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds and args.num_seeds:
             raise ValueError("give --seeds or --num-seeds, not both")
         if args.seeds:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+            try:
+                seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+            except ValueError:
+                raise ValueError(f"--seeds: expected comma-separated whole numbers such as 1,2,3, got {args.seeds!r}") from None
+            repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+            if repeated or not seeds or min(seeds) < 0:
+                raise ValueError(f"--seeds: expected distinct seeds >= 0, got {args.seeds!r}")
         elif args.num_seeds:
             if args.num_seeds < 1:
                 raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")
@@ -116,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key.strip()] = _parse_value(value.strip())
         if args.report_to is not None:
             overrides["report_to"] = args.report_to
+        if args.tokenizer is not None:
+            overrides["tokenizer"] = args.tokenizer
+        if args.keep_checkpoints:
+            overrides["keep_checkpoint"] = True
         configurations = args.configurations.split(",") if args.configurations else None
         study = resolve_study(args.preset, seeds=seeds, overrides=overrides, configurations=configurations,
                               data_dir=args.data_dir)
@@ -123,9 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maskedbert stability: {exc}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", f"stability-{args.preset}")
+    from maskedbert.experiments.cli_common import study_out
+
     try:
         launch = launch_options_from_args(args, progress=not args.no_progress)
-        results = run_study(study, out, launch=launch)
+        check_runs(study, out)
+        with study_out(out, "stability", owned=(), adopt=args.adopt_out, wait=args.wait,
+                       prog="maskedbert stability"):
+            results = run_study(study, out, launch=launch)
+            return _report(out, launch, results)
     except UsageError as exc:
         print(f"maskedbert stability: {exc}", file=sys.stderr)
         return 2
@@ -133,6 +156,28 @@ def main(argv: list[str] | None = None) -> int:
         print("maskedbert stability: interrupted; finished runs are kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
+
+
+def check_runs(study: dict[str, Any], out: str) -> None:
+    """Every configuration's finetune settings, checked as `maskedbert finetune` checks its flags (UsageError
+    naming the --set key), before anything is written."""
+    from maskedbert.experiments.finetune import FinetuneConfig, check_finetune_config
+
+    from maskedbert.experiments.cli_common import check_out_dir
+
+    check_out_dir(out, "--out")
+    for name, values in study["configurations"].items():
+        fields = {**study["base"], **values, "seed": min(study["seeds"]), "output_dir": out}
+        try:
+            config = FinetuneConfig.from_dict(fields)
+        except TypeError as exc:
+            raise UsageError(f"--set: {exc}") from None
+        flags = {field: f"--set {field} (configuration {name})" for field in fields}
+        flags.update(output_dir="--out", data_dir="--data-dir", model="--set model", task="--set task")
+        check_finetune_config(config, flags)
+
+
+def _report(out: str, launch, results) -> int:
     from maskedbert.sweep import load_study
     from maskedbert.sweep.report_cli import build_report
 
