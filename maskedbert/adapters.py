@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from maskedbert._atomic import atomic_path, write_text_atomic
-from maskedbert.checksums import load_verified, with_checksum
+from maskedbert.checksums import load_verified, tensors_digest
 from maskedbert.errors import UsageError
 
 __all__ = ["save_pretrained", "from_pretrained", "read_adapter_config", "ADAPTER_FORMAT_VERSION",
@@ -94,6 +94,7 @@ def save_pretrained(
         "model_config": _plain_config(model_config),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "changed_parameters": sorted(changed),
+        "changed_parameters_sha256": tensors_digest(changed) if changed else None,  # checked on load
         "sparsity": _masked_sparsity(layers),
     }
     folder = os.fspath(save_directory)
@@ -106,7 +107,7 @@ def save_pretrained(
         from safetensors.torch import save_file
 
         with atomic_path(changed_path) as tmp:
-            save_file(changed, tmp, metadata=with_checksum(changed, {"format": _FORMAT}))
+            save_file(changed, tmp, metadata={"format": _FORMAT})
     elif os.path.exists(changed_path):  # an older adapter in the same folder
         os.unlink(changed_path)
     write_text_atomic(os.path.join(folder, CONFIG_NAME), json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -152,7 +153,7 @@ def from_pretrained(
     if payload["changed_parameters"]:
         if not os.path.isfile(changed_path):
             raise UsageError(f"from_pretrained: {folder!r} lists changed parameters but has no {CHANGED_NAME}")
-        _load_changed_(model, load_verified(changed_path), folder)
+        _load_changed_(model, load_verified(changed_path, payload.get("changed_parameters_sha256")), folder)
     # the masks file sets every mask, so skip the initial magnitude top-k (the same layers are chosen)
     apply_masks_(model, mask_config.replace(sparsity=0.0) if mask_config.score_init in ("magnitude", "uniform")
                  else mask_config)

@@ -1,9 +1,11 @@
 """Checksums for the safetensors files maskedbert writes (mask files, adapters' changed parameters).
 
 safetensors checks a file's layout, not its bytes: a flipped bit in a tensor loads silently as another
-mask or weight. Writers add a SHA-256 of the tensors (names, dtypes, shapes and bytes, in name order)
-to the file's metadata under CHECKSUM_KEY; readers recompute it and raise ChecksumMismatchError
-naming the file when it differs. Files written without one load as before.
+mask or weight. Writers record a SHA-256 of the tensors (names, dtypes, shapes and bytes, in name order)
+beside them (a mask file in its JSON metadata, an adapter in mask_config.json); readers recompute it and
+raise ChecksumMismatchError naming the file when it differs. Files written without one load as before.
+The digest lives inside a single metadata entry, never as a second safetensors metadata key:
+safetensors writes several keys in a per-process order, and the same masks must give the same bytes.
 """
 from __future__ import annotations
 
@@ -13,10 +15,7 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["CHECKSUM_KEY", "ChecksumMismatchError", "tensors_digest", "with_checksum", "verify_checksum",
-           "load_verified"]
-
-CHECKSUM_KEY = "maskedbert_sha256"
+__all__ = ["ChecksumMismatchError", "tensors_digest", "verify_checksum", "load_verified"]
 
 
 class ChecksumMismatchError(ValueError):
@@ -33,14 +32,7 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def with_checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`metadata` plus the checksum of `tensors`, for safetensors' save_file(..., metadata=)."""
-    return {**(metadata or {}), CHECKSUM_KEY: tensors_digest(tensors)}
-
-
-def verify_checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None,
-                    path: str | os.PathLike) -> None:
-    expected = (metadata or {}).get(CHECKSUM_KEY)
+def verify_checksum(tensors: Mapping[str, torch.Tensor], expected: str | None, path: str | os.PathLike) -> None:
     if expected is None:
         return  # written before checksums (or by another tool)
     actual = tensors_digest(tensors)
@@ -49,12 +41,10 @@ def verify_checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, 
                                     f"the file records {expected[:16]}...; write it again (or restore a copy)")
 
 
-def load_verified(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """safetensors.torch.load_file on the CPU, with the checksum verified."""
-    from safetensors import safe_open
+def load_verified(path: str | os.PathLike, expected: str | None) -> dict[str, torch.Tensor]:
+    """safetensors.torch.load_file on the CPU, checked against the digest `expected` (None: unchecked)."""
+    from safetensors.torch import load_file
 
-    with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
-        metadata = f.metadata()
-        tensors = {name: f.get_tensor(name) for name in f.keys()}
-    verify_checksum(tensors, metadata, path)
+    tensors = load_file(os.fspath(path))
+    verify_checksum(tensors, expected, path)
     return tensors

@@ -5,7 +5,7 @@ PACKED_FORMAT_VERSION: bit k%8 of byte k//8 holds column k of a row). A mask of 
 as [shape[0], prod(shape[1:])] (a 1-D mask as one row) and its shape kept in the metadata. The
 safetensors metadata key "maskedbert" holds JSON:
     {"format_version": 1, "maskedbert_version": "...", "sparsity": overall pruned fraction,
-     "masks": {name: {"shape": [...], "kept": int, "sparsity": float}}}
+     "masks": {name: {"shape": [...], "kept": int, "sparsity": float}}, "sha256": digest of the tensors}
 Files are written to a temporary file in the same folder and renamed into place, so a crash never
 leaves a half-written file.
 """
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from maskedbert._atomic import atomic_path
-from maskedbert.checksums import verify_checksum, with_checksum
+from maskedbert.checksums import tensors_digest, verify_checksum
 from maskedbert.errors import UsageError
 from maskedbert.kernels import PACKED_FORMAT_VERSION, pack_mask, unpack_mask
 
@@ -79,6 +79,7 @@ def save_masks(
         "maskedbert_version": _package_version(),
         "sparsity": _sparsity(total_kept, total),
         "masks": entries,
+        "sha256": tensors_digest(tensors),  # of the packed tensors, checked on load (maskedbert.checksums)
     }
     _write_atomic(tensors, {METADATA_KEY: json.dumps(metadata)}, os.fspath(path))
 
@@ -110,7 +111,7 @@ def load_mask_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                     f"[{rows}, {(cols + 7) // 8}], found {_describe(packed)}"
                 )
             masks[name] = unpack_mask(packed, cols).reshape(shape)
-        verify_checksum(stored, f.metadata(), path)
+        verify_checksum(stored, metadata.get("sha256"), path)
     return masks
 
 
@@ -193,7 +194,7 @@ def _write_atomic(tensors: dict, metadata: dict, path: str) -> None:
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=with_checksum(tensors, metadata))
+        save_file(tensors, tmp, metadata=metadata)
 
 
 def _as_rows(mask: torch.Tensor) -> torch.Tensor:

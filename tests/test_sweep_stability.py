@@ -21,7 +21,8 @@ from maskedbert.experiments.stability import command as stability_command
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # 64 examples, batch 16, 2 epochs: 8 steps, a checkpoint every 2 (so a kill lands between checkpoints)
 TINY = ["--preset", "tiny", "--seeds", "1,2,3", "--no-progress", "--set", "train_limit=64", "--set", "dev_limit=32",
-        "--set", "num_epochs=2", "--set", "lr=3e-3", "--set", "checkpoint_every=2", "--set", "log_every=1"]
+        "--set", "num_epochs=2", "--set", "lr=3e-3", "--set", "checkpoint_every=2", "--set", "log_every=1",
+        "--keep-checkpoints"]  # the finished runs' checkpoints are compared below
 CELLS = [f"default/seed_{s}" for s in (1, 2, 3)]
 
 

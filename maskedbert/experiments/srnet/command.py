@@ -53,10 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     from maskedbert.experiments.cli_common import study_out
     from maskedbert.experiments.srnet.pipelines import SRNetRunner
 
+    from maskedbert.study_folder import claim_out_folder
+
     start = time.perf_counter()
+    claim_out_folder(cfg.out, cells.KIND, adopt=args.adopt_out, dry_run=True)  # a foreign --out: refused now
+    runner = SRNetRunner(cfg)  # loads the data and the model: a mistake there leaves nothing behind
     with study_out(cfg.out, cells.KIND, owned=srnet.RUN_OUTPUTS, fresh=args.fresh, dry_run=args.dry_run,
                    adopt=args.adopt_out, wait=args.wait, prog="maskedbert srnet"):
-        runner = SRNetRunner(cfg)
         runner.check_resumable()
         if args.dry_run:
             path = os.path.join(cfg.out, "config.json")
