@@ -48,6 +48,7 @@ def _comparable(result_path):
     return {k: result[k] for k in ("steps", "final_metric", "final_metrics", "best_metric", "best_step")}
 
 
+@pytest.mark.slow
 def test_sigterm_saves_status_says_where_it_resumes_and_the_rerun_finishes_as_one_run(tmp_path, capsys):
     out = tmp_path / "study"
     args = [*TINY, *LONG, "--seeds", "1", "--out", str(out)]
@@ -81,6 +82,7 @@ def test_sigterm_saves_status_says_where_it_resumes_and_the_rerun_finishes_as_on
     assert losses(log) == losses(reference / "default" / "seed_1" / "log.jsonl")
 
 
+@pytest.mark.slow
 def test_two_identical_commands_on_one_out_give_the_logs_and_results_of_one(tmp_path):
     out = tmp_path / "study"
     args = [*TINY, "--seeds", "1,2", "--out", str(out), "--wait"]
@@ -130,6 +132,5 @@ def test_pickles_planted_where_a_study_reads_run_nothing(tmp_path, capsys):
     (out / "sweep.json").write_bytes(payload)
     assert status_cli.main([str(out)]) == 2
     assert not marker.exists()
-    assert status in (0, 1)  # seed_1's result file was replaced by garbage: its report row is refused, not run
-    assert load_study.__module__  # (imported for the names above)
+    assert status in (0, 1)  # seed_1's result file holds a pickle now: it is never read as one
     assert (seed_2 / "result.json").exists()

@@ -86,7 +86,15 @@ def convert_probs(source: str, target: str, *, trust_pickle: bool = False, ids: 
                 raise UsageError(f"IN: {source} could not be unpickled ({type(exc).__name__}: {exc})") from None
         probs = _probs_from_pickled(obj, source)
     else:
-        probs = bias.load_probs(source, ids=ids)
+        try:
+            probs = bias.load_probs(source, ids=ids)
+        except UsageError:
+            raise
+        except (ValueError, TypeError, KeyError, OSError, UnicodeDecodeError) as exc:  # the file, not a bug
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"IN: cannot read {source} as predictions ({reason})") from None
+    if not probs:
+        raise UsageError(f"IN: {source} holds no predictions")
     bias.save_probs(target, probs)
     return len(probs)
 
@@ -106,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    ids = _read_ids(args.ids_from) if args.ids_from else None
+    try:
+        ids = _read_ids(args.ids_from) if args.ids_from else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--ids-from: cannot read {args.ids_from!r} ({getattr(exc, 'strerror', None) or exc})") from None
     count = convert_probs(args.source, args.target, trust_pickle=args.trust_pickle, ids=ids, overwrite=args.overwrite)
     print(f"maskedbert convert-probs: {count} rows of probabilities by id -> {args.target}")
     return 0

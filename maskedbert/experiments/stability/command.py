@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         seeds = None
-        if args.seeds and args.num_seeds:
+        if args.seeds and args.num_seeds is not None:
             raise ValueError("give --seeds or --num-seeds, not both")
         if args.seeds:
             try:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             repeated = sorted({s for s in seeds if seeds.count(s) > 1})
             if repeated or not seeds or min(seeds) < 0:
                 raise ValueError(f"--seeds: expected distinct seeds >= 0, got {args.seeds!r}")
-        elif args.num_seeds:
+        elif args.num_seeds is not None:
             if args.num_seeds < 1:
                 raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")
             seeds = list(range(1, args.num_seeds + 1))
