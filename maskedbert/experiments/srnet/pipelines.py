@@ -168,8 +168,17 @@ class SRNetRunner(SRNetBase):
         # sequence resumes at its next round instead of round 0
         resume_path = self._path("resume", f"{pipeline}-imp-{loss}.pt")
         start_round = 0
+        saved = None
         if os.path.isfile(resume_path):
-            saved = torch.load(resume_path, map_location="cpu", weights_only=True)
+            try:
+                saved = torch.load(resume_path, map_location="cpu", weights_only=True)
+                missing = {"model", "rewind", "next_round", "level"} - set(saved)
+                if missing:
+                    raise KeyError(f"no {sorted(missing)} in it")
+            except Exception as exc:  # truncated, emptied, or not ours: set aside, the sequence starts over
+                self._set_aside(resume_path, exc)
+                saved = None
+        if saved is not None:
             model.load_state_dict(saved["model"])
             rewind_state, start_round, current["level"] = saved["rewind"], saved["next_round"], saved["level"]
             self.log(f"IMP {pipeline} {loss}: resuming at round {start_round} (level {current['level']:.2f})")
