@@ -69,7 +69,7 @@ FINETUNE_MISTAKES = {
     "missing data dir": (["--task", "rte", "--data-dir", "nope"], ["--data-dir", "no such directory", "train.tsv"]),
     "data dir lacks files": (["--task", "rte", "--data-dir", "."], ["--data-dir", "lacks train.tsv, dev.tsv"]),
     "data dir for a generated task": (["--data-dir", "."], ["--data-dir", "generated"]),
-    "negative lr": (["--lr", "-1"], ["--lr", "> 0", "-1.0"]),
+    "negative lr": (["--lr", "-1"], ["--lr", ">= 0", "-1.0"]),
     "zero batch size": (["--batch-size", "0"], ["--batch-size", ">= 1"]),
     "warmup ratio 1": (["--warmup-ratio", "1"], ["--warmup-ratio", "< 1"]),
     "missing config file": (["--config", "nope.json"], ["--config", "no such file 'nope.json'"]),

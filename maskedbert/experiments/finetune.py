@@ -297,7 +297,7 @@ def check_finetune_config(config: FinetuneConfig, flags: dict[str, str] | None =
         check_number(flag(name), getattr(config, name), low=1, integer=True)
     for name in ("max_steps", "eval_every", "checkpoint_every", "train_limit", "dev_limit"):
         check_number(flag(name), getattr(config, name), low=1, integer=True, allow_none=True)
-    check_number(flag("lr"), config.lr, low=0, low_open=True)
+    check_number(flag("lr"), config.lr, low=0)  # 0: a run that never moves (a "stuck" baseline configuration)
     check_number(flag("num_epochs"), config.num_epochs, low=0, low_open=True)
     check_number(flag("weight_decay"), config.weight_decay, low=0)
     check_number(flag("adam_eps"), config.adam_eps, low=0, low_open=True)

@@ -308,6 +308,8 @@ def _study_record(directory: str) -> dict | None | str:
 
 
 def load_study(directory: str) -> Study:
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"DIR: {directory!r} is a file; give a study's folder (the --out of its command)")
     record = _study_record(directory)
     if record is None:
         raise UsageError(f"DIR: {directory!r} holds no study (no {STUDY_FILE}); give the --out of a "

@@ -220,5 +220,7 @@ def study_cells(study: dict[str, Any]) -> list:
     for name in study["configurations"]:
         for seed in study["seeds"]:
             values = {**study["base"], **study["configurations"][name], "seed": seed}
+            if study.get("keep_checkpoints"):  # retention only: the run's results do not depend on it
+                values["keep_checkpoint"] = True
             cells.append(Cell(f"{name}/seed_{seed}", {"configuration": name, "finetune": values}))
     return cells

@@ -131,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
             overrides["report_to"] = args.report_to
         if args.tokenizer is not None:
             overrides["tokenizer"] = args.tokenizer
-        if args.keep_checkpoints:
-            overrides["keep_checkpoint"] = True
         configurations = args.configurations.split(",") if args.configurations else None
         study = resolve_study(args.preset, seeds=seeds, overrides=overrides, configurations=configurations,
                               data_dir=args.data_dir)
@@ -147,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         check_runs(study, out)
         with study_out(out, "stability", owned=(), adopt=args.adopt_out, wait=args.wait,
                        prog="maskedbert stability"):
-            results = run_study(study, out, launch=launch)
+            # retention is no setting of the study (not compared between launches): it rides in the cells' specs
+            results = run_study({**study, "keep_checkpoints": args.keep_checkpoints}, out, launch=launch)
             return _report(out, launch, results)
     except UsageError as exc:
         print(f"maskedbert stability: {exc}", file=sys.stderr)
