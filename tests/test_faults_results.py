@@ -30,3 +30,17 @@ def test_diverged_runs_count_as_failed_and_diverged_and_stay_out_of_mean_and_std
     [only_diverged] = summarize([_run(1, None, diverged=True), _run(2, None, diverged=True)])
     assert only_diverged["final_mean"] is None and only_diverged["final_std"] is None
     assert only_diverged["failed"] == 2 and only_diverged["diverged"] == 2
+
+
+def test_a_model_folder_without_a_tokenizer_is_refused_unless_one_is_named(tmp_path):
+    from maskedbert.errors import UsageError
+    from maskedbert.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer("tiny-bert", 2)
+    model.save_pretrained(tmp_path / "model")  # weights and config only
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    with pytest.raises(UsageError, match="has no tokenizer .*--tokenizer"):
+        load_model_and_tokenizer(str(tmp_path / "model"), 2)
+    _, named = load_model_and_tokenizer(str(tmp_path / "model"), 2, tokenizer=str(tmp_path / "tokenizer"))
+    assert named("the cat")["input_ids"] == tokenizer("the cat")["input_ids"]
+    assert named.unk_token_id not in named("the cat")["input_ids"]

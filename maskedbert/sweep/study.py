@@ -40,7 +40,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from maskedbert._atomic import write_text_atomic
+from maskedbert._atomic import remove_stale_temporaries, write_text_atomic
 from maskedbert._lock import FolderBusyError, folder_lock, is_locked
 from maskedbert.errors import UsageError
 
@@ -429,6 +429,7 @@ def _attempt(study: Study, cell_id: str, cell: Cell, runner: Callable, directory
              log: str | None) -> str:
     from maskedbert.train.checkpoint import checkpoint_listener
 
+    remove_stale_temporaries(directory)  # a killed attempt's half-written records (this attempt holds the lock)
     done_path = os.path.join(directory, DONE)
     if os.path.exists(done_path) and not study.is_done(cell_id):
         print(f"[sweep] {cell_id}: {done_path} was unreadable; moved to {set_aside(done_path)}", flush=True)
