@@ -234,9 +234,6 @@ class Study:
                      else f"pid {record.get('pid', '?')}") + f" on {record.get('host', '?')}"
             return CellState("running", f"{where} since {record.get('started', '?')}", failures=failures,
                              log=record.get("log"))
-        if isinstance(running, dict) and running.get("job_id") and live_jobs is not None \
-                and running["job_id"] in live_jobs and locked is None:
-            return CellState("running", f"SLURM job {running['job_id']}", failures=failures, log=running.get("log"))
         if submitted is not None and live_jobs is not None and submitted["job_id"] in live_jobs:
             return CellState("running" if running else "pending", f"queued as SLURM job {submitted['job_id']}",
                              failures=failures, log=submitted.get("log"))
