@@ -19,8 +19,8 @@ STABILITY = ["stability", "--preset", "tiny", "--num-seeds", "1", "--no-progress
 FINETUNE = ["finetune", "--max-steps", "2", "--train-limit", "16", "--dev-limit", "8", "--no-progress"]
 LONG_NAME = "x" * 300
 
-# (case, argv, the flag the message must name); {tmp} is the test's folder, {notok} a model folder saved
-# without tokenizer files, {file} an existing plain file
+# (case, argv, the flag the message must name); {tmp} holds the shared inputs, {work} is the case's own
+# folder, {notok} a model folder saved without tokenizer files, {file} an existing plain file
 CASES = [
     ("srnet lr nan", [*SRNET, "--lr", "nan"], "--lr"),
     ("srnet lr inf", [*SRNET, "--lr", "inf"], "--lr"),
@@ -71,15 +71,15 @@ CASES = [
     ("finetune model without tokenizer", [*FINETUNE, "--model", "{notok}"], "--tokenizer"),
     ("status of a file", ["status", "{file}"], "DIR"),
     ("status of a missing folder", ["status", "{tmp}/nothing"], "DIR"),
-    ("convert-probs missing input", ["convert-probs", "{tmp}/missing.npy", "{tmp}/out.jsonl"], "IN"),
-    ("convert-probs input is a folder", ["convert-probs", "{tmp}", "{tmp}/out.jsonl"], "IN"),
-    ("convert-probs empty input", ["convert-probs", "{tmp}/empty.jsonl", "{tmp}/out.jsonl"], "IN"),
-    ("convert-probs garbage input", ["convert-probs", "{tmp}/garbage.json", "{tmp}/out.jsonl"], "IN"),
-    ("convert-probs npy of one dimension", ["convert-probs", "{tmp}/flat.npy", "{tmp}/out.jsonl"], "flat.npy"),
+    ("convert-probs missing input", ["convert-probs", "{tmp}/missing.npy", "{work}/out.jsonl"], "IN"),
+    ("convert-probs input is a folder", ["convert-probs", "{tmp}", "{work}/out.jsonl"], "IN"),
+    ("convert-probs empty input", ["convert-probs", "{tmp}/empty.jsonl", "{work}/out.jsonl"], "IN"),
+    ("convert-probs garbage input", ["convert-probs", "{tmp}/garbage.json", "{work}/out.jsonl"], "IN"),
+    ("convert-probs npy of one dimension", ["convert-probs", "{tmp}/flat.npy", "{work}/out.jsonl"], "flat.npy"),
     ("convert-probs output exists", ["convert-probs", "{tmp}/good.npy", "{file}"], "OUT"),
-    ("convert-probs output suffix", ["convert-probs", "{tmp}/good.npy", "{tmp}/out.csv"], "OUT"),
+    ("convert-probs output suffix", ["convert-probs", "{tmp}/good.npy", "{work}/out.csv"], "OUT"),
     ("convert-probs ids-from missing", ["convert-probs", "--ids-from", "{tmp}/ids.txt", "{tmp}/good.npy",
-                                        "{tmp}/out.jsonl"], "--ids-from"),
+                                        "{work}/out.jsonl"], "--ids-from"),
 ]
 
 
@@ -131,7 +131,8 @@ def test_a_bad_argument_is_exit_2_one_line_nothing_written(tmp_path, monkeypatch
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)  # default --out folders land here
-    names = {"tmp": str(inputs), "notok": str(inputs / "model-without-tokenizer"), "file": str(inputs / "a-file")}
+    names = {"tmp": str(inputs), "notok": str(inputs / "model-without-tokenizer"), "file": str(inputs / "a-file"),
+             "work": str(work)}
     argv = [a.format(**names) for a in argv]
     if "--out" not in argv and argv[0] in ("srnet", "stability", "demo", "finetune"):
         argv += ["--out", str(work / "out")]
