@@ -3,7 +3,7 @@
 safetensors checks a file's layout, not its bytes: a flipped bit in a tensor loads silently as another
 mask or weight. Writers record a SHA-256 of the tensors (names, dtypes, shapes and bytes, in name order)
 beside them (a mask file in its JSON metadata, an adapter in mask_config.json); readers recompute it and
-raise ChecksumMismatchError naming the file when it differs. Files written without one load as before.
+raise ChecksumMismatchError naming the file when it differs. A file without one loads unchecked.
 The digest lives inside a single metadata entry, never as a second safetensors metadata key:
 safetensors writes several keys in a per-process order, and the same masks must give the same bytes.
 """

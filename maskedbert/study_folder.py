@@ -10,7 +10,7 @@ The marker is the first file a study writes. A command then treats `--out` as fo
 - a marker that cannot be read: "unknown" to `status`; a command refuses it (exit 2) unless adopted.
 `--fresh` deletes only the top-level entries of the folder that the study writes (`owned` names or
 glob patterns, given by the command) and that were not there when the folder was adopted.
-Folders written before markers existed are recognised by their sweep.json of the same kind.
+An unmarked folder holding a sweep.json of the same kind (written by a maskedbert without markers) is its own.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def read_marker(folder: str | os.PathLike) -> dict | str | None:
 
 
 def _legacy_kind(folder: str) -> str | None:
-    """The kind in an unmarked folder's sweep.json (studies written before markers), if readable."""
+    """The kind in an unmarked folder's sweep.json (maskedbert versions without markers), if readable."""
     try:
         with open(os.path.join(folder, "sweep.json"), encoding="utf-8") as f:
             record = json.load(f)
