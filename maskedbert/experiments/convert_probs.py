@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ids = _read_ids(args.ids_from) if args.ids_from else None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--ids-from: cannot read {args.ids_from!r} ({getattr(exc, 'strerror', None) or exc})") from None
+        reason = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"--ids-from: cannot read {args.ids_from!r} ({reason})") from None
     count = convert_probs(args.source, args.target, trust_pickle=args.trust_pickle, ids=ids, overwrite=args.overwrite)
     print(f"maskedbert convert-probs: {count} rows of probabilities by id -> {args.target}")
     return 0

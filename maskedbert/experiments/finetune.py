@@ -257,8 +257,9 @@ def build_parser(prog: str = "maskedbert finetune") -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=_optional_int, default=d.checkpoint_every,
                    help="write checkpoint.pt every N steps (none: only at the end); Ctrl-C resumes from it")
     p.add_argument("--keep-checkpoints", dest="keep_checkpoint", action="store_const", const=True,
-                   default=d.keep_checkpoint, help="keep checkpoint.pt (model + optimizer, ~3x the model) after the run "
-                                                   "finishes (by default it is deleted once result.json is written)")
+                   default=d.keep_checkpoint,
+                   help="keep checkpoint.pt (model + optimizer, ~3x the model) after the run finishes (by default "
+                        "it is deleted once result.json is written)")
     p.add_argument("--tokenizer", default=d.tokenizer,
                    help="tokenizer name or folder, when --model is a folder saved without one")
     p.add_argument("--save-final-model", dest="save_final_model", action="store_const", const=True,

@@ -40,7 +40,7 @@ def study_settings(cfg: SRNetConfig) -> dict[str, Any]:
     from maskedbert.experiments.srnet.runner_base import SRNetBase
 
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SRNetBase.SWEEP_FIELDS}
-    if settings.get("tokenizer") is None:  # the model's own tokenizer: the settings of studies that do not record the field
+    if settings.get("tokenizer") is None:  # the model's own: as in studies that do not record the field
         settings.pop("tokenizer", None)
     return settings
 

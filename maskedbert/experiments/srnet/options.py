@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "flags given override them")
     p.add_argument("--list-presets", action="store_true", help="print the presets and their settings, then exit")
     p.add_argument("--dry-run", action="store_true",
-                   help="write the resolved config.json and exit (with --fresh: say what it would delete, delete nothing)")
+                   help="write the resolved config.json and exit (with --fresh: say what it would delete, "
+                        "delete nothing)")
     p.add_argument("--fresh", action="store_true",
                    help="delete this study's earlier results in --out and start over (files it did not write stay)")
     p.add_argument("--keep-checkpoints", action="store_true",
