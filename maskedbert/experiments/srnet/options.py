@@ -260,10 +260,9 @@ def _check_files(cfg: SRNetConfig) -> None:
                          f"(.json/.jsonl/.npy), got {cfg.bias_model!r} (no such file)")
     if cfg.teacher_probs is not None and not os.path.isfile(cfg.teacher_probs):
         raise UsageError(f"--teacher-probs: no such file: {cfg.teacher_probs!r}")
-    if cfg.tokenizer is not None:
-        cc_tokenizer = cfg.tokenizer
-        if cc_tokenizer.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(cc_tokenizer)):
-            raise UsageError(f"--tokenizer: no such folder: {cc_tokenizer!r}")
+    if cfg.tokenizer is not None and not os.path.isdir(os.path.expanduser(cfg.tokenizer)) \
+            and (os.sep in cfg.tokenizer or cfg.tokenizer.startswith((".", "~"))):
+        raise UsageError(f"--tokenizer: no such folder: {cfg.tokenizer!r}")
     from maskedbert.models import check_tokenizer_source
 
     check_tokenizer_source(cfg.model, cfg.tokenizer)
