@@ -261,7 +261,7 @@ def _check_files(cfg: SRNetConfig) -> None:
     if cfg.teacher_probs is not None and not os.path.isfile(cfg.teacher_probs):
         raise UsageError(f"--teacher-probs: no such file: {cfg.teacher_probs!r}")
     if cfg.tokenizer is not None and not os.path.isdir(os.path.expanduser(cfg.tokenizer)) \
-            and (os.sep in cfg.tokenizer or cfg.tokenizer.startswith((".", "~"))):
+            and cfg.tokenizer.startswith((".", "~", os.sep)):  # a path, not a hub name such as org/name
         raise UsageError(f"--tokenizer: no such folder: {cfg.tokenizer!r}")
     from maskedbert.models import check_tokenizer_source
 
