@@ -10,9 +10,15 @@ An adapter folder holds
   maskedbert's version, the adapter and mask format versions, and the names of the changed parameters;
 - masks.safetensors: every mask, bit-packed (maskedbert.masks; BERT-base's 85M masked weights ~ 10.6 MB);
 - changed_parameters.safetensors: only the parameters that differ from the base checkpoint (a trained
-  head; every weight when the weights trained, as in IMP), absent when nothing changed.
+  head; every weight when the weights trained, as in IMP), absent when nothing changed;
+- README.md: a model card with the Hub metadata `base_model`, `library_name: maskedbert` and
+  `mask_sparsity`, and how to load and merge the adapter (maskedbert.adapter_card).
 The mask scores themselves are not kept: the loaded model has scores 2*tau (kept) and 0 (pruned),
 which gives the same mask, so the logits are identical to the saved model's.
+
+A masked model's own `model.save_pretrained(dir)` writes the same adapter (maskedbert.save_guard), so
+`transformers.Trainer.save_model()` and `model.push_to_hub()` work on a masked model. PEFT's argument
+order `mb.from_pretrained(model, "adapter/")` is accepted too.
 
 Every file is written atomically, mask_config.json last, so a folder with mask_config.json is
 complete. `push_to_hub=True` uploads the folder with huggingface_hub (needs a network; here only its
@@ -31,7 +37,7 @@ from maskedbert._atomic import atomic_path, write_text_atomic
 from maskedbert.errors import UsageError
 
 __all__ = ["save_pretrained", "from_pretrained", "read_adapter_config", "ADAPTER_FORMAT_VERSION",
-           "CONFIG_NAME", "MASKS_NAME", "CHANGED_NAME"]
+           "CONFIG_NAME", "MASKS_NAME", "CHANGED_NAME", "README_NAME", "SparsityDriftWarning"]
 
 ADAPTER_FORMAT_VERSION = 1
 CONFIG_NAME = "mask_config.json"
@@ -39,6 +45,14 @@ MASKS_NAME = "masks.safetensors"
 CHANGED_NAME = "changed_parameters.safetensors"
 _FORMAT = "maskedbert-mask-adapter"
 _MASK_STATE = ("scores", "threshold_tensor", "packed_mask")  # MaskedLinear state the masks file replaces
+README_NAME = "README.md"
+# set on a model whose sparsity a schedule or controller sets (MaskTrainingCallback): no drift warning then
+SPARSITY_CONTROLLED_ATTR = "maskedbert_sparsity_controlled"
+_DRIFT_TOLERANCE = 0.005  # |measured - MaskConfig.sparsity| above this after score training gets a warning
+
+
+class SparsityDriftWarning(UserWarning):
+    """A score mask trained with a fixed threshold no longer has the sparsity its MaskConfig asked for."""
 
 
 def save_pretrained(
@@ -108,14 +122,19 @@ def save_pretrained(
             save_file(changed, tmp, metadata={"format": _FORMAT})
     elif os.path.exists(changed_path):  # an older adapter in the same folder
         os.unlink(changed_path)
+    from maskedbert.adapter_card import write_model_card
+
+    write_model_card(folder, payload, repo_id=repo_id)
     write_text_atomic(os.path.join(folder, CONFIG_NAME), json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    if not getattr(model, SPARSITY_CONTROLLED_ATTR, False):
+        _warn_if_drifted(mask_config, payload["sparsity"])
     if push_to_hub:
         _push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
     return payload
 
 
 def from_pretrained(
-    adapter: str | os.PathLike,
+    adapter: str | os.PathLike | nn.Module,
     base_model: str | os.PathLike | nn.Module | None = None,
     *,
     revision: str | None = None,
@@ -130,7 +149,19 @@ def from_pretrained(
     that instead; an nn.Module (unmasked, same architecture) is used as is and changed in place.
     Extra keyword arguments go to transformers' from_pretrained. Returns the model with the masks
     applied and the changed parameters loaded; its logits equal the saved model's.
+
+    PEFT's order works too: from_pretrained(base_module, "adapter/") is from_pretrained("adapter/", base_module).
     """
+    if isinstance(adapter, nn.Module):
+        if not isinstance(base_model, (str, os.PathLike)):
+            raise UsageError(f"from_pretrained: got a model first ({type(adapter).__name__}), so the second argument "
+                             "must be the adapter folder or hub repo id, got "
+                             f"{type(base_model).__name__}: call from_pretrained(model, 'adapter/') or "
+                             "from_pretrained('adapter/', base_model=model)")
+        adapter, base_model = base_model, adapter
+    if not isinstance(adapter, (str, os.PathLike)):
+        raise UsageError(f"from_pretrained: adapter must be an adapter folder or hub repo id, got "
+                         f"{type(adapter).__name__}")
     from maskedbert.config import MaskConfig
     from maskedbert.masks import load_masks
     from maskedbert.patching import CONFIG_ATTR, apply_masks_, masked_modules
@@ -164,9 +195,17 @@ def from_pretrained(
 
 def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:
     """mask_config.json of an adapter folder, checked (format and versions)."""
-    path = os.path.join(os.fspath(folder), CONFIG_NAME)
+    folder = os.fspath(folder)
+    path = os.path.join(folder, CONFIG_NAME)
     if not os.path.isfile(path):
-        raise UsageError(f"from_pretrained: {os.fspath(folder)!r} is not a mask adapter (no {CONFIG_NAME}); "
+        if os.path.isfile(os.path.join(folder, "config.json")):
+            raise UsageError(f"from_pretrained: {folder!r} is a plain transformers checkpoint (config.json, no "
+                             f"{CONFIG_NAME}), not a mask adapter: load it with transformers' "
+                             "AutoModel...from_pretrained (or pass it as base_model=)")
+        if os.path.isfile(os.path.join(folder, "adapter_config.json")):
+            raise UsageError(f"from_pretrained: {folder!r} is a PEFT adapter (adapter_config.json): load it with "
+                             "peft.PeftModel.from_pretrained(base, folder)")
+        raise UsageError(f"from_pretrained: {folder!r} is not a mask adapter (no {CONFIG_NAME}); "
                          "write one with mb.save_pretrained(model, dir)")
     with open(path, encoding="utf-8") as f:
         try:
@@ -241,6 +280,21 @@ def _plain_config(config) -> dict[str, Any]:
     return data
 
 
+def _warn_if_drifted(mask_config, measured: float) -> None:
+    """Score masks under a fixed threshold drift from the sparsity they started at; say how to hold it."""
+    import warnings
+
+    if mask_config.mode != "scores" or mask_config.sparsity == 0.0 or mask_config.score_init != "magnitude":
+        return
+    if abs(measured - mask_config.sparsity) > _DRIFT_TOLERANCE:
+        warnings.warn(
+            f"mask sparsity is {measured:.4f}, but MaskConfig.sparsity asked for {mask_config.sparsity:g}: with a fixed "
+            "threshold the number of scores above it moves as they train. To hold a sparsity exactly, train with "
+            "maskedbert.integrations.MaskTrainingCallback(method='exact_topk') or call "
+            "maskedbert.pruning.exact_sparsity_(model, sparsity) after each optimizer step",
+            SparsityDriftWarning, stacklevel=3)
+
+
 def _masked_sparsity(layers) -> float:
     total = sum(m.weight.numel() for m in layers.values())
     kept = sum(int(m.mask().sum()) for m in layers.values())
@@ -255,7 +309,7 @@ def _push_folder(folder: str, repo_id: str, *, private, token, commit_message) -
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message,
-                      allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
+                      allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME, README_NAME])
 
 
 # ---- loading -----------------------------------------------------------------------------------
