@@ -23,6 +23,10 @@ _LAZY_ATTRS = {
     "load_mask_dict": "maskedbert.masks",
     "save_pretrained": "maskedbert.adapters",
     "from_pretrained": "maskedbert.adapters",
+    "disable_masks": "maskedbert.patching",
+    "trainable_parameters": "maskedbert.patching",
+    "print_trainable_parameters": "maskedbert.patching",
+    "masked_modules": "maskedbert.masks",
 }
 # public submodules reachable as attributes: mb.losses.product_of_experts, mb.optim.AdamW, ...
 _LAZY_SUBMODULES = {

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -164,7 +165,7 @@ def from_pretrained(
                          f"{type(adapter).__name__}")
     from maskedbert.config import MaskConfig
     from maskedbert.masks import load_masks
-    from maskedbert.patching import CONFIG_ATTR, apply_masks_, masked_modules
+    from maskedbert.patching import CONFIG_ATTR, MaskSparsityWarning, apply_masks_, masked_modules
 
     folder = _adapter_folder(adapter, adapter_revision, token)
     payload = read_adapter_config(folder)
@@ -186,8 +187,10 @@ def from_pretrained(
             raise UsageError(f"from_pretrained: {folder!r} lists changed parameters but has no {CHANGED_NAME}")
         _load_changed_(model, load_file(changed_path), folder)
     # the masks file sets every mask, so skip the initial magnitude top-k (the same layers are chosen)
-    apply_masks_(model, mask_config.replace(sparsity=0.0) if mask_config.score_init in ("magnitude", "uniform")
-                 else mask_config)
+    with warnings.catch_warnings():  # sparsity 0 here is deliberate: the masks file sets every mask next
+        warnings.simplefilter("ignore", MaskSparsityWarning)
+        apply_masks_(model, mask_config.replace(sparsity=0.0) if mask_config.score_init in ("magnitude", "uniform")
+                     else mask_config)
     setattr(model, CONFIG_ATTR, mask_config)  # the config the masks were made with, for a later save
     load_masks(model, os.path.join(folder, MASKS_NAME))
     return model
@@ -282,8 +285,6 @@ def _plain_config(config) -> dict[str, Any]:
 
 def _warn_if_drifted(mask_config, measured: float) -> None:
     """Score masks under a fixed threshold drift from the sparsity they started at; say how to hold it."""
-    import warnings
-
     if mask_config.mode != "scores" or mask_config.sparsity == 0.0 or mask_config.score_init != "magnitude":
         return
     if abs(measured - mask_config.sparsity) > _DRIFT_TOLERANCE:

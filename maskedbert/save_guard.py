@@ -6,7 +6,8 @@ model with only an "unexpected keys" warning. `apply_masks_` therefore puts a st
 model's `save_pretrained` that writes the mask adapter instead (maskedbert.adapters.save_pretrained:
 mask_config.json, bit-packed masks, changed parameters, README.md model card). That is what
 `transformers.Trainer.save_model()`, `trainer.push_to_hub()` and `model.push_to_hub()` call, so they
-all produce an adapter that `mb.from_pretrained(dir)` reloads. For a plain model with the pruned
+all produce an adapter that `mb.from_pretrained(dir)` reloads. `model.push_to_hub(repo_id)` is routed
+the same way (transformers' own would replace the adapter's model card with a generic one). For a plain model with the pruned
 weights, merge first: `mb.merge_and_unload(model).save_pretrained(dir)`.
 
 While `suspended(model)` is active (maskedbert.integrations' callbacks hold it during
@@ -25,6 +26,7 @@ import warnings
 from torch import nn
 
 _ATTR = "save_pretrained"
+_PUSH_ATTR = "push_to_hub"
 
 
 class MaskAdapterSavePretrained:
@@ -58,10 +60,33 @@ class MaskAdapterSavePretrained:
         return None
 
 
+class MaskAdapterPushToHub:
+    """Stands in for `model.push_to_hub`: uploads the mask adapter (mb.save_pretrained(push_to_hub=True))."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                 token: str | None = None, **ignored):
+        if not _has_masked_layers(self.model):
+            return type(self.model).push_to_hub(self.model, repo_id, commit_message=commit_message, private=private,
+                                                token=token, **ignored)
+        import tempfile
+
+        from maskedbert.adapters import save_pretrained
+
+        with tempfile.TemporaryDirectory() as folder:
+            return save_pretrained(self.model, folder, push_to_hub=True, repo_id=repo_id, private=private, token=token,
+                                   commit_message=commit_message or "Upload maskedbert mask adapter")
+
+
 def install_save_guard(model: nn.Module) -> None:
-    """Route `model.save_pretrained` to the mask adapter (only models that have one: PreTrainedModels)."""
+    """Route `model.save_pretrained` and `model.push_to_hub` to the mask adapter (only models that have
+    them: PreTrainedModels)."""
     if callable(getattr(type(model), _ATTR, None)) and _ATTR not in model.__dict__:
         model.__dict__[_ATTR] = MaskAdapterSavePretrained(model)
+    if callable(getattr(type(model), _PUSH_ATTR, None)) and _PUSH_ATTR not in model.__dict__:
+        model.__dict__[_PUSH_ATTR] = MaskAdapterPushToHub(model)
 
 
 @contextlib.contextmanager
@@ -80,6 +105,8 @@ def suspended(model: nn.Module):
 def remove_save_guard(model: nn.Module) -> None:
     if isinstance(model.__dict__.get(_ATTR), MaskAdapterSavePretrained):
         del model.__dict__[_ATTR]
+    if isinstance(model.__dict__.get(_PUSH_ATTR), MaskAdapterPushToHub):
+        del model.__dict__[_PUSH_ATTR]
 
 
 def _has_masked_layers(model: nn.Module) -> bool:

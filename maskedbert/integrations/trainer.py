@@ -19,6 +19,7 @@ and debiasing losses. MaskTrainerMixin gives the same to a Trainer subclass of y
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import transformers
@@ -82,6 +83,17 @@ class MaskTrainerMixin:
             values["mask_sparsity"] = score_mask_sparsity(self.model)
         values.update({f"learning_rate_{name}": lr for name, lr in self._group_rates.rates.items()})
         return values
+
+    # ---- model card -----------------------------------------------------------------------------
+    def create_model_card(self, *args, **kwargs):
+        """The Trainer's training summary, with the mask adapter's metadata and loading section kept."""
+        super().create_model_card(*args, **kwargs)
+        from maskedbert.adapter_card import write_model_card
+        from maskedbert.adapters import CONFIG_NAME, read_adapter_config
+
+        if self.is_world_process_zero() and os.path.isfile(os.path.join(self.args.output_dir, CONFIG_NAME)):
+            write_model_card(self.args.output_dir, read_adapter_config(self.args.output_dir),
+                             repo_id=getattr(self, "hub_model_id", None))
 
     # ---- debiasing loss -------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):
