@@ -48,7 +48,14 @@ class MaskAdapterSavePretrained:
         from maskedbert.errors import UsageError
 
         if not self.suspensions:
-            save_pretrained(model, save_directory)
+            try:
+                save_pretrained(model, save_directory)
+            except UsageError as err:
+                raise UsageError(f"{type(model).__name__}.save_pretrained writes a mask adapter here: {err}. (Inside "
+                                 "transformers.Trainer, maskedbert.integrations.MaskTrainingCallback or "
+                                 "MaskCheckpointCallback make checkpoints hold the full state as well, for "
+                                 "resuming; for a plain model with the pruned weights use "
+                                 "mb.merge_and_unload(model).save_pretrained(dir))") from None
             return None
         original(model, save_directory, *args, **kwargs)  # full state: the Trainer resumes from it
         try:
