@@ -34,7 +34,7 @@ def write_model_card(folder: str, payload: dict[str, Any], *, repo_id: str | Non
         data, text = ModelCardData(), section
     if base:
         data.base_model = base
-    data.library_name = data.library_name or "maskedbert"
+    data.library_name = "maskedbert"  # transformers cannot load the folder: the Hub shows how maskedbert does
     data.tags = sorted(set(data.tags or []) | set(_TAGS))
     setattr(data, "mask_sparsity", round(float(payload["sparsity"]), 6))
     write_text_atomic(path, f"---\n{data.to_yaml()}\n---\n\n{text.lstrip()}")
