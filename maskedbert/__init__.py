@@ -32,6 +32,7 @@ _LAZY_ATTRS = {
 _LAZY_SUBMODULES = {
     "kernels", "losses", "optim", "bias", "data", "metrics", "train", "experiments",
     "modules", "config", "patching", "masks", "pruning", "evaluation", "models", "adapters", "integrations",
+    "peft_format", "log",
 }
 
 __all__ = sorted(_LAZY_ATTRS) + sorted(_LAZY_SUBMODULES)
