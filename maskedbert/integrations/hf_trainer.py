@@ -33,7 +33,6 @@ same (all-reduced) scores, so masks agree across ranks; only the main process wr
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from typing import Any
 
@@ -43,6 +42,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from maskedbert.errors import UsageError
+from maskedbert.log import logger
 
 __all__ = ["MaskTrainingCallback", "MaskCheckpointCallback", "mask_training_param_groups", "build_optimizer",
            "mask_optimizer_cls_and_kwargs", "MaskOptimizerFactory", "optimizer_cls_and_kwargs_for", "MASKS_NAME",
@@ -50,7 +50,6 @@ __all__ = ["MaskTrainingCallback", "MaskCheckpointCallback", "mask_training_para
 
 MASKS_NAME = "masks.safetensors"
 SCORES_GROUP = "mask_scores"
-logger = logging.getLogger("maskedbert")
 
 
 def mask_training_param_groups(model: nn.Module, *, lr_scores: float, lr: float,
