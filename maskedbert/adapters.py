@@ -289,8 +289,8 @@ def _warn_if_drifted(mask_config, measured: float) -> None:
         return
     if abs(measured - mask_config.sparsity) > _DRIFT_TOLERANCE:
         warnings.warn(
-            f"mask sparsity is {measured:.4f}, but MaskConfig.sparsity asked for {mask_config.sparsity:g}: with a fixed "
-            "threshold the number of scores above it moves as they train. To hold a sparsity exactly, train with "
+            f"mask sparsity is {measured:.4f}, but MaskConfig.sparsity asked for {mask_config.sparsity:g}: with a "
+            "fixed threshold the number of scores above it moves as they train. To hold a sparsity exactly, train with "
             "maskedbert.integrations.MaskTrainingCallback(method='exact_topk') or call "
             "maskedbert.pruning.exact_sparsity_(model, sparsity) after each optimizer step",
             SparsityDriftWarning, stacklevel=3)

@@ -5,10 +5,10 @@ weights plus the scores under names a plain model does not know; reloading that 
 model with only an "unexpected keys" warning. `apply_masks_` therefore puts a stand-in in front of the
 model's `save_pretrained` that writes the mask adapter instead (maskedbert.adapters.save_pretrained:
 mask_config.json, bit-packed masks, changed parameters, README.md model card). That is what
-`transformers.Trainer.save_model()`, `trainer.push_to_hub()` and `model.push_to_hub()` call, so they
-all produce an adapter that `mb.from_pretrained(dir)` reloads. `model.push_to_hub(repo_id)` is routed
-the same way (transformers' own would replace the adapter's model card with a generic one). For a plain model with the pruned
-weights, merge first: `mb.merge_and_unload(model).save_pretrained(dir)`.
+`transformers.Trainer.save_model()` and `trainer.push_to_hub()` call, so they produce an adapter that
+`mb.from_pretrained(dir)` reloads. `model.push_to_hub(repo_id)` uploads the same adapter
+(transformers' own would replace the adapter's model card with a generic one). For a
+plain model with the pruned weights, merge first: `mb.merge_and_unload(model).save_pretrained(dir)`.
 
 While `suspended(model)` is active (maskedbert.integrations' callbacks hold it during
 transformers.Trainer.train) a call writes the full transformers state as well (weights, scores and
@@ -40,7 +40,8 @@ class MaskAdapterSavePretrained:
     def __call__(self, save_directory, *args, **kwargs):
         model = self.model
         original = type(model).save_pretrained
-        if not _has_masked_layers(model) or _given_state_dict(original, model, save_directory, args, kwargs) is not None:
+        chosen_state = _given_state_dict(original, model, save_directory, args, kwargs)
+        if not _has_masked_layers(model) or chosen_state is not None:
             return original(model, save_directory, *args, **kwargs)
         if not kwargs.get("is_main_process", True):
             return None

@@ -138,7 +138,8 @@ def test_save_model_and_checkpoints_write_the_mask_adapter(nli, tmp_path, one_to
     model = _masked(base)
     args = _args(tmp_path / "out", save_strategy="steps", save_steps=2)
     trainer = MaskTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                          callbacks=[MaskTrainingCallback(initial_sparsity=0.5, final_sparsity=0.7, method="exact_topk")],
+                          callbacks=[MaskTrainingCallback(initial_sparsity=0.5, final_sparsity=0.7,
+                                                          method="exact_topk")],
                           lr_scores=1e-2)  # exact top-k: the last checkpoint holds the final masks too
     trainer.train()
     trainer.save_model()  # raised before: the masked model's save_pretrained refused
@@ -175,7 +176,8 @@ def test_debiasing_losses_in_the_trainer_equal_maskedbert_losses(nli, tmp_path, 
     with torch.no_grad():
         logits = model.eval()(**batch).logits
     if loss_name == "conf_reg":
-        expected = mb.losses.confidence_regularization(logits, labels, bias_rows, torch.tensor([teacher[i] for i in ids]))
+        teacher_rows = torch.tensor([teacher[i] for i in ids])
+        expected = mb.losses.confidence_regularization(logits, labels, bias_rows, teacher_rows)
     else:
         expected = mb.losses.get_loss(loss_name)(logits, labels, bias_rows)
     expected_eval = mb.losses.cross_entropy(logits, labels)

@@ -37,7 +37,8 @@ def test_disable_masks_gives_the_dense_model_and_restores_the_masks():
     model = _model()
     masked = _logits(model)
     dense = transformers.BertForSequenceClassification(transformers.BertConfig(**_SIZE, num_labels=3)).eval()
-    dense.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(("scores", "threshold_tensor"))})
+    dense.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.endswith(("scores", "threshold_tensor"))})
     layers = masked_modules(model)
     with mb.disable_masks(model):
         assert not masked_modules(model)

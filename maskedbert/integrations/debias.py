@@ -49,7 +49,8 @@ class DebiasLoss:
             raise UsageError(f"DebiasLoss: id_column must be a column name, got {id_column!r}")
         if anneal_floor is not None:
             if not losses.NEEDS_BIAS[self.name]:
-                raise UsageError(f"DebiasLoss: anneal_floor applies to losses with bias probabilities, not {self.name!r}")
+                raise UsageError("DebiasLoss: anneal_floor applies to losses with bias probabilities, "
+                                 f"not {self.name!r}")
             try:
                 losses.annealing_alpha(0, 1, anneal_floor)
             except ValueError as err:

@@ -147,12 +147,12 @@ def check_optimizer_trains_scores(model: nn.Module, optimizer, who: str) -> None
 class MaskCheckpointCallback(TrainerCallback):
     """Lets transformers.Trainer checkpoint a masked model and writes its masks beside every checkpoint.
 
-    While training runs, the model's own save_pretrained (which maskedbert otherwise refuses on an
-    unmerged model, see maskedbert.save_guard) may save the full state, so the Trainer's checkpoints
-    hold weights, scores and thresholds and resume exactly. `masks.safetensors` (bit-packed) goes into
+    A masked model's own save_pretrained writes its mask adapter (maskedbert.save_guard). While
+    training runs it also writes the full state, so the Trainer's checkpoints hold weights, scores and
+    thresholds (and resume exactly) beside the adapter. `masks.safetensors` (bit-packed) goes into
     every checkpoint folder and, at the end, into the output folder. Use it as is for IMP rounds
     (IMPRounds) or any masked training that does not need a sparsity schedule; MaskTrainingCallback
-    extends it. After training, `trainer.save_model()` refuses again: save with mb.save_pretrained.
+    extends it. After training, `trainer.save_model()` writes the adapter alone.
     """
 
     def __init__(self, *, save_masks: bool = True):

@@ -54,7 +54,8 @@ class _ReportToAction(argparse.Action):
 def add_report_to_argument(parser: argparse.ArgumentParser, dest: str = "report_to", default: str | None = None):
     """Add `--report-to NAME [NAME ...]` (none, tensorboard, wandb) to `parser` (default None: the config's value)."""
     return parser.add_argument(
-        "--report-to", dest=dest, nargs="+", action=_ReportToAction, default=default, metavar="{none,tensorboard,wandb}",
+        "--report-to", dest=dest, nargs="+", action=_ReportToAction, default=default,
+        metavar="{none,tensorboard,wandb}",
         help="also send loss, learning rates, sparsity, grad norms and eval metrics to TensorBoard "
              "(<out>/tensorboard) and/or Weights & Biases; several at once: --report-to tensorboard wandb; "
              "the JSONL log is always written (default none)")
