@@ -37,7 +37,7 @@ from torch import nn
 from maskedbert._atomic import atomic_path, write_text_atomic
 from maskedbert.errors import UsageError
 
-__all__ = ["save_pretrained", "from_pretrained", "read_adapter_config", "ADAPTER_FORMAT_VERSION",
+__all__ = ["save_pretrained", "from_pretrained", "read_adapter_config", "BaseReference", "ADAPTER_FORMAT_VERSION",
            "CONFIG_NAME", "MASKS_NAME", "CHANGED_NAME", "README_NAME", "SparsityDriftWarning"]
 
 ADAPTER_FORMAT_VERSION = 1
@@ -68,6 +68,7 @@ def save_pretrained(
     private: bool | None = None,
     token: str | None = None,
     commit_message: str = "Upload maskedbert mask adapter",
+    base_reference: "BaseReference | None" = None,
 ) -> dict[str, Any]:
     """Write `model`'s mask adapter to `save_directory`; returns the content of mask_config.json.
 
@@ -76,6 +77,8 @@ def save_pretrained(
         an unmasked nn.Module holding the base weights (then base_model_name_or_path names it for
         from_pretrained; default its config._name_or_path).
     push_to_hub / repo_id / private / token / commit_message: upload the folder afterwards.
+    base_reference: a BaseReference of this model from an earlier save (instead of base_model and
+        revision): the base is not loaded again. The Trainer's checkpoints use it (maskedbert.save_guard).
     """
     from maskedbert.patching import CONFIG_ATTR, masked_modules
 
@@ -94,8 +97,12 @@ def save_pretrained(
     if model_config is None or not hasattr(model_config, "to_dict"):
         raise UsageError("save_pretrained: model has no transformers config (model.config); mask adapters are "
                          "for Hugging Face models")
-    base, name_or_path, revision = _resolve_base_for_saving(model, base_model, base_model_name_or_path, revision)
-    changed = _changed_parameters(model, base)
+    if base_reference is None:
+        base_reference = BaseReference.resolve(model, base_model, base_model_name_or_path, revision)
+    elif base_model is not None or base_model_name_or_path is not None or revision is not None:
+        raise UsageError("save_pretrained: give base_reference or base_model/base_model_name_or_path/revision, not both")
+    name_or_path, revision = base_reference.name_or_path, base_reference.revision
+    changed = base_reference.changed(model)
 
     payload = {
         "format": _FORMAT,
@@ -258,22 +265,61 @@ def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.state_dict().items()}
 
 
-def _changed_parameters(model: nn.Module, base) -> dict[str, torch.Tensor]:
-    """Tensors of model.state_dict() that the base lacks or holds with other values (mask state excluded)."""
+class BaseReference:
+    """The base checkpoint an adapter is measured against, reduced to what can still differ: the base's
+    values of the trainable parameters and of the buffers, and the names of the frozen parameters that
+    already differ. A training run's checkpoints reuse one, so the base is loaded once per run, and
+    only the tensors that can change are kept (the head, in mask training)."""
+
+    def __init__(self, model: nn.Module, base_state: dict[str, torch.Tensor], missing_in_base: set[str],
+                 name_or_path: str | None, revision: str | None):
+        self.name_or_path, self.revision = name_or_path, revision
+        self.missing = set(missing_in_base)
+        self.watched: dict[str, torch.Tensor | None] = {}  # can change: compared at every save
+        self.frozen_changed: set[str] = set()               # frozen, and already different from the base
+        for key, value in _adapter_state(model, keep_vars=True):
+            if _can_change(value):
+                self.watched[key] = base_state.get(key)
+            elif not self._same(key, value, base_state.get(key)):
+                self.frozen_changed.add(key)
+
+    @classmethod
+    def resolve(cls, model, base_model=None, base_name=None, revision=None) -> "BaseReference":
+        (base_state, missing), name, revision = _resolve_base_for_saving(model, base_model, base_name, revision)
+        return cls(model, base_state, missing, name, revision)
+
+    def covers(self, model: nn.Module) -> bool:
+        """Whether every tensor of `model` that can change now was watched when this was built."""
+        return all(key in self.watched for key, value in _adapter_state(model, keep_vars=True) if _can_change(value))
+
+    def changed(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors of model.state_dict() that the base lacks or holds with other values (mask state excluded)."""
+        changed = {}
+        for key, value in _adapter_state(model):
+            differs = (not self._same(key, value, self.watched[key]) if key in self.watched
+                       else key in self.frozen_changed)
+            if differs:
+                changed[key] = value.detach().to("cpu").contiguous().clone()  # clone: safetensors refuses shared storage
+        return changed
+
+    def _same(self, key: str, value: torch.Tensor, reference: torch.Tensor | None) -> bool:
+        return (key not in self.missing and reference is not None and reference.shape == value.shape
+                and torch.equal(reference.to(value.device, value.dtype), value.detach()))
+
+
+def _adapter_state(model: nn.Module, keep_vars: bool = False):
+    """(name, tensor) of model.state_dict() without the MaskedLinear state the masks file replaces."""
     from maskedbert.modules import MaskedLinear
 
-    base_state, missing_in_base = base
-    changed = {}
-    for name, value in model.state_dict().items():
+    for name, value in model.state_dict(keep_vars=keep_vars).items():
         owner, _, leaf = name.rpartition(".")
-        if leaf in _MASK_STATE and isinstance(model.get_submodule(owner), MaskedLinear):
-            continue
-        reference = base_state.get(name)
-        same = (name not in missing_in_base and reference is not None and reference.shape == value.shape
-                and torch.equal(reference.to(value.device, value.dtype), value))
-        if not same:
-            changed[name] = value.detach().to("cpu").contiguous().clone()  # clone: safetensors refuses shared storage
-    return changed
+        if not (leaf in _MASK_STATE and isinstance(model.get_submodule(owner), MaskedLinear)):
+            yield name, value
+
+
+def _can_change(value: torch.Tensor) -> bool:
+    # a frozen parameter only changes if someone assigns to it; buffers (running statistics) may change anyway
+    return value.requires_grad if isinstance(value, nn.Parameter) else True
 
 
 def _plain_config(config) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class MaskAdapterSavePretrained:
         self.model = model
         self.suspensions = 0  # > 0 while suspended(model) is active
         self.warned = False  # a checkpoint without an adapter is reported once
+        self.base_reference = None  # maskedbert.adapters.BaseReference, kept while suspended (one base load per run)
 
     def __call__(self, save_directory, *args, **kwargs):
         model = self.model
@@ -59,8 +60,12 @@ class MaskAdapterSavePretrained:
                                  "mb.merge_and_unload(model).save_pretrained(dir))") from None
             return None
         original(model, save_directory, *args, **kwargs)  # full state: the Trainer resumes from it
+        from maskedbert.adapters import BaseReference
+
         try:
-            save_pretrained(model, save_directory)
+            if self.base_reference is None or not self.base_reference.covers(model):
+                self.base_reference = BaseReference.resolve(model)
+            save_pretrained(model, save_directory, base_reference=self.base_reference)
         except UsageError as err:  # e.g. no recorded base checkpoint: the full state still resumes
             if not self.warned:
                 warnings.warn(f"checkpoints hold the full model state but no mask adapter: {err}", stacklevel=2)
@@ -108,6 +113,8 @@ def suspended(model: nn.Module):
     finally:
         if isinstance(guard, MaskAdapterSavePretrained):
             guard.suspensions -= 1
+            if not guard.suspensions:
+                guard.base_reference = None  # the next run may start from changed weights
 
 
 def remove_save_guard(model: nn.Module) -> None:

@@ -256,3 +256,23 @@ def test_adapter_from_the_hub_by_repo_id(base_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(UsageError, match="no adapter folder 'me/other' here.*OSError: offline"):
         mb.from_pretrained("me/other")
+
+
+def test_a_base_reference_keeps_only_what_can_change_and_is_reused(base_dir, tmp_path):
+    from maskedbert.adapters import BaseReference
+
+    model = _task_model(base_dir)
+    mb.apply_masks_(model, mb.MaskConfig(sparsity=0.5))  # body frozen, head trains
+    reference = BaseReference.resolve(model)
+    assert sorted(k for k in reference.watched if not k.endswith("position_ids") and "token_type" not in k) == [
+        "classifier.bias", "classifier.weight"]  # trainable parameters (and buffers), not the frozen body
+    with torch.no_grad():
+        model.classifier.weight.add_(1.0)
+    first = mb.save_pretrained(model, tmp_path / "a", base_reference=reference)
+    assert first["changed_parameters"] == ["classifier.bias", "classifier.weight"]
+    assert torch.equal(mb.from_pretrained(tmp_path / "a").classifier.weight, model.classifier.weight)
+    assert reference.covers(model)
+    model.bert.pooler.dense.weight.requires_grad_(True)  # newly trainable: the reference no longer covers it
+    assert not reference.covers(model)
+    with pytest.raises(UsageError, match="not both"):
+        mb.save_pretrained(model, tmp_path / "b", base_reference=reference, base_model=base_dir)

@@ -131,17 +131,24 @@ def test_mask_statistics_and_both_learning_rates_reach_tensorboard(nli, tmp_path
     assert "never see mask_sparsity" in warned and "MaskTrainer" in warned
 
 
-def test_save_model_and_checkpoints_write_the_mask_adapter(nli, tmp_path, one_torch_thread):
+def test_save_model_and_checkpoints_write_the_mask_adapter(nli, tmp_path, one_torch_thread, monkeypatch):
     from huggingface_hub import ModelCard
 
+    import maskedbert.adapters
+
+    base_loads = []
+    resolve = maskedbert.adapters._resolve_base_for_saving
+    monkeypatch.setattr(maskedbert.adapters, "_resolve_base_for_saving",
+                        lambda *a: base_loads.append(1) or resolve(*a))
     base, tokenizer, data, _, _ = nli
     model = _masked(base)
-    args = _args(tmp_path / "out", save_strategy="steps", save_steps=2)
+    args = _args(tmp_path / "out", save_strategy="steps", save_steps=1)
     trainer = MaskTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                           callbacks=[MaskTrainingCallback(initial_sparsity=0.5, final_sparsity=0.7,
                                                           method="exact_topk")],
                           lr_scores=1e-2)  # exact top-k: the last checkpoint holds the final masks too
     trainer.train()
+    assert len(base_loads) == 1  # four checkpoints, one load of the base to tell what changed
     trainer.save_model()  # raised before: the masked model's save_pretrained refused
     out = tmp_path / "out"
     files = set(os.listdir(out))
