@@ -3,10 +3,15 @@ and how to load and merge it.
 
 A folder that already holds a README.md written by someone else (e.g. transformers.Trainer's
 training summary) keeps its text: the metadata is updated and a maskedbert section is appended once.
+
+`base_model` goes into the metadata only when the base is a Hub model id: the Hub refuses a commit
+whose card names a local folder there (transformers issue 33922), so a local base is named in the text
+alone (and in mask_config.json, which is what mb.from_pretrained reads).
 """
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from maskedbert._atomic import write_text_atomic
@@ -32,13 +37,23 @@ def write_model_card(folder: str, payload: dict[str, Any], *, repo_id: str | Non
         text = (before + "\n\n" if before else "") + section
     else:
         data, text = ModelCardData(), section
-    if base:
-        data.base_model = base
+    hub_base = hub_model_id(base)
+    if hub_base:
+        data.base_model = hub_base
+    elif data.base_model and not hub_model_id(data.base_model if isinstance(data.base_model, str) else None):
+        data.base_model = None  # e.g. a local path another writer put there: the Hub would refuse the card
     data.library_name = "maskedbert"  # transformers cannot load the folder: the Hub shows how maskedbert does
     data.tags = sorted(set(data.tags or []) | set(_TAGS))
     setattr(data, "mask_sparsity", round(float(payload["sparsity"]), 6))
     write_text_atomic(path, f"---\n{data.to_yaml()}\n---\n\n{text.lstrip()}")
     return path
+
+
+def hub_model_id(name: str | None) -> str | None:
+    """`name` if it reads as a Hub model id ("name" or "org/name") and is no local path, else None."""
+    if not name or os.path.isabs(name) or os.path.exists(name) or name.startswith("."):
+        return None
+    return name if re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", name) else None
 
 
 def _section(payload: dict[str, Any], where: str) -> str:

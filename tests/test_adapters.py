@@ -174,7 +174,8 @@ def test_model_card_has_base_model_and_sparsity_and_keeps_foreign_text(base_dir,
     model = _trained(base_dir)
     payload = mb.save_pretrained(model, tmp_path / "a")
     card = ModelCard.load(tmp_path / "a" / README_NAME)
-    assert card.data.base_model == base_dir and card.data.library_name == "maskedbert"
+    # a local base folder is named in the text only: the Hub refuses base_model metadata that is no model id
+    assert card.data.base_model is None and f"`{base_dir}`" in card.text and card.data.library_name == "maskedbert"
     assert card.data.mask_sparsity == pytest.approx(payload["sparsity"], abs=1e-6)
     assert "maskedbert" in card.data.tags and f"{payload['sparsity']:.2%}" in card.text
     assert "mb.from_pretrained" in card.text and "merge_and_unload" in card.text
@@ -184,8 +185,11 @@ def test_model_card_has_base_model_and_sparsity_and_keeps_foreign_text(base_dir,
     for _ in range(2):
         mb.save_pretrained(model, tmp_path / "b")
     card = ModelCard.load(tmp_path / "b" / README_NAME)
-    assert card.data.license == "mit" and card.data.base_model == base_dir
+    assert card.data.license == "mit" and card.data.base_model is None
     assert card.text.count("# maskedbert mask adapter") == 1 and "Trained on my data." in card.text
+    # a hub base goes into the metadata
+    mb.save_pretrained(model, tmp_path / "c", base_model=_task_model(base_dir), base_model_name_or_path="org/tiny-bert")
+    assert ModelCard.load(tmp_path / "c" / README_NAME).data.base_model == "org/tiny-bert"
 
 
 def test_from_pretrained_takes_peft_argument_order(base_dir, tmp_path):

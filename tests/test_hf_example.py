@@ -59,7 +59,7 @@ def test_example_mask_trains_with_poe_saves_reloads_and_merges(tmp_path, one_tor
     files = set(os.listdir(out))
     assert {"mask_config.json", "masks.safetensors", "changed_parameters.safetensors", "README.md",
             "tokenizer.json"} <= files and "model.safetensors" not in files
-    assert "base_model: " + base in (out / "README.md").read_text()
+    assert f"`{base}`" in (out / "README.md").read_text()  # names the base checkpoint
 
     # the masks moved: not the magnitude mask of the same sparsity that the scores started from
     magnitude = mb.apply_masks_(transformers.AutoModelForSequenceClassification.from_pretrained(base, num_labels=3),
