@@ -219,3 +219,16 @@ def test_debias_loss_errors(nli, tmp_path, one_torch_thread):
     with pytest.raises(UsageError, match="lr_scores"):
         MaskTrainer(model=_masked(base), args=_args(tmp_path), train_dataset=data,
                     data_collator=_collator(tokenizer)).train()
+
+
+def test_debias_loss_anneals_the_bias_probabilities_over_the_run():
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(5, 3, generator=g), torch.tensor([0, 1, 2, 1, 0])
+    ids = [f"ex{i}" for i in range(5)]
+    bias = torch.softmax(2 * torch.randn(5, 3, generator=g), 1)
+    loss = DebiasLoss("poe", bias_probs={i: row.tolist() for i, row in zip(ids, bias)}, anneal_floor=0.8)
+    start = loss(logits, labels, ids, step=0, total_steps=10)
+    end = loss(logits, labels, ids, step=10, total_steps=10)
+    torch.testing.assert_close(start, mb.losses.product_of_experts(logits, labels, bias))
+    torch.testing.assert_close(end, mb.losses.product_of_experts(logits, labels, mb.losses.anneal_probs(bias, 0.8)))
+    assert not torch.allclose(start, end)
