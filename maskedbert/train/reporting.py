@@ -1,8 +1,8 @@
 """Where a run's scalars go besides its JSONL log: nowhere, TensorBoard, Weights & Biases, or both.
 
     --report-to none               the JSONL log only (default)
-    --report-to tensorboard        event files in <run_dir>/tensorboard (pip install maskedbert[tensorboard])
-    --report-to wandb              a W&B run (pip install maskedbert[wandb]); WANDB_MODE=offline works without
+    --report-to tensorboard        event files in <run_dir>/tensorboard (pip install tensorboard)
+    --report-to wandb              a W&B run (pip install wandb); WANDB_MODE=offline works without
                                    a network (sync later with `wandb sync`), WANDB_PROJECT names the project
     --report-to tensorboard wandb  several at once (also "tensorboard,wandb"; the value is kept in that
                                    comma-joined form, which TrainConfig.report_to accepts too)
@@ -58,7 +58,7 @@ def add_report_to_argument(parser: argparse.ArgumentParser, dest: str = "report_
         metavar="{none,tensorboard,wandb}",
         help="also send loss, learning rates, sparsity, grad norms and eval metrics to TensorBoard "
              "(<out>/tensorboard) and/or Weights & Biases; several at once: --report-to tensorboard wandb; "
-             "the JSONL log is always written (default none)")
+             "the JSONL log is always written")
 
 
 def parse_report_to(value: Any) -> str:
