@@ -37,7 +37,7 @@ __all__ = ["REPORT_TO", "add_report_to_argument", "check_report_to", "parse_repo
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 STUDY_FILE = "sweep.json"  # marks a study folder (maskedbert.sweep.study.STUDY_FILE; not imported: layering)
-_PACKAGES = {"tensorboard": ("tensorboard", "maskedbert[tensorboard]"), "wandb": ("wandb", "maskedbert[wandb]")}
+_PACKAGES = {"tensorboard": ("tensorboard", "pip install -e '.[tensorboard]'"), "wandb": ("wandb", "pip install -e '.[wandb]'")}
 WANDB_ID_FILE = "wandb_run_id"
 
 
@@ -88,7 +88,7 @@ def check_report_to(value: Any, what: str = "report_to") -> str:
         if name in _PACKAGES:
             module, extra = _PACKAGES[name]
             if importlib.util.find_spec(module) is None:
-                raise UsageError(f"{what}={name!r} needs the {module} package: pip install {module} (or {extra})")
+                raise UsageError(f"{what}={name!r} needs the {module} package: pip install {module} (or, in a maskedbert clone, {extra})")
     return value
 
 
