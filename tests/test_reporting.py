@@ -147,7 +147,7 @@ def test_report_to_flag_and_errors(tmp_path, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-        with pytest.raises(UsageError, match=r"pip install wandb \(or, in a maskedbert clone, pip install -e .\.\[wandb\]."):
+    with pytest.raises(UsageError, match=r"pip install wandb \(or, in a maskedbert clone, pip install -e .\.\[wandb\]."):
         check_report_to("wandb", "--report-to")
     from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
 
