@@ -91,6 +91,8 @@ class TrainConfig:
     warmup_steps: int | None = None
     warmup_ratio: float | None = None
     warmup_rounding: str = "floor"          # warmup_ratio * steps: "floor" (reference code's int()) or "ceil"
+    schedule_steps: int | None = None       # the schedule's horizon; None: this run's steps (a longer one
+                                            # stops the decay part-way, as the reference's IMP rounds)
     max_grad_norm: float | None = 1.0       # None: no clipping
     clip_mode: str = "global"               # "global" or "per_parameter"
     precision: str = "fp32"                 # "fp32", "bf16" or "fp16" (autocast; fp16 needs CUDA)
@@ -118,7 +120,7 @@ class TrainConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("max_steps", "eval_every", "checkpoint_every"):
+        for name in ("max_steps", "eval_every", "checkpoint_every", "schedule_steps"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -216,7 +218,7 @@ class Trainer:
             self.optimizer = optimizer_factory(groups)
         self.updates_per_epoch = self._updates_per_epoch()
         self.total_steps = config.max_steps or max(1, math.ceil(config.num_epochs * self.updates_per_epoch))
-        self.scheduler = build_schedule(self.optimizer, config.schedule, self.total_steps,
+        self.scheduler = build_schedule(self.optimizer, config.schedule, config.schedule_steps or self.total_steps,
                                         warmup_steps=config.warmup_steps, warmup_ratio=config.warmup_ratio,
                                         warmup_rounding=config.warmup_rounding)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
