@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from maskedbert import pruning
-from maskedbert.experiments import srnet, srnet_pipelines
+from maskedbert.experiments.srnet import pipelines as srnet_pipelines
+from maskedbert.experiments.srnet import options as srnet
 from maskedbert.errors import UsageError
 from maskedbert.masks import read_metadata
-from maskedbert.sweep import srnet_command
+from maskedbert.experiments.srnet import command as srnet_command
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -207,7 +208,7 @@ def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
 
 
 def test_light_choice_lists_match_the_pruning_package():
-    from maskedbert.experiments import srnet_config
+    from maskedbert.experiments.srnet import config as srnet_config
 
     assert srnet_config.SPARSITY_METHODS == pruning.SPARSITY_METHODS
     assert srnet_config.SELECT_MODES == pruning.SELECT_MODES

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from maskedbert import pruning
-from maskedbert.experiments import srnet
-from maskedbert.experiments.srnet_config import SRNetConfig
-from maskedbert.sweep import srnet_command
+from maskedbert.experiments.srnet import options as srnet
+from maskedbert.experiments.srnet.config import SRNetConfig
+from maskedbert.experiments.srnet import command as srnet_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

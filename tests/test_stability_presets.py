@@ -12,10 +12,11 @@ import torch
 import transformers
 
 from maskedbert.errors import UsageError
-from maskedbert.experiments import stability, stability_presets
+from maskedbert.experiments.stability import presets as stability_presets
+from maskedbert.experiments.stability import cells as stability
 from maskedbert.train import TrainConfig, Trainer
 from maskedbert.train.schedules import resolve_warmup_steps
-from maskedbert.sweep import stability_command
+from maskedbert.experiments.stability import command as stability_command
 
 # Shared by every REF config: :30 max_seq_length, :48 batch, :60 warmup-linear, :61 warmup 0.1,
 # :63 eps 1e-6, :64 beta1 0.9, :73 eval batch 100; :51 evaluates 3x per epoch.

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from maskedbert import cli
-from maskedbert.sweep import load_study, report_cli, status_cli
+from maskedbert.experiments import report
+from maskedbert.sweep import load_study, status_cli
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--model", "tiny-bert", "--ft-steps", "3", "--prune-steps", "4", "--train-size", "60", "--dev-size", "18",
@@ -99,11 +100,11 @@ def test_report_status_and_other_settings(inline_study, tmp_path, capsys):
     shutil.copytree(inline_study, out)
     os.unlink(os.path.join(out, "results.csv"))
     capsys.readouterr()
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "all 4 cells finished" in capsys.readouterr().out
     assert _read(os.path.join(out, "results.csv")) == _read(os.path.join(inline_study, "results.csv"))
     os.unlink(os.path.join(out, "ft_prune", "imp", "conf_reg", "sweep_done.json"))
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "3 of 4 cells finished; 1 missing (ft_prune/imp/conf_reg)" in capsys.readouterr().out
     assert not any(",imp," in line for line in _table(out))
     assert status_cli.main([out]) == 0
@@ -164,7 +165,7 @@ def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, 
     assert not study.missing(), status_cli.describe(out)[1]
     for cell in CELLS:
         assert json.loads(_read(os.path.join(out, *cell.split("/"), "sweep_done.json")))["job_id"], cell
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "all 4 cells finished" in capsys.readouterr().out
     assert _cells(out) == _cells(inline_study)
     assert _table(out) == _table(inline_study)

@@ -14,8 +14,9 @@ import time
 import pytest
 import torch
 
-from maskedbert.sweep import load_study, report_cli, status_cli
-from maskedbert.sweep import stability_command
+from maskedbert.experiments import report
+from maskedbert.sweep import load_study, status_cli
+from maskedbert.experiments.stability import command as stability_command
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # 64 examples, batch 16, 2 epochs: 8 steps, a checkpoint every 2 (so a kill lands between checkpoints)
@@ -127,11 +128,11 @@ def test_report_and_status_from_finished_cells(inline_study, tmp_path, capsys):
     out = str(tmp_path / "copy")
     shutil.copytree(inline_study, out)
     os.unlink(os.path.join(out, "summary.csv"))
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert _read(os.path.join(out, "summary.csv")) == _read(os.path.join(inline_study, "summary.csv"))
     os.unlink(os.path.join(out, "default/seed_2/sweep_done.json"))
     capsys.readouterr()
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "2 of 3 cells finished; 1 missing (default/seed_2)" in capsys.readouterr().out
     assert "| 2 |" in _read(os.path.join(out, "results.md")).split("## Per run")[0]  # runs: 2
     assert status_cli.main([out]) == 0
@@ -181,7 +182,7 @@ def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, 
     for cell in CELLS:
         done = json.loads(_read(os.path.join(out, cell, "sweep_done.json")))
         assert done["job_id"] and "setup line ran" in _read(done["log"])
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "all 3 cells finished" in capsys.readouterr().out
     _assert_same_cells(out, inline_study)
     for table in ("runs.csv", "summary.csv"):

@@ -105,7 +105,7 @@ def demo_settings(quick: bool) -> dict:
 
 
 def demo_config(out: str, model: str, seed: int, settings: dict, pipeline_c: bool):
-    from maskedbert.experiments import srnet
+    from maskedbert.experiments.srnet import options as srnet
 
     settings = dict(settings)
     layers = settings.pop("num_layers")
@@ -138,7 +138,7 @@ def run_seed(out: str, model: str, seed: int, settings: dict, pipeline_c: bool, 
     """One seed's cells: dense CE, the four masks of the CE model, and (c). Finished cells are reused."""
     import torch
 
-    from maskedbert.experiments import srnet
+    from maskedbert.experiments.srnet import options as srnet
 
     cfg = demo_config(_seed_dir(out, seed), model, seed, settings, pipeline_c)
     torch.manual_seed(seed)

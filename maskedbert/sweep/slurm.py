@@ -2,11 +2,12 @@
 submitit`, or `pip install -e ".[slurm]"` in a clone). Cells that need other cells go in a later array that starts
 after the earlier one ends (`--dependency=afterany`); a cell whose needs did not finish does nothing.
 
-Jobs run `maskedbert.sweep.study.execute_cell(study_dir, cell_id)` with this Python (the study
+Jobs run `maskedbert.sweep.study.execute_cell(study_dir, cell_id, kinds=...)` with this Python (the study
 directory must be on a file system the nodes share). Logs: <study>/slurm/<job id>/.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import sys
 
 from maskedbert.errors import UsageError
 
-from .study import Study, execute_cell
+from .study import Study, StudyKinds, execute_cell
 
 __all__ = ["check_available", "live_jobs", "submit"]
 
@@ -87,7 +88,7 @@ def executor_parameters(options, kind: str) -> dict:
     return parameters
 
 
-def submit(study: Study, options):
+def submit(study: Study, options, kinds: StudyKinds):
     import submitit
 
     from .launchers import LaunchOutcome, cells_to_run
@@ -109,7 +110,7 @@ def submit(study: Study, options):
             parameters["dependency"] = f"afterany:{previous_array}"
         executor.update_parameters(**parameters)
         try:
-            jobs = executor.map_array(execute_cell, [study.dir] * len(group), group)
+            jobs = executor.map_array(functools.partial(execute_cell, kinds=kinds), [study.dir] * len(group), group)
         except Exception as exc:  # sbatch refused or the controller went away: submitit wraps its stderr
             raise UsageError(f"--launcher slurm: sbatch failed: {_one_line(exc)}") from None
         for cell_id, job in zip(group, jobs):

@@ -15,7 +15,7 @@ sparsity), srnet_sparsity.png, config.json (the resolved config and protocols), 
 cells/*.json. A rerun with the same --out skips finished cells (and says so) and resumes an IMP
 sequence at its next round. Each cell is a maskedbert.sweep cell: --launcher inline (default, here),
 local (--workers / --gpus) or slurm; `maskedbert status|report <out>` (docs/SCALING.md). This module
-parses, checks and reports; the command that launches the cells is maskedbert/sweep/srnet_command.py.
+parses, checks and reports; the command that launches the cells is maskedbert/experiments/srnet/command.py.
 
 Default data: the offline synthetic NLI task with a planted overlap shortcut and its HANS-style
 challenge set; real tasks go through maskedbert.data (--task mnli --data-dir ... --ood-task hans ...).
@@ -26,7 +26,7 @@ import argparse
 import dataclasses
 import os
 
-from maskedbert.experiments.srnet_config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
+from maskedbert.experiments.srnet.config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
 from maskedbert.help_text import default_text
@@ -68,7 +68,7 @@ def _steps_list(text: str) -> list[int]:
 
 def __getattr__(name):  # the runner (torch, transformers) loads on first use: `srnet --help` stays fast
     if name == "SRNetRunner":
-        from maskedbert.experiments.srnet_pipelines import SRNetRunner
+        from maskedbert.experiments.srnet.pipelines import SRNetRunner
 
         return SRNetRunner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -177,7 +177,7 @@ def parse_command_line(argv, build=build_parser) -> tuple[SRNetConfig, argparse.
         return None, first
     values = {}
     if first.preset is not None:
-        from maskedbert.experiments import srnet_presets
+        from maskedbert.experiments.srnet import presets as srnet_presets
 
         values = srnet_presets.preset_config(first.preset)  # UsageError naming --preset when unknown
         given = _given_flags(argv, build)

@@ -1,9 +1,10 @@
 """`maskedbert stability`: the command that launches a many-seed fine-tuning stability study (Mosbach
 et al., ICLR 2021) as maskedbert.sweep cells, one per (configuration, seed), in <out>/<configuration>/seed_<s>/.
 
-What one run does and how the tables are built is maskedbert/experiments/stability.py (its runner
-`run_cell` and reporter `report_cells`); this module makes the cells and hands them to a launcher
-(inline, local workers, SLURM), so experiments never import the sweep (DESIGN.md's layering).
+Which cells a study has, what one run does and how the tables are built is
+maskedbert/experiments/stability/cells.py (`study_cells`, its runner `run_cell` and reporter
+`report_cells`); this module hands the cells to a launcher (inline, local workers, SLURM) through
+maskedbert.sweep (layering: cli -> experiments -> sweep).
 The experiment module's docstring is this command's --help text.
 """
 from __future__ import annotations
@@ -15,12 +16,13 @@ import sys
 from typing import Any
 
 from maskedbert.errors import UsageError
-from maskedbert.experiments.stability_presets import PRESETS, presets_table, resolve_study, show_preset
+from maskedbert.experiments.stability.cells import study_cells
+from maskedbert.experiments.stability.presets import PRESETS, presets_table, resolve_study, show_preset
+from maskedbert.experiments.study_kinds import KINDS
 from maskedbert.help_text import default_text
+from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
 
-from .launchers import add_launcher_arguments, launch_options_from_args
-
-__all__ = ["build_parser", "main", "run_study", "study_cells"]
+__all__ = ["build_parser", "main", "run_study"]
 
 _DESCRIPTION = "`maskedbert stability`: many-seed fine-tuning stability study (Mosbach et al., ICLR 2021)."
 
@@ -36,17 +38,6 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def study_cells(study: dict[str, Any]) -> list:
-    from maskedbert.sweep import Cell
-
-    cells = []
-    for name in study["configurations"]:
-        for seed in study["seeds"]:
-            values = {**study["base"], **study["configurations"][name], "seed": seed}
-            cells.append(Cell(f"{name}/seed_{seed}", {"configuration": name, "finetune": values}))
-    return cells
-
-
 def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | None = None,
               progress: bool = True) -> list[dict[str, Any]]:
     """Run (or read back) every run of `study` under `out`; returns one result dict per finished run.
@@ -55,7 +46,7 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
     launcher with N workers. With the slurm launcher this returns after submitting (finished runs only).
     """
     from maskedbert import sweep
-    from maskedbert.experiments import stability
+    from maskedbert.experiments.stability import cells as stability
 
     if launch is None:
         if parallel is not None and parallel < 1:
@@ -64,12 +55,13 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
                                      workers=parallel if (parallel or 1) > 1 else None, progress=progress)
     sweep.check_launcher(launch)
     cells = study_cells(study)
-    sweep_study = sweep.prepare_study(out, kind="stability", runner=stability.RUNNER, reporter=stability.REPORTER, info=study,
-                                      settings={k: study[k] for k in ("base", "configurations")}, cells=cells)
+    sweep_study = sweep.prepare_study(out, kind=stability.KIND, runner=stability.KIND, reporter=stability.KIND,
+                                      info=study, settings={k: study[k] for k in ("base", "configurations")},
+                                      cells=cells)
     from maskedbert.experiments.finetune import write_json
 
     write_json(os.path.join(out, "study_config.json"), study)
-    sweep.launch(sweep_study, launch, on_done=lambda cell_id, result: stability.print_run(
+    sweep.launch(sweep_study, launch, kinds=KINDS, on_done=lambda cell_id, result: stability.print_run(
         (sweep_study.cells[cell_id].spec["configuration"], result["seed"]), result))
     return stability.finished_results(sweep_study)
 
@@ -149,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     missing = sweep_study.missing()
     if results:
-        paths = build_report(sweep_study)
+        paths = build_report(sweep_study, kinds=KINDS)
         print(f"[stability] results in {paths['markdown']}")
     if missing:
         print(f"[stability] {len(missing)} of {len(sweep_study.cells)} runs did not finish; "

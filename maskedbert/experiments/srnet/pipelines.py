@@ -14,7 +14,7 @@ import torch
 from maskedbert import evaluation as ev
 from maskedbert import losses as loss_lib
 from maskedbert import pruning
-from maskedbert.experiments.srnet_runner import SRNetBase
+from maskedbert.experiments.srnet.runner_base import SRNetBase
 from maskedbert.train.checkpoint import atomic_torch_save
 
 

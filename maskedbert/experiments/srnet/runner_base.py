@@ -1,5 +1,5 @@
 """The shared state of an srnet study: data, the pristine model, fine-tuned models, bias and teacher
-probabilities, evaluation and the cell files. The pipelines themselves are in srnet_pipelines.py."""
+probabilities, evaluation and the cell files. The pipelines themselves are in pipelines.py."""
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +16,8 @@ from maskedbert import losses as loss_lib
 from maskedbert import pruning
 from maskedbert._atomic import atomic_path
 from maskedbert.errors import UsageError
-from maskedbert.experiments.srnet_config import PIPELINES, SRNetConfig
-from maskedbert.experiments.srnet_data import load_task_data
+from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
+from maskedbert.experiments.srnet.data import load_task_data
 
 
 def _as_dicts(examples) -> list[dict]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from maskedbert.errors import UsageError
 
-from .finetune import FinetuneConfig
+from maskedbert.experiments.finetune import FinetuneConfig
 
 __all__ = ["PRESETS", "PAPER_MODELS", "PAPER_TASKS", "PAPER_SEEDS", "MODEL_SETTINGS", "SELECTION_METRICS",
            "resolve_study", "presets_table", "show_preset"]
