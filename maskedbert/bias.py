@@ -489,6 +489,24 @@ def load_probs(path: str | os.PathLike, ids: Sequence | None = None, *, label_na
     return {k: probs[k] for k in keys}
 
 
+def check_column_order(path: str | os.PathLike, label_names: Sequence[str], label_order=None,
+                       order_flag: str = "label_order") -> None:
+    """Raise the UsageError `load_probs(path, label_names=..., label_order=...)` would raise about the
+    column order, reading only the file's header (for checks before a run starts)."""
+    path = os.fspath(path)
+    order = parse_label_order(label_order, order_flag)
+    file_labels = read_file_labels(path)
+    width = len(file_labels) if file_labels is not None else None
+    if width is None and path.lower().endswith(".npy") and os.path.isfile(path):
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            width = shape[1] if len(shape) == 2 else None
+        except ValueError:
+            width = None  # load_probs says what is wrong with the file
+    probs = {"": [0.0] * width} if width else {}
+    _reorder_columns(probs, path, file_labels, order, label_names, order_flag)
+
+
 def read_file_labels(path: str | os.PathLike) -> list[str] | None:
     """The label names a probability file declares ({"labels": [...]}), or None (.npy, plain JSON)."""
     path = os.fspath(path)

@@ -53,3 +53,58 @@ def test_best_checkpoint_keeps_the_earlier_of_tied_steps_and_all_trained_weights
     assert later.restore()["selected_step"] == 3
     with pytest.raises(ValueError, match="ties"):
         BestMaskSelector(model, lambda m: 0.0, total_steps=3, every=1, ties="first")
+
+
+# ---- bias and teacher files: column order ------------------------------------------------------------
+OFFLINE = ["--task", "synthetic-nli", "--ood-task", "hans", "--model", "tiny-bert", "--train-size", "64",
+           "--dev-size", "16", "--challenge-per-cell", "3"]
+# the reference's MNLI column order: hg_transformers/data/processors/glue.py:233
+REFERENCE_MNLI_ORDER = ("contradiction", "entailment", "neutral")
+
+
+def _reference_ordered_npy(path, n):
+    """One row per training example in the reference's order: (c .05, e .90, n .05) on every row."""
+    import numpy as np
+
+    rows = np.tile(np.array([[0.05, 0.90, 0.05]], dtype=np.float32), (n, 1))
+    np.save(path, np.log(rows))
+
+
+def test_preset_mnli_reads_the_reference_npy_with_its_columns_and_records_them(tmp_path):
+    import json
+
+    from maskedbert import bias
+    from maskedbert.experiments.srnet import options
+    from maskedbert.experiments.srnet.pipelines import SRNetRunner
+
+    npy = tmp_path / "log_probs.npy"
+    _reference_ordered_npy(npy, 64)
+    cfg = options.parse_args(["--preset", "mnli", "--out", str(tmp_path / "run"), "--bias-model", str(npy),
+                              "--losses", "poe", *OFFLINE])
+    assert cfg.bias_label_order == ",".join(REFERENCE_MNLI_ORDER)  # no extra flag: the preset knows the order
+    options.validate(cfg)
+    runner = SRNetRunner(cfg, progress=False)
+    labels = list(runner.data.label_names)
+    assert labels == ["entailment", "neutral", "contradiction"]
+    probs = runner.bias_probs()
+    first = probs[runner.data.train[0].id]
+    assert first[labels.index("entailment")] == pytest.approx(0.90, abs=1e-6)
+    written = json.loads((tmp_path / "run" / "bias_probs.json").read_text())
+    assert written["labels"] == labels
+    assert written["probs"][runner.data.train[0].id] == pytest.approx(first)
+    assert bias.load_probs(tmp_path / "run" / "bias_probs.json", label_names=labels) == pytest.approx(probs)
+
+
+def test_undeclared_order_of_a_three_class_npy_is_refused_before_the_run(tmp_path, capsys):
+    from maskedbert import cli
+
+    npy = tmp_path / "log_probs.npy"
+    _reference_ordered_npy(npy, 64)
+    out = tmp_path / "run"
+    status = cli.main(["srnet", "--out", str(out), "--bias-model", str(npy), "--losses", "poe", *OFFLINE])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "--bias-label-order" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    status = cli.main(["srnet", "--out", str(out), "--bias-model", str(npy), "--losses", "poe",
+                       "--bias-label-order", "yes,no,maybe", "--dry-run", *OFFLINE])
+    assert status == 2 and "--bias-label-order" in capsys.readouterr().err

@@ -15,6 +15,8 @@ class TaskData:
     label_names: tuple
     ood_kind: str
     vocab: list | None  # closed vocabulary (synthetic task) for word-level tiny tokenizers
+    metric: str = "accuracy"  # the task's main dev metric (QQP: f1)
+    oracle_kind: str = "hans"  # the kind of the oracle's OOD training data
 
 
 def _ood_kind(name: str) -> str:
@@ -26,6 +28,24 @@ def _ood_kind(name: str) -> str:
     if key.startswith("fever_symmetric"):
         return "fever_symmetric"
     raise ValueError(f"ood_task must be hans, paws-* or fever-symmetric-*, got {name!r}")
+
+
+# the label names of each OOD kind's examples (maskedbert.data.formats; PAWS: not paraphrase, paraphrase)
+OOD_LABELS = {"hans": ("entailment", "non-entailment"), "paws": ("not_paraphrase", "paraphrase"),
+              "fever_symmetric": ("SUPPORTS", "REFUTES", "NOT ENOUGH INFO")}
+
+
+def oracle_label_index(ood_kind: str, label: int, task_labels) -> int:
+    """The task label an OOD training example trains as, the reference's way: each set keeps its own
+    label index in the reference's order (llyx97/sparse-and-robust-PLM load_dataset.py:577), so HANS
+    non-entailment (its index 0, :212) is MNLI's contradiction (index 0, processors/glue.py:233), PAWS
+    0/1 is QQP's 0/1 and FEVER-Symmetric shares FEVER's labels."""
+    name = OOD_LABELS[ood_kind][label]
+    if name in task_labels:
+        return list(task_labels).index(name)
+    if ood_kind == "hans" and "contradiction" in task_labels:
+        return list(task_labels).index("contradiction")
+    return label  # PAWS: the same index (0 not duplicate / not paraphrase, 1 duplicate / paraphrase)
 
 
 def load_task_data(cfg) -> TaskData:
@@ -52,5 +72,7 @@ def load_task_data(cfg) -> TaskData:
     ood = load_examples(cfg.ood_task, cfg.ood_split, data_dir=cfg.ood_data_dir, limit=cfg.eval_limit)
     ood_train = None
     if cfg.oracle:
-        ood_train = load_examples(cfg.ood_task, "train", data_dir=cfg.ood_data_dir, limit=cfg.train_limit)
-    return TaskData(train, dev, ood, ood_train, tuple(spec.label_names), _ood_kind(cfg.ood_task), None)
+        ood_train = load_examples(cfg.oracle_task or cfg.ood_task, cfg.oracle_split, data_dir=cfg.ood_data_dir,
+                                  limit=cfg.train_limit) * cfg.oracle_repeat
+    return TaskData(train, dev, ood, ood_train, tuple(spec.label_names), _ood_kind(cfg.ood_task), None, spec.metric,
+                    _ood_kind(cfg.oracle_task or cfg.ood_task))
