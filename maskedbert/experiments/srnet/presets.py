@@ -40,7 +40,7 @@ CONFIG_NAMES = ("task", "ood_task", "ood_split", "model", "batch_size", "max_len
                 "ft_select", "ft_eval_every", "imp_schedule", "imp_search_loss", "prune_ft_ticket", "prune_ft_masks",
                 "clip_mode", "oracle_data", "oracle_task", "oracle_split", "oracle_repeat", "ft_epochs_by_loss")
 # names srnet has no field for (kept as documentation of the reference's protocol)
-NEW_NAMES = ("ood_tasks", "seeds", "select_metric", "clip_per_parameter", "imp_round_epochs", "imp_levels",
+NEW_NAMES = ("ood_tasks", "seeds", "clip_per_parameter", "imp_round_epochs", "imp_levels",
              "final_sparsity_epoch", "search_loss", "mask_from", "first_step")
 KNOWN_NAMES = frozenset(CONFIG_NAMES + NEW_NAMES)
 
