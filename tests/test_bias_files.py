@@ -194,3 +194,15 @@ def test_files_written_with_labels_carry_their_order(tmp_path, suffix):
                                                 "probs": {"a": [0.05, 0.9, 0.05]}}
     with pytest.raises(ValueError, match="label_names must name each of the 3 columns"):
         bias.save_probs(path, {"a": [0.05, 0.9, 0.05]}, label_names=("x", "y"))
+
+
+def test_convert_probs_label_order_writes_the_labels(tmp_path):
+    npy, ids, out = tmp_path / "log_probs.npy", tmp_path / "ids.txt", tmp_path / "bias.jsonl"
+    np.save(npy, np.log(np.array([[0.05, 0.90, 0.05]], dtype=np.float32)))
+    ids.write_text("pair-1\n")
+    assert convert_probs.main([str(npy), str(out), "--ids-from", str(ids), "--label-order",
+                               ",".join(REFERENCE_MNLI_ORDER)]) == 0
+    assert bias.read_file_labels(out) == list(REFERENCE_MNLI_ORDER)
+    assert bias.load_probs(out, label_names=MNLI_LABELS)["pair-1"] == pytest.approx([0.9, 0.05, 0.05], abs=1e-6)
+    with pytest.raises(UsageError, match="--label-order.*3 columns"):
+        convert_probs.main([str(npy), str(tmp_path / "b.jsonl"), "--label-order", "a,b"])

@@ -77,8 +77,9 @@ def test_saved_masks_have_the_requested_sparsity(full_run):
         level = float(name.rsplit("-s", 1)[1][:4]) if "-level" not in name else float(name.split("level")[1][:4])
         sparsity = read_metadata(os.path.join(masks, name))["sparsity"]
         assert sparsity == pytest.approx(level, abs=2e-3), name
-    # IMP saved a mask at every level of its schedule (0.6 is the largest sweep level)
-    levels = sorted(n for n in os.listdir(masks) if n.startswith("prune_ft-imp-ce-level"))
+    # IMP saved a mask at every level of its schedule (0.6 is the largest sweep level); (b)'s search is
+    # named by its search loss (the cell's: --imp-search-loss same), its tickets fine-tune from these
+    levels = sorted(n for n in os.listdir(masks) if n.startswith("prune_ft-imp-search-ce-level"))
     assert [n.split("level")[1][:4] for n in levels] == ["0.30", "0.60"]
 
 
