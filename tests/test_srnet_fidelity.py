@@ -109,3 +109,82 @@ def test_undeclared_order_of_a_three_class_npy_is_refused_before_the_run(tmp_pat
     status = cli.main(["srnet", "--out", str(out), "--bias-model", str(npy), "--losses", "poe",
                        "--bias-label-order", "yes,no,maybe", "--dry-run", *OFFLINE])
     assert status == 2 and "--bias-label-order" in capsys.readouterr().err
+
+
+# ---- a preset dry run equals the reference's experiment, pipeline by pipeline ---------------------------
+# 64 synthetic training examples at batch 32: 2 steps per epoch, so steps = 2 x the reference's epochs.
+# Values of llyx97/sparse-and-robust-PLM @773dab1 (scripts/..., one script per task; line cited per value):
+#   dense         scripts/full_bert/std_train/<t>.sh:3 epochs, :4 lr, :5 warmup, :28/:29 logging (eval) steps;
+#                 robust_train/poe/mnli.sh:3 (5 epochs); hg_transformers/trainer.py:601 best dev, strict >
+#   (a) mask      scripts/mask_train/mask_on_plm_ft/plm_std_ft/std/<t>/0.7.sh:3 epochs, :5 logging, :6 warmup,
+#                 :37-38 classifier frozen and masked; mask_run_glue.py:207 start_step_ratio 0.7
+#   (a) IMP       scripts/imp/prune_after_ft/std/<t>.sh:3 budget epochs, :4 lr; trainer_imp.py:560 round =
+#                 budget / 10, :433 schedule over the budget, :485-496 classifier never pruned, :681 global clip
+#   (b) IMP       scripts/imp/lt/pruning/<t>.sh:3 budget, :4 robust_type=poe (FEVER :5); ticket:
+#                 scripts/imp/lt/retrain/std/<t>/0.7.sh:3 epochs, :6 warmup, :7 best_metric, :36 head unmasked
+#   (b) mask      README.md:154, .../plm_std_ft/poe/<t>/retrain/std/0.7.sh:3 (CE), retrain/poe/0.7.sh:3 (PoE),
+#                 :6 warmup, :37 head unmasked
+#   (c)           scripts/mask_train/mask_on_plm_pt/std/<t>/0.7.sh:3 epochs, :5 start_step_ratio 0
+#   oracle        scripts/mask_train/mask_on_plm_ft/plm_std_ft/ood/<t>/0.7.sh:3 epochs, :5 ratio, :7 warmup,
+#                 :9 dataset_names (+ fever :10-11 sym2 dev x10), lr 2e-5 (mnli/qqp :29, fever :33)
+#   QQP           std_train/qqp.sh:27 --global_grad_clip false, :31 --best_metric eval_f1
+REFERENCE = {
+    "mnli": dict(lr=5e-5, warmup=3600, every=1000, metric="accuracy", clip="global",
+                 dense={"ce": 3, "poe": 5}, mask_a=5, imp_budget=5, ticket_imp={"ce": 5, "poe": 5},
+                 ticket_mask={"ce": 3, "poe": 5}, mask_c=5,
+                 oracle=dict(epochs=3, warmup=3600, task="hans", split="train", repeat=1, clip="global")),
+    "qqp": dict(lr=2e-5, warmup=3400, every=1000, metric="f1", clip="per_parameter",
+                dense={"ce": 3, "poe": 3}, mask_a=7, imp_budget=7, ticket_imp={"ce": 3, "poe": 3},
+                ticket_mask={"ce": 3, "poe": 3}, mask_c=7,
+                oracle=dict(epochs=5, warmup=0, task="paws-qqp", split="train", repeat=1, clip="per_parameter")),
+    "fever": dict(lr=2e-5, warmup=0, every=500, metric="accuracy", clip="global",
+                  dense={"ce": 3, "poe": 3}, mask_a=7, imp_budget=7, ticket_imp={"ce": 3, "poe": 3},
+                  ticket_mask={"ce": 3, "poe": 3}, mask_c=7,
+                  oracle=dict(epochs=3, warmup=0, task="fever-symmetric-v2", split="validation", repeat=10,
+                              clip="global")),
+}
+
+
+@pytest.mark.parametrize("task", sorted(REFERENCE))
+def test_preset_dry_run_equals_the_reference_experiment(tmp_path, task, capsys):
+    import json
+
+    from maskedbert.experiments.srnet import command
+
+    ref = REFERENCE[task]
+    steps = lambda epochs: int(2 * epochs)  # noqa: E731
+    assert command.main(["--preset", task, "--out", str(tmp_path), "--dry-run", "--losses", "ce,poe", "--oracle",
+                         *OFFLINE]) == 0
+    printed = capsys.readouterr().out
+    config = json.load(open(tmp_path / "config.json"))
+    p = config["protocols"]
+    assert config["resolved"]["select_metric"] == ref["metric"]
+    dense = config["resolved"]["dense"]
+    assert dense == dict(steps={k: steps(v) for k, v in ref["dense"].items()}, lr=ref["lr"],
+                         warmup_steps=ref["warmup"], clip=ref["clip"], select="best", eval_every=ref["every"],
+                         ties="earlier step", metric=ref["metric"])
+    a = p["ft_prune/mask"]["phases"]
+    assert (a["search"]["steps"], a["search"]["lr_scores"], a["search"]["warmup_steps"], a["search"]["reset_every"],
+            a["search"]["classifier_masked"]) == (steps(ref["mask_a"]), ref["lr"], ref["warmup"], ref["every"], True)
+    assert a["selection"] == dict(mask="best", after=0.7, eval_every=ref["every"], metric=ref["metric"])
+    for cell, loss in (("ft_prune/imp", "same"), ("prune_ft/imp", "poe")):
+        imp = p[cell]["phases"]["search"]
+        assert (imp["round_steps"], imp["lr_horizon"], imp["lr"], imp["warmup_steps"], imp["clip"],
+                imp["classifier_masked"], imp["rewind"], imp["loss"], imp["first_step"]) == (
+            int(steps(ref["imp_budget"]) / 10), int(steps(ref["imp_budget"]) / 10) * 10, ref["lr"], 0, "global",
+            False, "none", loss, "prune")
+    for cell, epochs in (("prune_ft/imp", ref["ticket_imp"]), ("prune_ft/mask", ref["ticket_mask"])):
+        ticket = p[cell]["phases"]["ticket"]
+        assert ticket["steps"] == {k: steps(v) for k, v in epochs.items()}
+        assert (ticket["lr"], ticket["warmup_steps"], ticket["select"], ticket["eval_every"], ticket["classifier_masked"],
+                ticket["clip"]) == (ref["lr"], ref["warmup"], "best", ref["every"], False, ref["clip"])
+    assert "ft_prune/mask with loss poe" in p["prune_ft/mask"]["phases"]["search"]["masks"]
+    c = p["mask_pretrained/mask"]["phases"]
+    assert (c["search"]["steps"], c["search"]["classifier_masked"], c["selection"]["after"]) == (
+        steps(ref["mask_c"]), True, 0.0)
+    o, want = p["oracle/mask"]["phases"]["search"], ref["oracle"]
+    assert (o["data"], o["oracle_task"], o["oracle_split"], o["oracle_repeat"], o["warmup_steps"], o["lr_scores"],
+            o["clip"]) == ("id+ood", want["task"], want["split"], want["repeat"], want["warmup"], 2e-5, want["clip"])
+    assert config["overrides"]["oracle/mask"]["prune_epochs"] == want["epochs"]
+    assert p["oracle/mask"]["phases"]["selection"]["after"] == 0.7
+    assert "prune_ft/imp ticket:" in printed and "prune_ft/imp search:" in printed
