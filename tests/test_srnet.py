@@ -197,12 +197,13 @@ def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
     monkeypatch.setattr(pruning, "train_steps", dies_in_round_two)
     with pytest.raises(KeyboardInterrupt):
         srnet_command.main(["--out", out, *base])
-    assert os.path.isfile(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
+    assert os.path.isfile(os.path.join(out, "resume", "prune_ft-imp-search-ce.pt"))
     calls.clear()
     calls.extend([None] * 10)  # let round 2 through this time
     assert srnet_command.main(["--out", out, *base]) == 0
-    assert [c for c in calls if c] == ["IMP prune_ft ce round 2", "IMP prune_ft ce round 3"]
-    assert not os.path.exists(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
+    # the search resumes at round 2 (its last level needs no training), then the ticket is fine-tuned
+    assert [c for c in calls if c] == ["IMP prune_ft ce round 2", "prune_ft-imp-ce-s0.25 ticket"]
+    assert not os.path.exists(os.path.join(out, "resume", "prune_ft-imp-search-ce.pt"))
     (a,), (b,) = ([r for r in _rows(d) if r["method"] == "imp"] for d in (whole, out))
     for column in ("id_accuracy", "ood_accuracy", "measured_sparsity"):
         assert a[column] == b[column], column

@@ -246,7 +246,7 @@ class SRNetRunner(SRNetBase):
         def train_round(m, r):
             if r == 0 and protocol["skip_first_training"]:
                 return
-            self.train(m, search_loss, self.prune_steps, f"IMP {name} round {r}", dataset=dataset,
+            self.train(m, search_loss, self.prune_steps, f"IMP {pipeline} {search_loss} round {r}", dataset=dataset,
                        schedule_steps=horizon)
             if evaluate_level is not None:
                 evaluate_level(m, current["level"])
