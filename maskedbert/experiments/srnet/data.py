@@ -71,8 +71,9 @@ def load_task_data(cfg) -> TaskData:
     dev = load_examples(spec, spec.dev_split, data_dir=cfg.data_dir, limit=cfg.eval_limit)
     ood = load_examples(cfg.ood_task, cfg.ood_split, data_dir=cfg.ood_data_dir, limit=cfg.eval_limit)
     ood_train = None
+    oracle = cfg.for_cell("oracle", "mask")  # a preset's oracle settings
     if cfg.oracle:
-        ood_train = load_examples(cfg.oracle_task or cfg.ood_task, cfg.oracle_split, data_dir=cfg.ood_data_dir,
-                                  limit=cfg.train_limit) * cfg.oracle_repeat
+        ood_train = load_examples(oracle.oracle_task or cfg.ood_task, oracle.oracle_split, data_dir=cfg.ood_data_dir,
+                                  limit=cfg.train_limit) * oracle.oracle_repeat
     return TaskData(train, dev, ood, ood_train, tuple(spec.label_names), _ood_kind(cfg.ood_task), None, spec.metric,
-                    _ood_kind(cfg.oracle_task or cfg.ood_task))
+                    _ood_kind(oracle.oracle_task or cfg.ood_task))

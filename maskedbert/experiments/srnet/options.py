@@ -238,8 +238,9 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
         cc.check_data_dir(spec, ["train", spec.dev_split], cfg.data_dir, "--data-dir")
         cc.check_data_dir(ood, [cfg.ood_split], cfg.ood_data_dir, "--ood-data-dir")
         if cfg.oracle:
-            oracle = cc.check_task(cfg.oracle_task or cfg.ood_task, "--oracle-task")
-            cc.check_data_dir(oracle, [cfg.oracle_split], cfg.ood_data_dir, "--ood-data-dir")
+            cell = cfg.for_cell("oracle", "mask")  # a preset's oracle settings
+            oracle = cc.check_task(cell.oracle_task or cfg.ood_task, "--oracle-task")
+            cc.check_data_dir(oracle, [cell.oracle_split], cfg.ood_data_dir, "--ood-data-dir")
     _check_probability_files(cfg, dry_run)
     from maskedbert.train.reporting import check_report_to
 
