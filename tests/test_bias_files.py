@@ -88,6 +88,9 @@ def test_convert_probs_round_trip(tmp_path, capsys, log):
     expected = _qqp_like_pickle(pkl, log=log)
     assert convert_probs.main(["--trust-pickle", str(pkl), str(out)]) == 0
     assert "3 rows" in capsys.readouterr().out
+    prefixed = tmp_path / "prefixed.jsonl"  # maskedbert's QQP example ids: qqp-train-<id column>
+    assert convert_probs.main(["--trust-pickle", str(pkl), str(prefixed), "--id-prefix", "qqp-train-"]) == 0
+    assert sorted(bias.load_probs(prefixed)) == sorted(f"qqp-train-{k}" for k in expected)
     loaded = bias.load_probs(out)
     assert sorted(loaded) == sorted(expected)
     for key, row in expected.items():

@@ -1,6 +1,6 @@
 """`maskedbert convert-probs`: turn a bias model's predictions into the JSONL that `bias.load_probs` reads.
 
-    maskedbert convert-probs --trust-pickle bias_model_preds/QQP/log_probs.pkl qqp_bias.jsonl
+    maskedbert convert-probs --trust-pickle bias_model_preds/QQP/log_probs.pkl qqp_bias.jsonl --id-prefix qqp-train-
     maskedbert convert-probs bias_model_preds/MNLI/probs.npy mnli_bias.jsonl --ids-from mnli_ids.txt \
         --label-order contradiction,entailment,neutral
 
@@ -66,7 +66,7 @@ def _read_ids(path: str) -> list[str]:
 
 
 def convert_probs(source: str, target: str, *, trust_pickle: bool = False, ids: list[str] | None = None,
-                  overwrite: bool = False, label_order: str | None = None) -> int:
+                  overwrite: bool = False, label_order: str | None = None, id_prefix: str = "") -> int:
     """Write `source`'s predictions to `target` (.jsonl or .json) as probabilities by id, labelled with
     `label_order` (the source's column names) when given; returns the row count."""
     from maskedbert import bias
@@ -96,6 +96,8 @@ def convert_probs(source: str, target: str, *, trust_pickle: bool = False, ids: 
     width = len(next(iter(probs.values())))
     if labels is not None and len(labels) != width:
         raise UsageError(f"--label-order: {source} has {width} columns, the order names {len(labels)}: {list(labels)}")
+    if id_prefix:  # the reference keys QQP by its id column; maskedbert's example ids are "qqp-train-<id>"
+        probs = {f"{id_prefix}{key}": row for key, row in probs.items()}
     bias.save_probs(target, probs, label_names=labels)
     return len(probs)
 
@@ -112,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-order", default=None,
                    help="IN's column order as label names, e.g. contradiction,entailment,neutral; OUT then names its "
                         "labels (default: OUT names none)")
+    p.add_argument("--id-prefix", default="", help="prepended to every id, e.g. qqp-train- (maskedbert's QQP example "
+                   "ids are qqp-train-<id column>; the reference's pickle is keyed by the id column alone)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)")
     return p
 
@@ -120,6 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ids = _read_ids(args.ids_from) if args.ids_from else None
     count = convert_probs(args.source, args.target, trust_pickle=args.trust_pickle, ids=ids, overwrite=args.overwrite,
-                          label_order=args.label_order)
+                          label_order=args.label_order, id_prefix=args.id_prefix)
     print(f"maskedbert convert-probs: {count} rows of probabilities by id -> {args.target}")
     return 0

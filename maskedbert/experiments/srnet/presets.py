@@ -501,5 +501,5 @@ def presets_table() -> str:
     return "\n".join(lines + ["", f"Liu et al. (2022) via the reference scripts ({REFERENCE}); every value's source: "
                               "docs/reference_srnet_facts.md. The bias model: pass the reference's "
                               "shipped predictions (bias_model_preds/: .npy rows in training-file order; QQP's pickle "
-                              "via `maskedbert convert-probs`). `maskedbert srnet --preset NAME --dry-run` writes the "
+                              "via `maskedbert convert-probs --trust-pickle IN OUT.jsonl --id-prefix qqp-train-`). `maskedbert srnet --preset NAME --dry-run` writes the "
                               "fully resolved config.json."])
