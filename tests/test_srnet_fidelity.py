@@ -176,8 +176,9 @@ def test_preset_dry_run_equals_the_reference_experiment(tmp_path, task, capsys):
     for cell, epochs in (("prune_ft/imp", ref["ticket_imp"]), ("prune_ft/mask", ref["ticket_mask"])):
         ticket = p[cell]["phases"]["ticket"]
         assert ticket["steps"] == {k: steps(v) for k, v in epochs.items()}
-        assert (ticket["lr"], ticket["warmup_steps"], ticket["select"], ticket["eval_every"], ticket["classifier_masked"],
-                ticket["clip"]) == (ref["lr"], ref["warmup"], "best", ref["every"], False, ref["clip"])
+        assert (ticket["lr"], ticket["warmup_steps"], ticket["select"], ticket["eval_every"],
+                ticket["classifier_masked"], ticket["clip"]) == (ref["lr"], ref["warmup"], "best", ref["every"], False,
+                                                                 ref["clip"])
     assert "ft_prune/mask with loss poe" in p["prune_ft/mask"]["phases"]["search"]["masks"]
     c = p["mask_pretrained/mask"]["phases"]
     assert (c["search"]["steps"], c["search"]["classifier_masked"], c["selection"]["after"]) == (

@@ -21,7 +21,8 @@ AMOUNT_OF = ("original", "remaining")
 
 PIPELINES = ("ft_prune", "prune_ft", "mask_pretrained")
 METHODS = ("mask", "imp")
-RESULT_COLUMNS = ("pipeline", "method", "loss", "sparsity", "measured_sparsity", "id_accuracy", "id_metric", "ood_accuracy",
+RESULT_COLUMNS = ("pipeline", "method", "loss", "sparsity", "measured_sparsity", "id_accuracy", "id_metric",
+                  "ood_accuracy",
                   "ood_entailment", "ood_non_entailment", "mask_change", "selected_step", "seconds")
 REWIND_CHOICES = ("auto", "none", "start")
 AUTO_YES_NO = ("auto", "yes", "no")

@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "the CE fine-tuned model's predictions")
     order_help = ("the file's column order as label names, e.g. contradiction,entailment,neutral (the reference's "
                   "MNLI files); needed for a .npy of more than two classes (files maskedbert writes name their labels)")
-    default_text(p.add_argument("--bias-label-order", default=d.bias_label_order, help="--bias-model file: " + order_help),
-                 "the file's own labels; none for a .npy")
+    default_text(p.add_argument("--bias-label-order", default=d.bias_label_order,
+                                help="--bias-model file: " + order_help), "the file's own labels; none for a .npy")
     default_text(p.add_argument("--teacher-label-order", default=d.teacher_label_order,
                                 help="--teacher-probs file: " + order_help), "the file's own labels; none for a .npy")
     p.add_argument("--anneal-floor", type=float, default=None, help="anneal bias probabilities to this power")
@@ -258,7 +258,8 @@ def _check_probability_files(cfg: SRNetConfig, dry_run: bool) -> None:
 
     needs_bias = any(loss_lib.NEEDS_BIAS[loss] for loss in cfg.losses)
     if needs_bias and not dry_run and cfg.bias_model not in bias_lib.BIAS_MODELS and not os.path.isfile(cfg.bias_model):
-        raise UsageError(f"--bias-model: {cfg.bias_model!r} is neither a bias model ({', '.join(bias_lib.BIAS_MODELS)}) "
+        kinds = ", ".join(bias_lib.BIAS_MODELS)
+        raise UsageError(f"--bias-model: {cfg.bias_model!r} is neither a bias model ({kinds}) "
                          f"nor an existing file (a preset names the reference's shipped predictions, "
                          f"bias_model_preds/ of llyx97/sparse-and-robust-PLM: run from its folder or pass the path)")
 

@@ -256,11 +256,12 @@ def _dirs(t: str) -> dict:
             "gsi": f"{m}/mask_on_plm_ft/plm_std_ft/poe/{t}/gradual_sparsity_increase/0.9.sh"}
 
 
+_OOD = "scripts/mask_train/mask_on_plm_ft/plm_std_ft/ood"  # the oracle ("train_w_ood") scripts of (a)
 _RG_OOD = "run_glue.py:438-445 and mask_run_glue.py:472-479 (the OOD sets evaluated alongside dev)"
 _TASKS = {
     "mnli": dict(
         task="mnli", dirs=_dirs("mnli"), lr=5e-5, warmup=3600, every=1000,
-        oracle=dict(script="scripts/mask_train/mask_on_plm_ft/plm_std_ft/ood/mnli/0.7.sh", names="mnli,hans", task="hans", task_note="", split="train",
+        oracle=dict(script=f"{_OOD}/mnli/0.7.sh", names="mnli,hans", task="hans", task_note="", split="train",
                     split_src="9 (HANS train)", repeat=1, repeat_src="9 (no --duplicates)", epochs=3, lr_line=29,
                     warmup=3600, per_param_clip=False, model_line=12),
         bias_file="bias_model_preds/MNLI/log_probs.npy", bias_line=9,
@@ -276,7 +277,7 @@ _TASKS = {
         gsi_metric=("accuracy", "mask_run_glue.py:184 (default eval_acc; the GSI script sets none)")),
     "qqp": dict(
         task="qqp", dirs=_dirs("qqp"), lr=2e-5, warmup=3400, every=1000,
-        oracle=dict(script="scripts/mask_train/mask_on_plm_ft/plm_std_ft/ood/qqp/0.7.sh", names="qqp,paws_qqp,paws_wiki", task="paws-qqp",
+        oracle=dict(script=f"{_OOD}/qqp/0.7.sh", names="qqp,paws_qqp,paws_wiki", task="paws-qqp",
                     task_note=" (PAWS-QQP train; the reference adds PAWS-Wiki train, which srnet does not)",
                     split="train", split_src="9 (train sets)", repeat=1, repeat_src="9 (no --duplicates)", epochs=5,
                     lr_line=29, warmup=0, per_param_clip=True, model_line=12),
@@ -296,7 +297,7 @@ _TASKS = {
         gsi_metric=("f1", "scripts/mask_train/mask_on_plm_ft/plm_std_ft/poe/qqp/gradual_sparsity_increase/0.9.sh:39")),
     "fever": dict(
         task="fever", dirs=_dirs("fever"), lr=2e-5, warmup=0, every=500,
-        oracle=dict(script="scripts/mask_train/mask_on_plm_ft/plm_std_ft/ood/fever/0.7.sh", names="fever,sym2", task="fever-symmetric-v2",
+        oracle=dict(script=f"{_OOD}/fever/0.7.sh", names="fever,sym2", task="fever-symmetric-v2",
                     task_note=" (sym2: FEVER-Symmetric v2)", split="validation", split_src="10 (set_types train,dev: "
                     "sym2 dev)", repeat=10, repeat_src="11 (duplicates 1,10)", epochs=3, lr_line=33, warmup=0,
                     per_param_clip=False, model_line=14),
@@ -501,5 +502,6 @@ def presets_table() -> str:
     return "\n".join(lines + ["", f"Liu et al. (2022) via the reference scripts ({REFERENCE}); every value's source: "
                               "docs/reference_srnet_facts.md. The bias model: pass the reference's "
                               "shipped predictions (bias_model_preds/: .npy rows in training-file order; QQP's pickle "
-                              "via `maskedbert convert-probs --trust-pickle IN OUT.jsonl --id-prefix qqp-train-`). `maskedbert srnet --preset NAME --dry-run` writes the "
+                              "via `maskedbert convert-probs --trust-pickle IN OUT.jsonl --id-prefix qqp-train-`). "
+                              "`maskedbert srnet --preset NAME --dry-run` writes the "
                               "fully resolved config.json."])

@@ -259,8 +259,8 @@ class SRNetBase:
         id_acc = id_metrics["accuracy"]
         ood_logits = self.predict(model, self.data.ood, f"evaluate {name}: OOD")
         ood = ev.ood_metrics(self.data.ood_kind, ood_logits.argmax(1), self.data.ood, self.model_names)
-        return {"id_accuracy": id_acc, "id_metric": id_metrics[self.select_metric], "id_metric_name": self.select_metric,
-                "ood_accuracy": ood["accuracy"],
+        return {"id_accuracy": id_acc, "id_metric": id_metrics[self.select_metric],
+                "id_metric_name": self.select_metric, "ood_accuracy": ood["accuracy"],
                 "ood_entailment": ood.get("entailment", ood.get("duplicate", ood.get("supports"))),
                 "ood_non_entailment": ood.get("non_entailment", ood.get("non_duplicate", ood.get("refutes"))),
                 "ood_detail": ood, "measured_sparsity": measured}
