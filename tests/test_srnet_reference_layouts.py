@@ -73,10 +73,13 @@ def _qqp(root, rng):
     for name in ("train.tsv", "dev_and_test.tsv"):
         rows = [[i, f"b'{_sentence(rng)}'", f"b'{_sentence(rng)}'", i % 2] for i in range(N_DEV)]
         _tsv(os.path.join(root, "PAWS-QQP", name), ["id", "sentence1", "sentence2", "label"], rows)
+    rows = [[i, _sentence(rng), _sentence(rng), i % 2] for i in range(N_DEV)]
+    _tsv(os.path.join(root, "PAWS-Wiki", "test.tsv"), ["id", "sentence1", "sentence2", "label"], rows)
     # the reference's QQP predictions are a pickle by QQP id; converted (convert-probs), by example id
     bias = os.path.join(root, "qqp_bias.jsonl")
     _jsonl(bias, [{"id": f"qqp-train-{100 + i}", "probs": [0.6, 0.4]} for i in range(N_TRAIN)])
-    return dict(data=os.path.join(root, "QQP"), ood=os.path.join(root, "PAWS-QQP"), bias=bias)
+    return dict(data=os.path.join(root, "QQP"), ood=os.path.join(root, "PAWS-QQP"), bias=bias,
+                extra=["--extra-ood", "paws-wiki:test=" + os.path.join(root, "PAWS-Wiki")])
 
 
 def _fever(root, rng):
@@ -88,9 +91,9 @@ def _fever(root, rng):
     _jsonl(os.path.join(sym, "fever_symmetric_generated.jsonl"),
            [{"id": i, "claim": _sentence(rng), "evidence_sentence": _sentence(rng), "label": labels[i % 2]}
             for i in range(N_DEV)])
-    _jsonl(os.path.join(sym, "fever_symmetric_dev.jsonl"),
-           [{"id": i, "claim": _sentence(rng), "evidence_sentence": _sentence(rng), "label": labels[i % 2]}
-            for i in range(4)])
+    for name, n in (("fever_symmetric_dev.jsonl", 4), ("fever_symmetric_test.jsonl", N_DEV)):
+        _jsonl(os.path.join(sym, name), [{"id": i, "claim": _sentence(rng), "evidence_sentence": _sentence(rng),
+                                          "label": labels[i % 2]} for i in range(n)])
     np.save(os.path.join(root, "log_probs.npy"), np.log(np.full((N_TRAIN, 3), 1 / 3, dtype=np.float32)))
     return dict(data=os.path.join(root, "fever"), ood=sym, bias=os.path.join(root, "log_probs.npy"))
 
@@ -105,7 +108,7 @@ def test_every_pipeline_runs_under_the_preset_on_original_layouts(tmp_path, pres
     argv = ["--preset", preset, "--out", str(out), "--data-dir", files["data"], "--ood-data-dir", files["ood"],
             "--bias-model", files["bias"], "--model", "tiny-bert", "--max-length", "24", "--losses", "ce,poe",
             "--sparsities", "0.2", "--imp-per-round", "0.2", "--oracle", "--eval-every", "2", "--reset-every", "2",
-            "--ft-eval-every", "2"]
+            "--ft-eval-every", "2", *files.get("extra", [])]
     assert srnet_command.main(argv) == 0
     cells = {os.path.splitext(n)[0] for n in os.listdir(out / "cells")}
     expected = {f"finetune-dense-{loss}-s0.00" for loss in ("ce", "poe")}
@@ -119,6 +122,9 @@ def test_every_pipeline_runs_under_the_preset_on_original_layouts(tmp_path, pres
     assert rows["prune_ft-imp-ce-s0.20"]["search_loss"] == "poe"
     assert rows["prune_ft-mask-poe-s0.20"]["mask_from"] == "ft_prune-mask-poe-s0.20"
     assert rows["prune_ft-imp-poe-s0.20"]["ticket_steps"] >= 3
+    # the reference's second OOD set of QQP / FEVER is evaluated beside the first (run_glue.py:438-445)
+    extra = {"mnli": [], "qqp": ["paws-wiki:test"], "fever": ["fever-symmetric-v2:test"]}[preset]
+    assert all(sorted(r.get("ood_sets", {})) == extra for r in rows.values())
     metric = "f1" if preset == "qqp" else "accuracy"
     assert all(r["id_metric_name"] == metric for r in rows.values())
     written = json.loads((out / "bias_probs.json").read_text())

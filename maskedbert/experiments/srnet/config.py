@@ -22,7 +22,7 @@ AMOUNT_OF = ("original", "remaining")
 PIPELINES = ("ft_prune", "prune_ft", "mask_pretrained")
 METHODS = ("mask", "imp")
 RESULT_COLUMNS = ("pipeline", "method", "loss", "sparsity", "measured_sparsity", "id_accuracy", "id_metric",
-                  "ood_accuracy",
+                  "ood_accuracy", "ood_more",
                   "ood_entailment", "ood_non_entailment", "mask_change", "selected_step", "seconds")
 REWIND_CHOICES = ("auto", "none", "start")
 AUTO_YES_NO = ("auto", "yes", "no")
@@ -44,6 +44,9 @@ class SRNetConfig:
     ood_task: str = "hans"
     ood_data_dir: str | None = None
     ood_split: str = "validation"
+    # more OOD sets evaluated beside --ood-task, "task:split" or "task:split=DIR" (DIR: --ood-data-dir);
+    # the reference evaluates PAWS-Wiki test with QQP and FEVER-Symmetric v2 test with FEVER
+    extra_ood: list[str] = field(default_factory=list)
     model: str = "offline-minilm"
     pipelines: list[str] = field(default_factory=lambda: list(PIPELINES))
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -177,6 +180,8 @@ class SRNetConfig:
         for name in ("eval_every", "ft_eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{_flag(name)}: must be >= 1, got {getattr(self, name)}")
+        for entry in self.extra_ood:
+            parse_extra_ood(entry)
         if self.imp_search_loss != "same":
             try:
                 self.imp_search_loss = loss_lib.canonical_loss_name(self.imp_search_loss)
@@ -258,3 +263,12 @@ class SRNetConfig:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def parse_extra_ood(entry: str) -> tuple[str, str, str | None]:
+    """("task", "split", data dir or None) of an --extra-ood entry "task:split[=DIR]"."""
+    spec, _, folder = str(entry).partition("=")
+    task, _, split = spec.partition(":")
+    if not task or not split:
+        raise UsageError(f"--extra-ood: expected task:split or task:split=DIR (e.g. paws-wiki:test), got {entry!r}")
+    return task.strip(), split.strip(), folder.strip() or None

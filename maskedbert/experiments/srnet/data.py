@@ -1,7 +1,7 @@
 """The data of `maskedbert srnet`: the synthetic NLI task offline, or a registered task and its OOD set."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from maskedbert import evaluation as ev
 
@@ -17,6 +17,7 @@ class TaskData:
     vocab: list | None  # closed vocabulary (synthetic task) for word-level tiny tokenizers
     metric: str = "accuracy"  # the task's main dev metric (QQP: f1)
     oracle_kind: str = "hans"  # the kind of the oracle's OOD training data
+    extra_ood: list = field(default_factory=list)  # (name, kind, examples) of each --extra-ood set
 
 
 def _ood_kind(name: str) -> str:
@@ -75,5 +76,12 @@ def load_task_data(cfg) -> TaskData:
     if cfg.oracle:
         ood_train = load_examples(oracle.oracle_task or cfg.ood_task, oracle.oracle_split, data_dir=cfg.ood_data_dir,
                                   limit=cfg.train_limit) * oracle.oracle_repeat
+    from maskedbert.experiments.srnet.config import parse_extra_ood
+
+    extra = []
+    for entry in cfg.extra_ood:
+        task, split, folder = parse_extra_ood(entry)
+        examples = load_examples(task, split, data_dir=folder or cfg.ood_data_dir, limit=cfg.eval_limit)
+        extra.append((f"{task}:{split}", _ood_kind(task), examples))
     return TaskData(train, dev, ood, ood_train, tuple(spec.label_names), _ood_kind(cfg.ood_task), None, spec.metric,
-                    _ood_kind(oracle.oracle_task or cfg.ood_task))
+                    _ood_kind(oracle.oracle_task or cfg.ood_task), extra)

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ood-task", default=d.ood_task, help="hans, paws-qqp, paws-wiki, fever-symmetric-v1/v2")
     p.add_argument("--ood-data-dir", default=None)
     p.add_argument("--ood-split", default=d.ood_split)
+    p.add_argument("--extra-ood", type=_names, default=d.extra_ood,
+                   help="more OOD sets to evaluate, comma list of task:split or task:split=DIR (DIR: --ood-data-dir)")
     p.add_argument("--model", default=d.model, help="offline-minilm, tiny-bert, a hub name or a local directory")
     p.add_argument("--pipelines", type=_names, default=d.pipelines, help=f"comma list of {', '.join(PIPELINES)}")
     p.add_argument("--methods", type=_names, default=d.methods, help=f"comma list of {', '.join(METHODS)}")
@@ -237,6 +239,11 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
         ood = cc.check_task(cfg.ood_task, "--ood-task")
         cc.check_data_dir(spec, ["train", spec.dev_split], cfg.data_dir, "--data-dir")
         cc.check_data_dir(ood, [cfg.ood_split], cfg.ood_data_dir, "--ood-data-dir")
+        from maskedbert.experiments.srnet.config import parse_extra_ood
+
+        for entry in cfg.extra_ood:
+            task, split, folder = parse_extra_ood(entry)
+            cc.check_data_dir(cc.check_task(task, "--extra-ood"), [split], folder or cfg.ood_data_dir, "--extra-ood")
         if cfg.oracle:
             cell = cfg.for_cell("oracle", "mask")  # a preset's oracle settings
             oracle = cc.check_task(cell.oracle_task or cfg.ood_task, "--oracle-task")

@@ -38,7 +38,7 @@ CONFIG_NAMES = ("task", "ood_task", "ood_split", "model", "batch_size", "max_len
                 "warmup_steps", "eval_every", "select", "select_after", "rewind", "mask_classifier",
                 "score_init", "bias_model", "bias_label_order", "teacher_label_order", "select_metric",
                 "ft_select", "ft_eval_every", "imp_schedule", "imp_search_loss", "prune_ft_ticket", "prune_ft_masks",
-                "clip_mode", "oracle_data", "oracle_task", "oracle_split", "oracle_repeat", "ft_epochs_by_loss")
+                "clip_mode", "oracle_data", "oracle_task", "oracle_split", "oracle_repeat", "extra_ood")
 # names srnet has no field for (kept as documentation of the reference's protocol)
 NEW_NAMES = ("ood_tasks", "seeds", "clip_per_parameter", "imp_round_epochs", "imp_levels",
              "final_sparsity_epoch", "search_loss", "mask_from", "first_step")
@@ -63,6 +63,7 @@ def _task_numbers(t: dict) -> dict:
         "ood_task": _S(t["ood"][0][0], t["ood_src"]),
         "ood_split": _S(t["ood"][0][1], t["ood_src"]),
         "ood_tasks": _S(t["ood"], t["ood_src"]),
+        "extra_ood": _S(tuple(f"{task}:{split}" for task, split in t["ood"][1:]), t["ood_src"]),
         "model": _S("bert-base-uncased", f"{ft}:7"),
         "batch_size": _S(32, f"{ft}:21"),
         "max_length": _S(128, f"{ft}:19"),
@@ -444,7 +445,7 @@ def preset_config(name: str) -> dict:
         batch_size=common["batch_size"], max_length=common["max_length"], sparsities=list(common["sparsities"]),
         adam_eps=common["adam_eps"], weight_decay=common["weight_decay"], max_grad_norm=common["max_grad_norm"],
         clip_mode="per_parameter" if common["clip_per_parameter"] else "global", scope=common["scope"],
-        select_metric=common["select_metric"], bias_model=common["bias_model"],
+        select_metric=common["select_metric"], bias_model=common["bias_model"], extra_ood=list(common["extra_ood"]),
         bias_label_order=common["bias_label_order"], teacher_label_order=common["teacher_label_order"],
         ft_epochs=finetune["ft_epochs"], ft_epochs_by_loss=dict(finetune["ft_epochs_by_loss"]), lr=finetune["lr"],
         ft_select=finetune["ft_select"], ft_eval_every=finetune["ft_eval_every"],

@@ -259,7 +259,13 @@ class SRNetBase:
         id_acc = id_metrics["accuracy"]
         ood_logits = self.predict(model, self.data.ood, f"evaluate {name}: OOD")
         ood = ev.ood_metrics(self.data.ood_kind, ood_logits.argmax(1), self.data.ood, self.model_names)
-        return {"id_accuracy": id_acc, "id_metric": id_metrics[self.select_metric],
+        ood_sets = {}
+        for set_name, kind, examples in self.data.extra_ood:
+            logits = self.predict(model, examples, f"evaluate {name}: {set_name}")
+            ood_sets[set_name] = ev.ood_metrics(kind, logits.argmax(1), examples, self.model_names)
+        more = {"ood_sets": ood_sets,
+                "ood_more": "; ".join(f"{k} {v['accuracy']:.4f}" for k, v in ood_sets.items())} if ood_sets else {}
+        return {"id_accuracy": id_acc, "id_metric": id_metrics[self.select_metric], **more,
                 "id_metric_name": self.select_metric, "ood_accuracy": ood["accuracy"],
                 "ood_entailment": ood.get("entailment", ood.get("duplicate", ood.get("supports"))),
                 "ood_non_entailment": ood.get("non_entailment", ood.get("non_duplicate", ood.get("refutes"))),
