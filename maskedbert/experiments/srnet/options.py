@@ -3,13 +3,16 @@
 Pipelines (each with any loss: ce, poe, reweight, conf_reg), over a sparsity sweep (20/50/70/90%):
   ft_prune         (a) fine-tune the full model with the loss, then prune it: mask training (weights
                        frozen) or IMP (no rewinding: each round trains on from the last)
-  prune_ft         (b) prune the pretrained model (mask training, or IMP pruning the pre-trained weights
-                       first and rewinding to them), then fine-tune the subnetwork with the loss
+  prune_ft         (b) find masks of the pretrained model (mask training, or IMP pruning the pre-trained
+                       weights first), then fine-tune each ticket on its own from the pre-trained weights
+                       and the initial head with the loss, keeping the best dev checkpoint
   mask_pretrained  (c) mask-train the pretrained model, task head included; no parameter value changes
-  --oracle             mask-train the CE fine-tuned model on out-of-distribution training data
-Masks cover the task classifier too; mask training keeps the best ID dev mask after 70% of training;
-sparsity is fixed at the target unless --initial-sparsity asks for gradual increase (GSI). Paper
-settings: --preset (see --list-presets). docs/PROTOCOLS.md says where each default comes from.
+  --oracle             mask-train the CE fine-tuned model on ID + OOD training data
+Dense models (the conf-reg teacher too) are their best dev checkpoints; mask training keeps the best
+ID dev mask after 70% of training; every selection uses the task's metric (QQP: F1); sparsity is
+fixed at the target unless --initial-sparsity asks for gradual increase (GSI). Paper settings:
+--preset (see --list-presets; --dry-run prints each cell's phases). docs/PROTOCOLS.md says where
+each default comes from.
 Outputs in --out: results.csv / results.md (ID and OOD metric per pipeline, method, loss and
 sparsity), srnet_sparsity.png, config.json (the resolved config and protocols), masks/*.safetensors,
 cells/*.json. A rerun with the same --out skips finished cells (and says so) and resumes an IMP
