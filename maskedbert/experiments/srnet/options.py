@@ -252,6 +252,11 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
             oracle = cc.check_task(cell.oracle_task or cfg.ood_task, "--oracle-task")
             cc.check_data_dir(oracle, [cell.oracle_split], cfg.ood_data_dir, "--ood-data-dir")
     _check_probability_files(cfg, dry_run)
+    from maskedbert.metrics import METRIC_FUNCTIONS
+
+    if cfg.select_metric != "auto" and cfg.select_metric not in METRIC_FUNCTIONS:
+        raise UsageError(f"--select-metric: must be auto or one of {', '.join(sorted(METRIC_FUNCTIONS))}, "
+                         f"got {cfg.select_metric!r}")
     from maskedbert.train.reporting import check_report_to
 
     check_report_to(cfg.report_to, "--report-to")
