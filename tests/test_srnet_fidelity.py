@@ -132,16 +132,17 @@ REFERENCE = {
     "mnli": dict(lr=5e-5, warmup=3600, every=1000, metric="accuracy", clip="global",
                  dense={"ce": 3, "poe": 5}, mask_a=5, imp_budget=5, ticket_imp={"ce": 5, "poe": 5},
                  ticket_mask={"ce": 3, "poe": 5}, mask_c=5,
-                 oracle=dict(epochs=3, warmup=3600, task="hans", split="train", repeat=1, clip="global")),
+                 oracle=dict(epochs=3, warmup=3600, task="hans", split="train", repeat=1, clip="global", extra=[])),
     "qqp": dict(lr=2e-5, warmup=3400, every=1000, metric="f1", clip="per_parameter",
                 dense={"ce": 3, "poe": 3}, mask_a=7, imp_budget=7, ticket_imp={"ce": 3, "poe": 3},
                 ticket_mask={"ce": 3, "poe": 3}, mask_c=7,
-                oracle=dict(epochs=5, warmup=0, task="paws-qqp", split="train", repeat=1, clip="per_parameter")),
+                oracle=dict(epochs=5, warmup=0, task="paws-qqp", split="train", repeat=1, clip="per_parameter",
+                            extra=["paws-wiki:train"])),
     "fever": dict(lr=2e-5, warmup=0, every=500, metric="accuracy", clip="global",
                   dense={"ce": 3, "poe": 3}, mask_a=7, imp_budget=7, ticket_imp={"ce": 3, "poe": 3},
                   ticket_mask={"ce": 3, "poe": 3}, mask_c=7,
                   oracle=dict(epochs=3, warmup=0, task="fever-symmetric-v2", split="validation", repeat=10,
-                              clip="global")),
+                              clip="global", extra=[])),
 }
 
 
@@ -184,8 +185,9 @@ def test_preset_dry_run_equals_the_reference_experiment(tmp_path, task, capsys):
     assert (c["search"]["steps"], c["search"]["classifier_masked"], c["selection"]["after"]) == (
         steps(ref["mask_c"]), True, 0.0)
     o, want = p["oracle/mask"]["phases"]["search"], ref["oracle"]
-    assert (o["data"], o["oracle_task"], o["oracle_split"], o["oracle_repeat"], o["warmup_steps"], o["lr_scores"],
-            o["clip"]) == ("id+ood", want["task"], want["split"], want["repeat"], want["warmup"], 2e-5, want["clip"])
+    assert (o["data"], o["oracle_task"], o["oracle_split"], o["oracle_repeat"], o["oracle_extra"], o["warmup_steps"],
+            o["lr_scores"], o["clip"]) == ("id+ood", want["task"], want["split"], want["repeat"], want["extra"],
+                                           want["warmup"], 2e-5, want["clip"])
     assert config["overrides"]["oracle/mask"]["prune_epochs"] == want["epochs"]
     assert p["oracle/mask"]["phases"]["selection"]["after"] == 0.7
     assert "prune_ft/imp ticket:" in printed and "prune_ft/imp search:" in printed

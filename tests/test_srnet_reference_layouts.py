@@ -73,13 +73,15 @@ def _qqp(root, rng):
     for name in ("train.tsv", "dev_and_test.tsv"):
         rows = [[i, f"b'{_sentence(rng)}'", f"b'{_sentence(rng)}'", i % 2] for i in range(N_DEV)]
         _tsv(os.path.join(root, "PAWS-QQP", name), ["id", "sentence1", "sentence2", "label"], rows)
-    rows = [[i, _sentence(rng), _sentence(rng), i % 2] for i in range(N_DEV)]
-    _tsv(os.path.join(root, "PAWS-Wiki", "test.tsv"), ["id", "sentence1", "sentence2", "label"], rows)
+    for name in ("train.tsv", "test.tsv"):
+        rows = [[i, _sentence(rng), _sentence(rng), i % 2] for i in range(N_DEV)]
+        _tsv(os.path.join(root, "PAWS-Wiki", name), ["id", "sentence1", "sentence2", "label"], rows)
     # the reference's QQP predictions are a pickle by QQP id; converted (convert-probs), by example id
     bias = os.path.join(root, "qqp_bias.jsonl")
     _jsonl(bias, [{"id": f"qqp-train-{100 + i}", "probs": [0.6, 0.4]} for i in range(N_TRAIN)])
     return dict(data=os.path.join(root, "QQP"), ood=os.path.join(root, "PAWS-QQP"), bias=bias,
-                extra=["--extra-ood", "paws-wiki:test=" + os.path.join(root, "PAWS-Wiki")])
+                extra=["--extra-ood", "paws-wiki:test=" + os.path.join(root, "PAWS-Wiki"),
+                       "--oracle-extra", "paws-wiki:train=" + os.path.join(root, "PAWS-Wiki")])
 
 
 def _fever(root, rng):

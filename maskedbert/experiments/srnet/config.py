@@ -125,6 +125,7 @@ class SRNetConfig:
     oracle_task: str | None = None  # the OOD training data: this task (None: --ood-task), its split, repeated
     oracle_split: str = "train"
     oracle_repeat: int = 1
+    oracle_extra: list[str] = field(default_factory=list)  # more OOD training sets, "task:split[=DIR]"
     train_size: int = 3000  # synthetic task sizes
     dev_size: int = 600
     challenge_per_cell: int = 100
@@ -180,7 +181,7 @@ class SRNetConfig:
         for name in ("eval_every", "ft_eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{_flag(name)}: must be >= 1, got {getattr(self, name)}")
-        for entry in self.extra_ood:
+        for entry in self.extra_ood + self.oracle_extra:
             parse_extra_ood(entry)
         if self.imp_search_loss != "same":
             try:

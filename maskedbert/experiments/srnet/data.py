@@ -74,8 +74,13 @@ def load_task_data(cfg) -> TaskData:
     ood_train = None
     oracle = cfg.for_cell("oracle", "mask")  # a preset's oracle settings
     if cfg.oracle:
+        from maskedbert.experiments.srnet.config import parse_extra_ood
+
         ood_train = load_examples(oracle.oracle_task or cfg.ood_task, oracle.oracle_split, data_dir=cfg.ood_data_dir,
                                   limit=cfg.train_limit) * oracle.oracle_repeat
+        for entry in oracle.oracle_extra:  # e.g. QQP's oracle adds PAWS-Wiki train to PAWS-QQP train
+            task, split, folder = parse_extra_ood(entry)
+            ood_train += load_examples(task, split, data_dir=folder or cfg.ood_data_dir, limit=cfg.train_limit)
     from maskedbert.experiments.srnet.config import parse_extra_ood
 
     extra = []

@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle-split", default=d.oracle_split, help="the split of --oracle-task the oracle trains on")
     p.add_argument("--oracle-repeat", type=int, default=d.oracle_repeat,
                    help="the oracle's OOD training examples, repeated this many times")
+    p.add_argument("--oracle-extra", type=_names, default=d.oracle_extra,
+                   help="more OOD training sets of the oracle, comma list of task:split[=DIR] (DIR: --ood-data-dir)")
     p.add_argument("--save-ft-steps", type=_steps_list, default=[],
                    help="comma list of fine-tuning steps to checkpoint (to prune or rewind from later)")
     from maskedbert.train.reporting import add_report_to_argument
@@ -251,6 +253,10 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
             cell = cfg.for_cell("oracle", "mask")  # a preset's oracle settings
             oracle = cc.check_task(cell.oracle_task or cfg.ood_task, "--oracle-task")
             cc.check_data_dir(oracle, [cell.oracle_split], cfg.ood_data_dir, "--ood-data-dir")
+            for entry in cell.oracle_extra:
+                task, split, folder = parse_extra_ood(entry)
+                cc.check_data_dir(cc.check_task(task, "--oracle-extra"), [split], folder or cfg.ood_data_dir,
+                                  "--oracle-extra")
     _check_probability_files(cfg, dry_run)
     from maskedbert.metrics import METRIC_FUNCTIONS
 

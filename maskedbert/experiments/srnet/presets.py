@@ -38,7 +38,7 @@ CONFIG_NAMES = ("task", "ood_task", "ood_split", "model", "batch_size", "max_len
                 "warmup_steps", "eval_every", "select", "select_after", "rewind", "mask_classifier",
                 "score_init", "bias_model", "bias_label_order", "teacher_label_order", "select_metric",
                 "ft_select", "ft_eval_every", "imp_schedule", "imp_search_loss", "prune_ft_ticket", "prune_ft_masks",
-                "clip_mode", "oracle_data", "oracle_task", "oracle_split", "oracle_repeat", "extra_ood")
+                "clip_mode", "oracle_data", "oracle_task", "oracle_split", "oracle_repeat", "extra_ood", "oracle_extra")
 # names srnet has no field for (kept as documentation of the reference's protocol)
 NEW_NAMES = ("ood_tasks", "seeds", "clip_per_parameter", "imp_round_epochs", "imp_levels",
              "final_sparsity_epoch", "search_loss", "mask_from", "first_step")
@@ -196,6 +196,7 @@ def _task_numbers(t: dict) -> dict:
         "oracle_task": _S(ood["task"], f"{ood['script']}:9{ood['task_note']}"),
         "oracle_split": _S(ood["split"], f"{ood['script']}:{ood['split_src']}"),
         "oracle_repeat": _S(ood["repeat"], f"{ood['script']}:{ood['repeat_src']}"),
+        "oracle_extra": _S(ood.get("extra", ()), f"{ood['script']}:9 (--dataset_names {ood['names']})"),
         "prune_start": _S("ce", f"{ood['script']}:{ood['model_line']} (model_dir = the CE fine-tuned model)"),
         "prune_epochs": _S(ood["epochs"], f"{ood['script']}:3"),
         "lr_scores": _S(2e-5, f"{ood['script']}:{ood['lr_line']}"),
@@ -279,7 +280,7 @@ _TASKS = {
     "qqp": dict(
         task="qqp", dirs=_dirs("qqp"), lr=2e-5, warmup=3400, every=1000,
         oracle=dict(script=f"{_OOD}/qqp/0.7.sh", names="qqp,paws_qqp,paws_wiki", task="paws-qqp",
-                    task_note=" (PAWS-QQP train; the reference adds PAWS-Wiki train, which srnet does not)",
+                    task_note=" (PAWS-QQP train; PAWS-Wiki train is oracle_extra)", extra=("paws-wiki:train",),
                     split="train", split_src="9 (train sets)", repeat=1, repeat_src="9 (no --duplicates)", epochs=5,
                     lr_line=29, warmup=0, per_param_clip=True, model_line=12),
         bias_file="bias_model_preds/QQP/log_probs.pkl", bias_line=10,
@@ -467,7 +468,8 @@ def preset_config(name: str) -> dict:
         "mask_pretrained/mask": mask_training(mask_c),
         "oracle/mask": dict(mask_training(dict(mask_a, **oracle)), oracle_data=oracle["oracle_data"],
                             oracle_task=oracle["oracle_task"], oracle_split=oracle["oracle_split"],
-                            oracle_repeat=oracle["oracle_repeat"], prune_start=oracle["prune_start"],
+                            oracle_repeat=oracle["oracle_repeat"], oracle_extra=list(oracle["oracle_extra"]),
+                            prune_start=oracle["prune_start"],
                             clip_mode=oracle["clip_mode"]),
     }
     return values

@@ -351,6 +351,7 @@ class SRNetBase:
             if pipeline == "oracle":
                 search.update(data=cell.oracle_data, oracle_task=cell.oracle_task or cell.ood_task,
                               oracle_split=cell.oracle_split, oracle_repeat=cell.oracle_repeat,
+                              oracle_extra=cell.oracle_extra,
                               steps="epochs over ID + OOD train" if cell.prune_epochs else steps)
         phases = {"search": search}
         if method == "mask":
