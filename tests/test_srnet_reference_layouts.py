@@ -70,7 +70,7 @@ def _qqp(root, rng):
     for name, n in (("train.tsv", N_TRAIN), ("dev.tsv", N_DEV)):
         rows = [[100 + i, 2 * i, 2 * i + 1, _sentence(rng), _sentence(rng), i % 2] for i in range(n)]
         _tsv(os.path.join(root, "QQP", name), header, rows)
-    for name in ("train.tsv", "dev_and_test.tsv"):
+    for name in ("train.tsv", "dev.tsv"):  # the reference's paws_qqp/ (README.md:64-67)
         rows = [[i, f"b'{_sentence(rng)}'", f"b'{_sentence(rng)}'", i % 2] for i in range(N_DEV)]
         _tsv(os.path.join(root, "PAWS-QQP", name), ["id", "sentence1", "sentence2", "label"], rows)
     for name in ("train.tsv", "test.tsv"):

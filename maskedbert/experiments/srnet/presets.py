@@ -286,7 +286,8 @@ _TASKS = {
         bias_file="bias_model_preds/QQP/log_probs.pkl", bias_line=10,
         label_order="not_duplicate,duplicate", label_order_src="hg_transformers/data/processors/glue.py:413 "
                                                               "(\"0\", \"1\": not duplicate, duplicate)",
-        ood=(("paws-qqp", "validation"), ("paws-wiki", "test")), ood_src=_RG_OOD,
+        ood=(("paws-qqp", "dev"), ("paws-wiki", "test")),
+        ood_src=_RG_OOD + "; README.md:64-67 (paws_qqp/dev.tsv, read with mode 'dev', run_glue.py:441)",
         metric=("f1", "scripts/full_bert/std_train/qqp.sh:31 (--best_metric eval_f1; every QQP script)"),
         per_param_clip=True, clip_src="scripts/full_bert/std_train/qqp.sh:27 (--global_grad_clip false: "
                                       "hg_transformers/trainer.py:552-555 and mask_trainer.py:619-622 clip each parameter to norm 1; "
