@@ -92,6 +92,7 @@ class SRNetConfig:
     # select_after of training (ties: the later step), or the last mask
     select: str = "best"
     select_after: float = 0.7
+    select_ties: str = "earlier"  # an equal metric keeps the earlier mask (the reference's strict >) or the later
     eval_every: int | None = None  # None: a tenth of the mask-training steps
     imp_per_round: float = 0.1
     imp_amount_of: str = "original"
@@ -162,7 +163,8 @@ class SRNetConfig:
                    ("train_classifier", AUTO_YES_NO), ("score_init", SCORE_INITS),
                    ("imp_amount_of", AMOUNT_OF), ("clip_mode", ("global", "per_parameter")),
                    ("ft_select", FT_SELECT), ("imp_schedule", IMP_SCHEDULES), ("prune_ft_ticket", PRUNE_FT_TICKETS),
-                   ("prune_ft_masks", PRUNE_FT_MASKS), ("oracle_data", ORACLE_DATA))
+                   ("prune_ft_masks", PRUNE_FT_MASKS), ("oracle_data", ORACLE_DATA),
+                   ("select_ties", ("earlier", "later")))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{_flag(name)}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

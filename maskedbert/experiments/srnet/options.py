@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-classifier", choices=AUTO_YES_NO, default=d.train_classifier,
                    help="the head trains in mask training (auto: no: no parameter value changes) and when a "
                         "subnetwork is fine-tuned (auto: yes)")
+    p.add_argument("--select-ties", default=d.select_ties, choices=("earlier", "later"),
+                   help="mask selection: an equal dev metric keeps the earlier mask (the reference) or the later one")
     p.add_argument("--select-metric", default=d.select_metric,
                    help="the ID dev metric every selection maximises: auto (the task's: QQP f1, else accuracy), "
                         "accuracy, f1, ...")

@@ -73,7 +73,7 @@ class SRNetRunner(SRNetBase):
                                                     reset_every=cfg.reset_every, scope=cfg.scope)
         selector = pruning.BestMaskSelector(model, lambda m: self.dev_metric(m, f"{desc}: select on ID dev"),
                                             total_steps=steps, every=cfg.resolved_eval_every(steps),
-                                            after=cfg.select_after, mode=protocol["select"])
+                                            after=cfg.select_after, mode=protocol["select"], ties=cfg.select_ties)
         layers = pruning.masked_modules(model)
         initial_masks = {name: layer.mask().clone() for name, layer in layers.items()}
 

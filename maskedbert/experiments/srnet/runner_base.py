@@ -357,7 +357,8 @@ class SRNetBase:
         if method == "mask":
             steps = cell.steps("prune", n)
             phases["selection"] = {"mask": cell.select, "after": cell.select_after,
-                                   "eval_every": cell.resolved_eval_every(steps), "metric": metric}
+                                   "eval_every": cell.resolved_eval_every(steps), "ties": cell.select_ties,
+                                   "metric": metric}
         elif pipeline == "ft_prune" or cell.prune_ft_ticket == "round":
             phases["selection"] = {"level": "the model at the end of its round"}
         if pipeline == "prune_ft" and (method == "mask" or cell.prune_ft_ticket == "finetune"):
