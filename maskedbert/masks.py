@@ -28,7 +28,10 @@ METADATA_KEY = "maskedbert"
 
 
 def masked_modules(model: nn.Module, module_types: tuple[type, ...] | None = None) -> dict[str, nn.Module]:
-    """Masked layers of `model` by name (named_modules drops repeats: ALBERT's shared layer appears once)."""
+    """The masked layers of `model`: {name: layer}, each layer once under the first name that reaches it
+    (ALBERT's shared layer appears once), in model order. `module_types`: the classes that count as
+    masked layers (default maskedbert.modules.MaskedLinear). The one definition: maskedbert.patching
+    re-exports it."""
     if module_types is None:
         from maskedbert.modules import MaskedLinear
 
@@ -158,7 +161,7 @@ def load_masks(
         raise UsageError(
             f"load_masks: model ({type(model).__name__}) has no masked layers yet; call "
             "mb.apply_masks_(model, config) first (with the MaskConfig the masks were made with, e.g. "
-            "MaskConfig.load('mask_config.json')), then load_masks; mb.from_pretrained(adapter_dir) does both"
+            "MaskConfig.load(adapter_dir) or its mask_config.json), then load_masks; mb.from_pretrained(adapter_dir) does both"
         )
     masks = load_mask_dict(path)
     missing = sorted(set(modules) - set(masks))

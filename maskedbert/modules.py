@@ -97,9 +97,18 @@ class MaskedLinear(nn.Module):
             missing_keys.remove(key)
 
     def _apply(self, fn, recurse=True):
-        # model.half() casts every floating buffer; tau stays float32 (the kernels compare in float32)
-        threshold = self.threshold_tensor
-        super()._apply(fn, recurse)
+        # model.half() / .to(dtype) cast every floating tensor; tau and the scores (and their grads) stay
+        # float32: the kernels compare in float32, and in bf16 a score of 0.02 (spacing ~1.2e-4) would
+        # not move under a 5e-5 step, so mask training would silently stop. Devices still move.
+        threshold, scores = self.threshold_tensor, self.scores
+
+        def keep_scores_float32(t):
+            out = fn(t)
+            if scores is not None and (t is scores or t is scores.grad) and out.dtype != t.dtype:
+                out = t.to(device=out.device)
+            return out
+
+        super()._apply(keep_scores_float32, recurse)
         if self.threshold_tensor.dtype != torch.float32:
             self.threshold_tensor = threshold.to(device=self.threshold_tensor.device, dtype=torch.float32)
         return self

@@ -77,8 +77,9 @@ def test_saved_masks_have_the_requested_sparsity(full_run):
         level = float(name.rsplit("-s", 1)[1][:4]) if "-level" not in name else float(name.split("level")[1][:4])
         sparsity = read_metadata(os.path.join(masks, name))["sparsity"]
         assert sparsity == pytest.approx(level, abs=2e-3), name
-    # IMP saved a mask at every level of its schedule (0.6 is the largest sweep level)
-    levels = sorted(n for n in os.listdir(masks) if n.startswith("prune_ft-imp-ce-level"))
+    # IMP saved a mask at every level of its schedule (0.6 is the largest sweep level); (b)'s search is
+    # named by its search loss (the cell's: --imp-search-loss same), its tickets fine-tune from these
+    levels = sorted(n for n in os.listdir(masks) if n.startswith("prune_ft-imp-search-ce-level"))
     assert [n.split("level")[1][:4] for n in levels] == ["0.30", "0.60"]
 
 
@@ -196,12 +197,13 @@ def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
     monkeypatch.setattr(pruning, "train_steps", dies_in_round_two)
     with pytest.raises(KeyboardInterrupt):
         srnet_command.main(["--out", out, *base])
-    assert os.path.isfile(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
+    assert os.path.isfile(os.path.join(out, "resume", "prune_ft-imp-search-ce.pt"))
     calls.clear()
     calls.extend([None] * 10)  # let round 2 through this time
     assert srnet_command.main(["--out", out, *base]) == 0
-    assert [c for c in calls if c] == ["IMP prune_ft ce round 2", "IMP prune_ft ce round 3"]
-    assert not os.path.exists(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
+    # the search resumes at round 2 (its last level needs no training), then the ticket is fine-tuned
+    assert [c for c in calls if c] == ["IMP prune_ft ce round 2", "prune_ft-imp-ce-s0.25 ticket"]
+    assert not os.path.exists(os.path.join(out, "resume", "prune_ft-imp-search-ce.pt"))
     (a,), (b,) = ([r for r in _rows(d) if r["method"] == "imp"] for d in (whole, out))
     for column in ("id_accuracy", "ood_accuracy", "measured_sparsity"):
         assert a[column] == b[column], column

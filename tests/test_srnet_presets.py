@@ -127,7 +127,7 @@ def test_describe_presets_rows():
     assert set(rows[0]) == {"preset", "section", "setting", "value", "source"}
     lookup = {(r["section"], r["setting"]): r for r in rows}
     assert lookup[("finetune", "warmup_steps")]["value"] == "3400"
-    assert lookup[("common", "ood_tasks")]["value"] == "paws-qqp:validation,paws-wiki:test"
+    assert lookup[("common", "ood_tasks")]["value"] == "paws-qqp:dev,paws-wiki:test"  # README.md:64-67
     assert lookup[("ft_prune/imp/prune", "rewind")]["source"].startswith("scripts/imp/prune_after_ft/std/qqp.sh")
     assert len(sp.describe_presets()) == sum(1 for _ in all_settings())
 

@@ -127,10 +127,13 @@ register_task(TaskSpec(
     local_files={"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}, local_reader="paws",
     hub=("google-research-datasets/paws", "labeled_final"), ood=True,
 ))
-# PAWS-QQP is not redistributed: it is generated from QQP with the PAWS scripts (local files only)
+# PAWS-QQP is not redistributed: it is generated from QQP with the PAWS scripts (local files only). The
+# generator writes train.tsv and dev_and_test.tsv; the srnet reference (llyx97/sparse-and-robust-PLM,
+# README.md:64-67) keeps that set as dev.tsv and test.tsv and evaluates dev.tsv ("dev" here)
 register_task(TaskSpec(
     name="paws-qqp", label_names=("not_paraphrase", "paraphrase"), metric="accuracy", metrics=("accuracy", "f1"),
-    local_files={"train": "train.tsv", "validation": "dev_and_test.tsv"}, local_reader="paws", ood=True,
+    local_files={"train": "train.tsv", "validation": "dev_and_test.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+    local_reader="paws", ood=True,
 ))
 register_task(TaskSpec(
     name="fever", label_names=formats.FEVER_LABELS, metric="accuracy", metrics=("accuracy",),

@@ -61,6 +61,10 @@ class FinetuneConfig:
     precision: str = "fp32"
     evals_per_epoch: float | None = None  # evaluation frequency; None: only at the end (or eval_every)
     eval_every: int | None = None
+    eval_at_start: bool = False          # also evaluate the untrained model (a best-step candidate)
+    eval_at_epoch_end: bool = False      # also evaluate after every epoch
+    segment_ids: str = "tokenizer"       # "tokenizer": 0/1 token_type_ids of sentence pairs; "none": send none
+    pooler_head: bool = False            # RoBERTa: BERT's pooler head (no dropout before its dense layer)
     select_best_after: float = 0.0
     selection_metric: str | None = None  # dev metric that picks the best checkpoint; None: the task's metric
     eval_batch_size: int = 64
@@ -107,7 +111,7 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     """
     from maskedbert.data import PadCollator, encode_examples, get_task, load_examples
     from maskedbert.metrics import label_mapping, majority_baseline
-    from maskedbert.models import TINY_MODELS, load_model_and_tokenizer
+    from maskedbert.models import TINY_MODELS, load_model_and_tokenizer, use_pooler_head_
     from maskedbert.train import NonFiniteLossError, TrainConfig, Trainer, make_evaluator, set_seed
     from maskedbert.train import distributed as dist_utils
 
@@ -134,13 +138,17 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         config.model, spec.num_labels, label_names=spec.label_names or None, vocab=vocab,
         problem_type="regression" if spec.is_regression else None, config_overrides=config.config_overrides,
         tokenizer=config.tokenizer)
+    if config.pooler_head:
+        use_pooler_head_(model)
     # the run folder appears only once the data and the model have loaded: a mistake leaves nothing behind
     os.makedirs(out, exist_ok=True)
     if dist_utils.is_main_process():
         write_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
     label_map = None if spec.is_regression else label_mapping(spec.label_names, model.config.label2id)
-    train_set = encode_examples(train_examples, tokenizer, config.max_length, label_map, spec.is_regression)
-    dev_set = encode_examples(dev_examples, tokenizer, config.max_length, label_map, spec.is_regression)
+    train_set = encode_examples(train_examples, tokenizer, config.max_length, label_map, spec.is_regression,
+                                segment_ids=config.segment_ids)
+    dev_set = encode_examples(dev_examples, tokenizer, config.max_length, label_map, spec.is_regression,
+                              segment_ids=config.segment_ids)
     collate = PadCollator(tokenizer.pad_token_id)
     baseline = majority_baseline(spec.metric, [e.label for e in train_examples], [e.label for e in dev_examples])
     train_config = TrainConfig(
@@ -150,6 +158,7 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         schedule=config.schedule, warmup_ratio=config.warmup_ratio, warmup_rounding=config.warmup_rounding,
         max_grad_norm=config.max_grad_norm, clip_mode=config.clip_mode,
         precision=config.precision, eval_every=config.eval_every, best_metric=selection_metric,
+        eval_at_start=config.eval_at_start, eval_at_epoch_end=config.eval_at_epoch_end,
         select_best_after=config.select_best_after, save_best_model=config.save_best_model,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every, seed=config.seed,
         progress=config.progress, device=config.device, report_to=config.report_to)

@@ -24,6 +24,7 @@ class TrainSettings:
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None  # given: wins over warmup_ratio
     schedule: str = "linear"
+    schedule_steps: int | None = None  # the schedule's horizon (default: steps); the reference's IMP: the budget
     max_grad_norm: float = 1.0
     clip_mode: str = "global"  # or "per_parameter" (each parameter clipped to max_grad_norm on its own)
     adam_eps: float = 1e-6
@@ -42,6 +43,8 @@ class TrainSettings:
         _check_fraction("warmup_ratio", self.warmup_ratio)
         if self.warmup_steps is not None:
             _check_int("warmup_steps", self.warmup_steps, 0)
+        if self.schedule_steps is not None:
+            _check_int("schedule_steps", self.schedule_steps, 1)
 
 
 def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settings: TrainSettings, *,
@@ -89,6 +92,7 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
             output_dir=run_dir, max_steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
             weight_decay=settings.weight_decay, schedule=settings.schedule, warmup_steps=settings.warmup_steps,
             warmup_ratio=None if settings.warmup_steps is not None else settings.warmup_ratio,
+            schedule_steps=settings.schedule_steps,
             max_grad_norm=settings.max_grad_norm or None, clip_mode=settings.clip_mode, adam_eps=settings.adam_eps,
             seed=settings.seed, log_every=1, log_grad_norms=False, device=str(next(model.parameters()).device),
             progress=progress, report_to=settings.report_to, checkpoint_at_end=resume,

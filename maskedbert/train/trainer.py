@@ -123,10 +123,14 @@ class TrainConfig:
     warmup_steps: int | None = None
     warmup_ratio: float | None = None
     warmup_rounding: str = "floor"          # warmup_ratio * steps: "floor" (reference code's int()) or "ceil"
+    schedule_steps: int | None = None       # the schedule's horizon; None: this run's steps (a longer one
+                                            # stops the decay part-way, as the reference's IMP rounds)
     max_grad_norm: float | None = 1.0       # None: no clipping
     clip_mode: str = "global"               # "global" or "per_parameter"
     precision: str = "fp32"                 # "fp32", "bf16" or "fp16" (autocast; fp16 needs CUDA)
     eval_every: int | None = None           # optimizer steps; evaluation also runs at the end
+    eval_at_start: bool = False             # also evaluate the untrained model (step 0, a best-step candidate)
+    eval_at_epoch_end: bool = False         # also evaluate after the last update of every epoch
     best_metric: str | None = None          # key of evaluate_fn's dict used to pick the best step
     greater_is_better: bool = True
     select_best_after: float = 0.0          # fraction of training before which no step counts as best
@@ -151,7 +155,7 @@ class TrainConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("max_steps", "eval_every", "checkpoint_every"):
+        for name in ("max_steps", "eval_every", "checkpoint_every", "schedule_steps"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -253,7 +257,7 @@ class Trainer:
             self.optimizer = optimizer_factory(groups)
         self.updates_per_epoch = self._updates_per_epoch()
         self.total_steps = config.max_steps or max(1, math.ceil(config.num_epochs * self.updates_per_epoch))
-        self.scheduler = build_schedule(self.optimizer, config.schedule, self.total_steps,
+        self.scheduler = build_schedule(self.optimizer, config.schedule, config.schedule_steps or self.total_steps,
                                         warmup_steps=config.warmup_steps, warmup_ratio=config.warmup_ratio,
                                         warmup_rounding=config.warmup_rounding)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
@@ -539,6 +543,10 @@ class Trainer:
         self._resume_or_start(resume)
         self._stop_signal = None
         self._last_checkpoint_time = time.monotonic()
+        if cfg.eval_at_start and self.global_step == 0:
+            metrics = self.evaluate()
+            if metrics is not None:
+                self._after_eval(metrics)
         self.model.train()
         progress = progress_bar(self.total_steps, initial=self.global_step, disable=not (cfg.progress and self.is_main),
                                 desc=os.path.basename(os.path.normpath(cfg.output_dir)) or "train", unit="step")
@@ -565,11 +573,12 @@ class Trainer:
                         progress.set_postfix(loss=f"{loss:.4f}")
                     progress.update(1)
                     finished = self.global_step == self.total_steps
-                    if (cfg.eval_every and self.global_step % cfg.eval_every == 0) or finished:
+                    epoch_done = self.update_in_epoch == len(updates)
+                    if ((cfg.eval_every and self.global_step % cfg.eval_every == 0) or finished
+                            or (cfg.eval_at_epoch_end and epoch_done)):
                         metrics = self.evaluate()
                         if metrics is not None:
                             self._after_eval(metrics)
-                    epoch_done = self.update_in_epoch == len(updates)
                     if epoch_done:
                         self.epoch, self.update_in_epoch = self.epoch + 1, 0
                     stop, due = self._stop_and_checkpoint_due()

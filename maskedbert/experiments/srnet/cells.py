@@ -140,11 +140,22 @@ def srnet_cells(cfg: SRNetConfig) -> list:
     def needs_teacher(loss: str) -> bool:  # the CE fine-tuned model predicts the teacher probabilities
         return loss_lib.NEEDS_TEACHER[loss] and not cfg.teacher_probs
 
-    def start_needs(pipeline: str, method: str, loss: str) -> list[str]:
+    first_search: dict[str, str] = {}  # (b) IMP with one search loss: the first cell searches, the others wait
+
+    def start_needs(pipeline: str, method: str, loss: str, sparsity: float | None = None) -> list[str]:
         needs = ["finetune/ce"] if needs_teacher(loss) else []
+        cell = cfg.for_cell(pipeline, method)
         if pipeline == "ft_prune":
-            start = cfg.for_cell(pipeline, method).prune_start
-            needs += {"same_loss": [f"finetune/{loss}"], "ce": ["finetune/ce"]}.get(start, [])
+            needs += {"same_loss": [f"finetune/{loss}"], "ce": ["finetune/ce"]}.get(cell.prune_start, [])
+        elif pipeline == "prune_ft" and method == "mask" and cell.prune_ft_masks == "ft_prune_poe":
+            # the masks of (a)'s PoE mask training on the CE model: that cell when the study has it
+            source = f"ft_prune/mask/poe/s{sparsity:.2f}"
+            a_cell = "ft_prune" in cfg.pipelines and "mask" in cfg.methods and "poe" in cfg.losses
+            needs += [source] if a_cell else ["finetune/ce"]
+        elif pipeline == "prune_ft" and method == "imp" and cell.prune_ft_ticket == "finetune":
+            search = loss if cell.imp_search_loss == "same" else cell.imp_search_loss
+            own = f"{pipeline}/imp/{loss}"
+            needs += [first_search.setdefault(search, own)] if first_search.get(search, own) != own else []
         return list(dict.fromkeys(needs))
 
     spec = cell_spec
@@ -152,13 +163,15 @@ def srnet_cells(cfg: SRNetConfig) -> list:
     for pipeline in cfg.pipelines:
         for loss in cfg.losses:
             for method in (["mask"] if pipeline == "mask_pretrained" else cfg.methods):
-                needs = start_needs(pipeline, method, loss)
-                dense.update(dict.fromkeys(n.split("/", 1)[1] for n in needs))
                 if method == "imp":
+                    needs = start_needs(pipeline, method, loss)
                     pruned.append(Cell(f"{pipeline}/imp/{loss}", spec(cfg, pipeline, "imp", loss, None), tuple(needs)))
                 else:
-                    pruned += [Cell(f"{pipeline}/mask/{loss}/s{s:.2f}", spec(cfg, pipeline, "mask", loss, s),
-                                    tuple(needs)) for s in cfg.sparsities]
+                    for s in cfg.sparsities:
+                        needs = start_needs(pipeline, method, loss, s)
+                        pruned.append(Cell(f"{pipeline}/mask/{loss}/s{s:.2f}", spec(cfg, pipeline, "mask", loss, s),
+                                           tuple(needs)))
+                dense.update(dict.fromkeys(n.split("/", 1)[1] for n in needs if n.startswith("finetune/")))
     if cfg.oracle:
         dense["ce"] = None
         pruned += [Cell(f"oracle/mask/ce/s{s:.2f}", spec(cfg, "oracle", "mask", "ce", s), ("finetune/ce",))

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(srnet_presets.presets_table())
         return 0
-    srnet.validate(cfg)
+    srnet.validate(cfg, dry_run=args.dry_run)
     launch = launch_options_from_args(args)  # UsageError naming the flag, before anything is written
     check_launcher(launch)
     from maskedbert.experiments.cli_common import set_interrupt_note
@@ -65,8 +65,21 @@ def main(argv: list[str] | None = None) -> int:
             path = os.path.join(cfg.out, "config.json")
             ev.write_text_atomic(path, json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
             print(f"dry run: wrote the resolved settings to {path}")
+            print(_phases_text(runner.resolved_config()))
             return 0
         return _run_study(cfg, runner, launch, start)
+
+
+def _phases_text(resolved: dict) -> str:
+    """Each pipeline/method's phases (search, ticket fine-tuning, selection), one line each."""
+    def show(values: dict) -> str:
+        return ", ".join(f"{k}={v}" for k, v in values.items())
+
+    lines = [f"dense: {show(resolved['resolved']['dense'])}"]
+    for cell, protocol in resolved["protocols"].items():
+        for phase, values in protocol["phases"].items():
+            lines.append(f"{cell} {phase}: {show(values)}")
+    return "\n".join(lines)
 
 
 def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
