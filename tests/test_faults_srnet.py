@@ -46,7 +46,7 @@ def reference(tmp_path_factory):
 
 
 def _stop_mask_training_at(monkeypatch, stop_step):
-    original = pruning.BestMaskSelector.__call__
+    original = pruning.MaskSparsityController.__call__  # mask training only (dense runs select too)
     fired = []
 
     def call(self, step, *args):
@@ -55,7 +55,7 @@ def _stop_mask_training_at(monkeypatch, stop_step):
             fired.append(step)
             os.kill(os.getpid(), signal.SIGTERM)  # as SLURM at the time limit: acted on after this step
 
-    monkeypatch.setattr(pruning.BestMaskSelector, "__call__", call)
+    monkeypatch.setattr(pruning.MaskSparsityController, "__call__", call)
     return fired
 
 
