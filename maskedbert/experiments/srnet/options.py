@@ -280,7 +280,7 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
     cc.check_out_dir(cfg.out, "--out")
     cc.check_device(None if cfg.device == "auto" else cfg.device, "--device")
     _check_numbers(cfg)
-    _check_files(cfg)
+    _check_files(cfg, dry_run)
 
 
 def _check_numbers(cfg: SRNetConfig) -> None:
@@ -314,14 +314,9 @@ def _check_numbers(cfg: SRNetConfig) -> None:
         cc.check_number("--save-ft-steps", step, low=1, integer=True)
 
 
-def _check_files(cfg: SRNetConfig) -> None:
-    from maskedbert.bias import BIAS_MODELS
-    from maskedbert.errors import UsageError
-
-    if cfg.bias_model not in BIAS_MODELS and not os.path.isfile(cfg.bias_model):
-        raise UsageError(f"--bias-model: must be one of {', '.join(sorted(BIAS_MODELS))} or a probabilities file "
-                         f"(.json/.jsonl/.npy), got {cfg.bias_model!r} (no such file)")
-    if cfg.teacher_probs is not None and not os.path.isfile(cfg.teacher_probs):
+def _check_files(cfg: SRNetConfig, dry_run: bool) -> None:
+    """Files named by flags exist (the bias model: _check_probability_files); a dry run reads none of them."""
+    if cfg.teacher_probs is not None and not dry_run and not os.path.isfile(cfg.teacher_probs):
         raise UsageError(f"--teacher-probs: no such file: {cfg.teacher_probs!r}")
     if cfg.tokenizer is not None and not os.path.isdir(os.path.expanduser(cfg.tokenizer)) \
             and cfg.tokenizer.startswith((".", "~", os.sep)):  # a path, not a hub name such as org/name
