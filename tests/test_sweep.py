@@ -174,7 +174,8 @@ def test_launcher_flags_are_checked():
 
 def test_slurm_without_submitit_or_scheduler_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "submitit", None)
-    with pytest.raises(UsageError, match=r"needs the optional package submitit; pip install 'maskedbert\[slurm\]'"):
+    with pytest.raises(UsageError, match=r"needs the optional package submitit; pip install submitit \(or, in a maskedbert clone, "
+                                        r"pip install -e '\.\[slurm\]'\)"):
         sweep.check_launcher(sweep.LaunchOptions(launcher="slurm"))
     monkeypatch.delitem(sys.modules, "submitit")
     pytest.importorskip("submitit")
