@@ -206,10 +206,3 @@ def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
     for column in ("id_accuracy", "ood_accuracy", "measured_sparsity"):
         assert a[column] == b[column], column
 
-
-def test_light_choice_lists_match_the_pruning_package():
-    from maskedbert.experiments.srnet import config as srnet_config
-
-    assert srnet_config.SPARSITY_METHODS == pruning.SPARSITY_METHODS
-    assert srnet_config.SELECT_MODES == pruning.SELECT_MODES
-    assert srnet_config.AMOUNT_OF == pruning.AMOUNT_OF

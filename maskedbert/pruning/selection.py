@@ -13,10 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from maskedbert.choices import SELECT_MODES
 from maskedbert.patching import masked_modules
 from maskedbert.pruning._checks import _check_fraction, _check_int
-
-SELECT_MODES = ("best", "last")
 
 
 class BestMaskSelector:

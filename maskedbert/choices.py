@@ -1,0 +1,13 @@
+"""Names and choice lists shared by the command-line parsers and the code that acts on them.
+
+This module imports nothing heavy (no torch): `maskedbert <command> --help` builds its parsers from it,
+and the modules that implement each choice import the same tuples, so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+# maskedbert.pruning.sparsity: how a score mask is held at its target sparsity
+SPARSITY_METHODS = ("threshold_reset", "exact_topk")
+# maskedbert.pruning.selection: which mask a mask-training run keeps
+SELECT_MODES = ("best", "last")
+# maskedbert.pruning.schedules: what an IMP round's pruning fraction is a fraction of
+AMOUNT_OF = ("original", "remaining")
