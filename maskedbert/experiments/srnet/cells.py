@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
+from maskedbert.loss_registry import LOSSES
 from maskedbert.sweep.study import Cell
 
 __all__ = ["KIND", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
@@ -132,10 +133,8 @@ def report_cells(study) -> dict[str, str]:
 
 def srnet_cells(cfg: SRNetConfig) -> list:
     """The study's cells in the order an inline run takes them (dense models first)."""
-    from maskedbert import losses as loss_lib
-
     def needs_teacher(loss: str) -> bool:  # the CE fine-tuned model predicts the teacher probabilities
-        return loss_lib.NEEDS_TEACHER[loss] and not cfg.teacher_probs
+        return LOSSES[loss].needs_teacher and not cfg.teacher_probs
 
     def start_needs(pipeline: str, method: str, loss: str) -> list[str]:
         needs = ["finetune/ce"] if needs_teacher(loss) else []

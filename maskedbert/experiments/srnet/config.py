@@ -11,13 +11,9 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from maskedbert.choices import AMOUNT_OF, SELECT_MODES, SPARSITY_METHODS
 from maskedbert.errors import UsageError
-
-# choices of maskedbert.pruning, spelled here so that `srnet --help` needs no torch import
-# (tests/test_srnet.py checks they are equal)
-SPARSITY_METHODS = ("threshold_reset", "exact_topk")
-SELECT_MODES = ("best", "last")
-AMOUNT_OF = ("original", "remaining")
+from maskedbert.loss_registry import canonical_loss_name, loss_names
 
 PIPELINES = ("ft_prune", "prune_ft", "mask_pretrained")
 METHODS = ("mask", "imp")
@@ -108,14 +104,12 @@ class SRNetConfig:
             if bad or not getattr(self, name):
                 raise UsageError(f"--{name}: must be a non-empty comma list of {', '.join(allowed)}; "
                                  f"got {','.join(getattr(self, name)) or 'nothing'}")
-        from maskedbert import losses as loss_lib
-
         try:
-            self.losses = [loss_lib.canonical_loss_name(n) for n in self.losses]
+            self.losses = [canonical_loss_name(n) for n in self.losses]
         except ValueError as err:
             raise UsageError(f"--losses: {err}") from None
         if not self.losses:
-            raise UsageError("--losses: must not be empty; choose from ce, poe, reweight, conf_reg")
+            raise UsageError(f"--losses: must not be empty; choose from {', '.join(loss_names())}")
         from maskedbert.config import check_sparsity
 
         if not self.sparsities:

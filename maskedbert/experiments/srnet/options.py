@@ -30,6 +30,7 @@ from maskedbert.experiments.srnet.config import (AMOUNT_OF, AUTO_YES_NO, METHODS
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
 from maskedbert.help_text import default_text
+from maskedbert.loss_registry import loss_names
 
 __all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser", "parse_args",
            "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
@@ -75,7 +76,7 @@ def __getattr__(name):  # the runner (torch, transformers) loads on first use: `
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = SRNetConfig.__new__(SRNetConfig)  # the defaults, without validation (it imports the loss registry)
+    d = SRNetConfig.__new__(SRNetConfig)  # the defaults, without validation
     for f in dataclasses.fields(SRNetConfig):
         setattr(d, f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
     from maskedbert.experiments.cli_common import HelpFormatter
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=d.model, help="offline-minilm, tiny-bert, a hub name or a local directory")
     p.add_argument("--pipelines", type=_names, default=d.pipelines, help=f"comma list of {', '.join(PIPELINES)}")
     p.add_argument("--methods", type=_names, default=d.methods, help=f"comma list of {', '.join(METHODS)}")
-    p.add_argument("--losses", type=_names, default=d.losses, help="comma list of ce, poe, reweight, conf_reg")
+    p.add_argument("--losses", type=_names, default=d.losses, help=f"comma list of {', '.join(loss_names())}")
     p.add_argument("--sparsities", type=_floats, default=d.sparsities, help="fractions pruned, each in (0, 1)")
     p.add_argument("--oracle", action="store_true", help="also mask-train on OOD training data (oracle)")
     p.add_argument("--bias-model", default=d.bias_model,
