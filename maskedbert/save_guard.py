@@ -22,6 +22,7 @@ import inspect
 from torch import nn
 
 from maskedbert.errors import UsageError
+from maskedbert.modules import MaskedLinear
 
 _ATTR = "save_pretrained"
 
@@ -74,8 +75,6 @@ def remove_save_guard(model: nn.Module) -> None:
 
 
 def _has_masked_layers(model: nn.Module) -> bool:
-    from maskedbert.modules import MaskedLinear
-
     return any(isinstance(m, MaskedLinear) for m in model.modules())
 
 

@@ -9,7 +9,10 @@ from typing import Callable
 
 from torch import nn
 
+from maskedbert.patching import mask_param_groups
 from maskedbert.pruning._checks import _check_fraction, _check_int
+from maskedbert.train.runlog import read_jsonl
+from maskedbert.train.trainer import TrainConfig, Trainer
 
 
 @dataclass
@@ -59,10 +62,6 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
     """
     import shutil
     import tempfile
-
-    from maskedbert.patching import mask_param_groups
-    from maskedbert.train.runlog import read_jsonl
-    from maskedbert.train.trainer import TrainConfig, Trainer
 
     if not isinstance(settings, TrainSettings):
         raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")

@@ -19,7 +19,8 @@ import json
 import os
 from typing import Any
 
-from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
+from maskedbert.experiments.srnet.config import PIPELINES, RESULT_COLUMNS, SRNetConfig
+from maskedbert.experiments.srnet.options import write_report
 from maskedbert.loss_registry import LOSSES
 from maskedbert.sweep.study import Cell
 
@@ -122,8 +123,6 @@ def cell_rows(study) -> list[dict]:
 def report_cells(study) -> dict[str, str]:
     """The sweep reporter: results.csv / results.md / srnet_sparsity.png from the finished cells; prints the table."""
     from maskedbert import evaluation as ev
-    from maskedbert.experiments.srnet.options import write_report
-    from maskedbert.experiments.srnet.config import RESULT_COLUMNS
 
     rows = cell_rows(study)
     paths = write_report(rows, study.dir, study.info.get("title", "srnet"))

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from maskedbert.choices import AMOUNT_OF, SELECT_MODES, SPARSITY_METHODS
+from maskedbert.config import check_sparsity
 from maskedbert.errors import UsageError
 from maskedbert.loss_registry import canonical_loss_name, loss_names
 
@@ -110,8 +111,6 @@ class SRNetConfig:
             raise UsageError(f"--losses: {err}") from None
         if not self.losses:
             raise UsageError(f"--losses: must not be empty; choose from {', '.join(loss_names())}")
-        from maskedbert.config import check_sparsity
-
         if not self.sparsities:
             raise UsageError("--sparsities: give at least one sparsity (a fraction pruned, 0 <= s < 1)")
         self.sparsities = sorted(set(check_sparsity(s, "--sparsities") for s in self.sparsities))

@@ -26,11 +26,14 @@ import argparse
 import dataclasses
 import os
 
+from maskedbert.experiments import cli_common as cc
+from maskedbert.experiments.cli_common import HelpFormatter
 from maskedbert.experiments.srnet.config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
 from maskedbert.help_text import default_text
 from maskedbert.loss_registry import loss_names
+from maskedbert.train.reporting import add_report_to_argument, check_report_to
 
 __all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser", "parse_args",
            "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
@@ -79,8 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     d = SRNetConfig.__new__(SRNetConfig)  # the defaults, without validation
     for f in dataclasses.fields(SRNetConfig):
         setattr(d, f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
-    from maskedbert.experiments.cli_common import HelpFormatter
-
     p = argparse.ArgumentParser(prog="maskedbert srnet", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--preset", default=None, help="the paper's settings for a task (see --list-presets); "
@@ -151,8 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "subnetwork is fine-tuned (auto: yes)")
     p.add_argument("--save-ft-steps", type=_steps_list, default=[],
                    help="comma list of fine-tuning steps to checkpoint (to prune or rewind from later)")
-    from maskedbert.train.reporting import add_report_to_argument
-
     add_report_to_argument(p, default=d.report_to)
     return p
 
@@ -195,16 +194,12 @@ def parse_command_line(argv, build=build_parser) -> tuple[SRNetConfig, argparse.
 
 def validate(cfg: SRNetConfig) -> None:
     """Everything a user can get wrong, checked before anything is written (UsageError names the flag)."""
-    from maskedbert.experiments import cli_common as cc
-
     if cfg.task != "synthetic-nli":  # the synthetic task generates its own OOD set
         spec = cc.check_task(cfg.task, "--task")
         ood = cc.check_task(cfg.ood_task, "--ood-task")
         cc.check_data_dir(spec, ["train", spec.dev_split], cfg.data_dir, "--data-dir")
         cc.check_data_dir(ood, [cfg.ood_split] + (["train"] if cfg.oracle else []), cfg.ood_data_dir,
                           "--ood-data-dir")
-    from maskedbert.train.reporting import check_report_to
-
     check_report_to(cfg.report_to, "--report-to")
     cc.check_model(cfg.model, "--model")
     cc.check_out_dir(cfg.out, "--out")

@@ -41,9 +41,11 @@ import statistics
 import sys
 from typing import Any
 
+from maskedbert._atomic import write_text_atomic
 from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
 from maskedbert.experiments.stability.presets import PRESETS, resolve_study
-from maskedbert._atomic import write_text_atomic
+from maskedbert.sweep import Cell
+from maskedbert.train.runlog import read_jsonl
 
 __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports", "run_cell", "report_cells",
            "print_run", "finished_results", "study_cells", "KIND"]
@@ -180,7 +182,6 @@ def _reading_guide(metric: str, selection: str, baseline: float) -> str:
 def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]) -> dict[str, str]:
     """Tables (CSV, Markdown) and plots for a finished study; returns {artifact: path}."""
     from maskedbert.experiments import plots
-    from maskedbert.train.runlog import read_jsonl
 
     rows = run_rows(results)
     summary = summarize(results)
@@ -214,8 +215,6 @@ def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]
 
 
 def study_cells(study: dict[str, Any]) -> list:
-    from maskedbert.sweep import Cell
-
     cells = []
     for name in study["configurations"]:
         for seed in study["seeds"]:
