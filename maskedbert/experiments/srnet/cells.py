@@ -21,6 +21,7 @@ from typing import Any
 
 from maskedbert.experiments.srnet.config import PIPELINES, RESULT_COLUMNS, SRNetConfig
 from maskedbert.experiments.srnet.options import write_report
+from maskedbert.experiments.tables import results_text_table
 from maskedbert.loss_registry import LOSSES
 from maskedbert.sweep.study import Cell
 
@@ -122,11 +123,9 @@ def cell_rows(study) -> list[dict]:
 
 def report_cells(study) -> dict[str, str]:
     """The sweep reporter: results.csv / results.md / srnet_sparsity.png from the finished cells; prints the table."""
-    from maskedbert import evaluation as ev
-
     rows = cell_rows(study)
     paths = write_report(rows, study.dir, study.info.get("title", "srnet"))
-    print(ev.results_text_table(rows, RESULT_COLUMNS))
+    print(results_text_table(rows, RESULT_COLUMNS))
     return {os.path.basename(path): path for path in paths}
 
 

@@ -31,6 +31,7 @@ from maskedbert.experiments.cli_common import HelpFormatter
 from maskedbert.experiments.srnet.config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
+from maskedbert.experiments.tables import write_results
 from maskedbert.help_text import default_text
 from maskedbert.loss_registry import loss_names
 from maskedbert.train.reporting import add_report_to_argument, check_report_to
@@ -41,14 +42,14 @@ __all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner
 
 def write_report(rows: list[dict], out: str, title: str) -> list[str]:
     """results.csv / results.md and srnet_sparsity.png (dense models as dashed reference lines)."""
-    from maskedbert import evaluation as ev
+    from maskedbert.experiments.plots import plot_metrics_vs_sparsity  # matplotlib: only when writing
 
-    paths = ev.write_results(rows, out, RESULT_COLUMNS)
+    paths = write_results(rows, out, RESULT_COLUMNS)
     curves = [dict(r, series=f"{r['pipeline']}/{r['method']}/{r['loss']}") for r in rows if r["method"] != "dense"]
     dense = [r for r in rows if r["method"] == "dense"]
     plot = os.path.join(out, "srnet_sparsity.png")
     metrics = [("id_accuracy", "ID accuracy"), ("ood_accuracy", "OOD accuracy")]
-    ev.plot_metrics_vs_sparsity(curves, plot, metrics=metrics, series_key="series", title=title, references=dense)
+    plot_metrics_vs_sparsity(curves, plot, metrics=metrics, series_key="series", title=title, references=dense)
     return paths + [plot]
 
 

@@ -44,6 +44,7 @@ from typing import Any
 from maskedbert._atomic import write_text_atomic
 from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
 from maskedbert.experiments.stability.presets import PRESETS, resolve_study
+from maskedbert.experiments.tables import markdown_table
 from maskedbert.sweep import Cell
 from maskedbert.train.runlog import read_jsonl
 
@@ -161,9 +162,7 @@ def _csv_text(rows: list[dict[str, Any]], columns) -> str:
 
 
 def _markdown(rows: list[dict[str, Any]], columns) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(columns, [[_fmt(row.get(c)) for c in columns] for row in rows])
 
 
 def _write_text(path: str, text: str) -> None:
