@@ -1,4 +1,5 @@
-"""Out-of-distribution evaluation: HANS, PAWS and FEVER-Symmetric.
+"""Out-of-distribution evaluation: HANS, PAWS and FEVER-Symmetric (the Trainer's evaluator on an encoded
+dev set is maskedbert.train.evaluator).
 
 Predictions are the model's output indices (argmax of its logits). They are turned into label names
 with the model's own label order (config.id2label), so a RoBERTa MNLI head that orders
@@ -26,7 +27,6 @@ import torch
 from maskedbert._atomic import write_text_atomic as _write_text_atomic
 from maskedbert.progress import track
 
-HANS_HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
 HANS_DATASET_LABELS = ("entailment", "non-entailment")
 PAWS_DATASET_LABELS = ("not_paraphrase", "paraphrase")
 FEVER_DATASET_LABELS = ("SUPPORTS", "REFUTES", "NOT ENOUGH INFO")

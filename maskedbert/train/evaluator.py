@@ -1,4 +1,5 @@
-"""Prediction and metric evaluation over an encoded dataset (the Trainer's default evaluate_fn)."""
+"""The Trainer's evaluator: predictions and metrics over an encoded dev set (`make_evaluator` builds the
+Trainer's evaluate_fn). Out-of-distribution evaluation (HANS, PAWS, FEVER-Symmetric) is maskedbert.evaluation."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
