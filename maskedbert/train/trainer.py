@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from maskedbert._atomic import write_text_atomic
+from maskedbert.metrics import is_new_best
 from maskedbert.progress import progress_bar
 
 from . import distributed as dist_utils
@@ -400,9 +401,7 @@ class Trainer:
         if self.global_step < self.config.select_best_after * self.total_steps:
             return
         value = metrics[name]
-        better = self.best_value is None or (value > self.best_value if self.config.greater_is_better
-                                             else value < self.best_value)
-        if not better:
+        if not is_new_best(value, self.best_value, ties="earlier", greater_is_better=self.config.greater_is_better):
             return
         self.best_value, self.best_step, self.best_metrics = value, self.global_step, dict(metrics)
         if self.config.save_best_model and self.is_main:
