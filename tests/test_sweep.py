@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import pytest
 
@@ -206,7 +205,8 @@ def test_an_attempt_killed_without_a_trace_reads_as_interrupted(tmp_path):
     study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING), record)
     assert study.state("toy/v0").status == "running"
     os.kill(child.pid, signal.SIGKILL)
-    time.sleep(0.2)  # not reaped yet: a zombie with the same pid is not a live attempt
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie is not a live attempt
+    assert study_module._process_start(child.pid)[0] == "Z"
     assert study.state("toy/v0").status == "pending" and "interrupted" in study.state("toy/v0").detail
     child.wait()
     study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING),
