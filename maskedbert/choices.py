@@ -11,3 +11,7 @@ SPARSITY_METHODS = ("threshold_reset", "exact_topk")
 SELECT_MODES = ("best", "last")
 # maskedbert.pruning.schedules: what an IMP round's pruning fraction is a fraction of
 AMOUNT_OF = ("original", "remaining")
+# maskedbert.train.schedules: the learning rate after warmup (linear decay to 0, or constant)
+SCHEDULE_NAMES = ("linear", "constant")
+# maskedbert.train.trainer: gradient clipping over all parameters at once, or each on its own
+CLIP_MODES = ("global", "per_parameter")

@@ -314,12 +314,6 @@ def test_flags_given_override_the_config_file_even_when_they_equal_the_default()
     assert parser.parse_args([]).lr == finetune.FinetuneConfig().lr  # the real defaults are back afterwards
 
 
-def test_finetune_choices_match_the_library():
-    from maskedbert.train.schedules import SCHEDULES
-
-    assert sorted(finetune.CHOICES["schedule"]) == sorted(SCHEDULES)
-
-
 def test_finetune_config_file_values_are_checked_like_flags(workdir, capsys):
     (workdir / "c.json").write_text(json.dumps({"precision": "fp8", "output_dir": "run"}))
     status, _, err = run_cli(["finetune", "--config", "c.json"], capsys)

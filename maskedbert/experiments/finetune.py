@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maskedbert._atomic import write_text_atomic
+from maskedbert.choices import CLIP_MODES, SCHEDULE_NAMES
 from maskedbert.data import tasks
 from maskedbert.data.tasks import list_tasks
 from maskedbert.errors import UsageError
@@ -193,7 +194,7 @@ def _optional_float(text: str) -> float | None:
 
 
 # settings with a fixed set of values (flags and --config files alike); schedules: maskedbert.train.schedules
-CHOICES = {"schedule": ("linear", "constant"), "clip_mode": ("global", "per_parameter"),
+CHOICES = {"schedule": SCHEDULE_NAMES, "clip_mode": CLIP_MODES,
            "precision": ("fp32", "bf16", "fp16")}
 
 

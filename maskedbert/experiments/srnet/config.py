@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from maskedbert.choices import AMOUNT_OF, SELECT_MODES, SPARSITY_METHODS
+from maskedbert.choices import AMOUNT_OF, CLIP_MODES, SELECT_MODES, SPARSITY_METHODS
 from maskedbert.config import check_sparsity
 from maskedbert.errors import UsageError
 from maskedbert.loss_registry import canonical_loss_name, loss_names
@@ -117,7 +117,7 @@ class SRNetConfig:
         choices = (("sparsity_method", SPARSITY_METHODS), ("scope", ("layer", "global")),
                    ("select", SELECT_MODES), ("rewind", REWIND_CHOICES), ("mask_classifier", AUTO_YES_NO),
                    ("train_classifier", AUTO_YES_NO), ("score_init", SCORE_INITS),
-                   ("imp_amount_of", AMOUNT_OF), ("clip_mode", ("global", "per_parameter")))
+                   ("imp_amount_of", AMOUNT_OF), ("clip_mode", CLIP_MODES))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{_flag(name)}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
