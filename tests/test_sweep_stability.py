@@ -18,7 +18,6 @@ from maskedbert.experiments import report
 from maskedbert.sweep import load_study, status_cli
 from maskedbert.experiments.stability import command as stability_command
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 # 64 examples, batch 16, 2 epochs: 8 steps, a checkpoint every 2 (so a kill lands between checkpoints)
 TINY = ["--preset", "tiny", "--seeds", "1,2,3", "--no-progress", "--set", "train_limit=64", "--set", "dev_limit=32",
         "--set", "num_epochs=2", "--set", "lr=3e-3", "--set", "checkpoint_every=2", "--set", "log_every=1"]
@@ -144,26 +143,7 @@ def test_report_and_status_from_finished_cells(inline_study, tmp_path, capsys):
     assert _read(os.path.join(out, "sweep.json")) == before
 
 
-# ---- a real SLURM scheduler on this machine ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory):
-    pytest.importorskip("submitit", reason="submitit not installed (pip install 'maskedbert[slurm]')")
-    sys.path.insert(0, TESTS)
-    try:
-        import slurm_cluster as cluster
-    finally:
-        sys.path.remove(TESTS)
-    folder = str(tmp_path_factory.mktemp("slurm"))
-    try:
-        started = cluster.start(folder)
-    except cluster.ClusterUnavailable as exc:
-        pytest.skip(f"no local SLURM cluster: {exc}")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SLURM_CONF", started["conf"])
-        yield started
-    cluster.stop(folder)
-
-
+# ---- a real SLURM scheduler on this machine (the slurm_cluster fixture: tests/conftest.py) -------------
 def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, slurm_cluster, tmp_path, capsys):
     out = str(tmp_path / "slurm-study")
     capsys.readouterr()
