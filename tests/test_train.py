@@ -82,7 +82,9 @@ def test_resume_is_bit_for_bit(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     model, data, collate = _setup()
 
-    def loss_fn(logits, batch, calls=[0]):
+    calls = [0]
+
+    def loss_fn(logits, batch):
         calls[0] += 1
         loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
         return loss * float("nan") if calls[0] == 7 else loss

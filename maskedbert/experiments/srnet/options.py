@@ -36,8 +36,9 @@ from maskedbert.help_text import default_text
 from maskedbert.loss_registry import loss_names
 from maskedbert.train.reporting import add_report_to_argument, check_report_to
 
-__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser", "parse_args",
-           "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
+# SRNetRunner loads on first use (module __getattr__ below): --help imports no torch
+__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser",  # noqa: F822
+           "parse_args", "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
 
 
 def write_report(rows: list[dict], out: str, title: str) -> list[str]:

@@ -297,7 +297,8 @@ def phase_values(name: str, pipeline: str, method: str) -> dict[str, dict[str, o
             from maskedbert.errors import UsageError
 
             choices = [f"{p}/{m}" for p in ("ft_prune", "prune_ft", "mask_pretrained") for m in preset[p]]
-            raise UsageError(f"preset {name!r} has no {pipeline}/{method}; it has {', '.join(choices)} and gsi/mask")
+            raise UsageError(f"preset {name!r} has no {pipeline}/{method}; it has {', '.join(choices)} and gsi/mask"
+                             ) from None
     return {phase: {**common, **{k: s.value for k, s in settings.items()}} for phase, settings in phases.items()}
 
 
