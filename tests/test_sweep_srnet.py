@@ -60,6 +60,7 @@ def inline_study(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_study_cells_and_their_needs(inline_study):
     study = load_study(inline_study)
     assert list(study.cells) == CELLS
@@ -70,6 +71,7 @@ def test_study_cells_and_their_needs(inline_study):
     assert len(_cells(inline_study)) == 4 and os.path.isfile(os.path.join(inline_study, "teacher_probs.json"))
 
 
+@pytest.mark.slow
 def test_local_workers_match_inline_and_a_rerun_runs_nothing(inline_study, tmp_path):
     out = str(tmp_path / "local")
     argv = [sys.executable, "-m", "maskedbert.cli", "srnet", "--out", out, *STUDY, "--launcher", "local",
@@ -92,6 +94,7 @@ def test_local_workers_match_inline_and_a_rerun_runs_nothing(inline_study, tmp_p
     assert {n: os.stat(os.path.join(out, "cells", n)).st_mtime_ns for n in cells_before} == cells_before
 
 
+@pytest.mark.slow
 def test_report_status_and_other_settings(inline_study, tmp_path, capsys):
     import shutil
 
@@ -125,6 +128,7 @@ def test_launcher_flags_are_checked_before_anything_is_written(tmp_path, capsys)
 
 
 # ---- a real SLURM scheduler on this machine (the slurm_cluster fixture: tests/conftest.py) -----------------
+@pytest.mark.slow
 def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, slurm_cluster, tmp_path, capsys):
     out = str(tmp_path / "slurm-study")
     capsys.readouterr()

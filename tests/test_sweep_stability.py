@@ -95,6 +95,7 @@ def _held_env(out: str, markers: str) -> dict[str, str]:
             "MASKEDBERT_TEST_HOLD_MARKERS": markers}
 
 
+@pytest.mark.slow
 def test_local_workers_match_inline_and_a_killed_launch_resumes(inline_study, tmp_path):
     out = str(tmp_path / "local")
     argv = _cli("stability", *TINY, "--out", out, "--launcher", "local", "--workers", "2")
@@ -131,6 +132,7 @@ def test_local_workers_match_inline_and_a_killed_launch_resumes(inline_study, tm
         assert _read(os.path.join(out, table)) == _read(os.path.join(inline_study, table))
 
 
+@pytest.mark.slow
 def test_report_and_status_from_finished_cells(inline_study, tmp_path, capsys):
     import shutil
 
@@ -154,6 +156,7 @@ def test_report_and_status_from_finished_cells(inline_study, tmp_path, capsys):
 
 
 # ---- a real SLURM scheduler on this machine (the slurm_cluster fixture: tests/conftest.py) -------------
+@pytest.mark.slow
 def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, slurm_cluster, tmp_path, capsys):
     out = str(tmp_path / "slurm-study")
     capsys.readouterr()

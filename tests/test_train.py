@@ -55,6 +55,7 @@ class _Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_is_bit_for_bit(tmp_path):
     model, data, collate = _setup()
     reference = Trainer(model, _config(tmp_path / "a"), data, collate).train(resume=False)
