@@ -19,7 +19,7 @@ attached to the examples by id (maskedbert.bias.attach_probs), never by row orde
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from maskedbert.loss_registry import LOSSES, LossEntry, canonical_loss_name, los
 
 __all__ = ["cross_entropy", "product_of_experts", "reweight", "confidence_regularization", "check_probs",
            "anneal_probs", "annealing_alpha", "LOSSES", "LossEntry", "register_loss", "canonical_loss_name",
-           "get_loss", "BatchLoss", "make_loss_fn"]
+           "get_loss", "NEEDS_BIAS", "NEEDS_TEACHER", "BatchLoss", "make_loss_fn"]
 
 # floor for probabilities before taking logs: a bias model that puts exactly 0 on a class must not
 # turn the PoE logits into -inf (and NaN gradients)
@@ -138,6 +138,26 @@ def annealing_alpha(step: int, total_steps: int, floor: float = 0.8) -> float:
 def get_loss(name: str) -> Callable[..., torch.Tensor]:
     """The loss function registered under `name` (or an alias)."""
     return loss_entry(name).resolve()
+
+
+class _EntryFlag(Mapping):
+    """{loss name: one flag of its registry entry}, read from the registry on every lookup (not a copy)."""
+
+    def __init__(self, flag: str):
+        self._flag = flag
+
+    def __getitem__(self, name: str) -> bool:
+        return getattr(LOSSES[name], self._flag)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(LOSSES)
+
+    def __len__(self) -> int:
+        return len(LOSSES)
+
+
+NEEDS_BIAS: Mapping[str, bool] = _EntryFlag("needs_bias")
+NEEDS_TEACHER: Mapping[str, bool] = _EntryFlag("needs_teacher")
 
 
 class BatchLoss:

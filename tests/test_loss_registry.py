@@ -47,6 +47,11 @@ def test_bad_entries_are_refused():
     assert "odd" not in loss_registry.LOSSES
 
 
+def test_the_flag_views_read_the_registry(toy_registered):
+    assert losses.NEEDS_BIAS["toy"] and not losses.NEEDS_TEACHER["toy"] and losses.NEEDS_TEACHER["conf_reg"]
+    assert list(losses.NEEDS_BIAS) == list(loss_registry.LOSSES)
+
+
 def test_a_registered_loss_reaches_help_validation_and_cells(toy_registered):
     assert "comma list of ce, poe, reweight, conf_reg, toy" in " ".join(srnet_options.build_parser().format_help().split())
     cfg = srnet_options.parse_args(["--out", "unused", "--losses", "TOY_LOSS", "--pipelines", "mask_pretrained",
