@@ -203,7 +203,7 @@ def parse_shapes(text):
             try:
                 n, k = (int(v) for v in item.split("x"))
             except ValueError:
-                raise argparse.ArgumentTypeError(f"--shapes: expected 'base', 'large' or NxK, got {item!r}")
+                raise argparse.ArgumentTypeError(f"--shapes: expected 'base', 'large' or NxK, got {item!r}")  # noqa: B904 (argparse prints only the message)
             out.append((n, k))
     return out
 

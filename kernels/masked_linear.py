@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ._describe import describe as _describe
 from ._runtime import resolve_backend
 from .dispatch import choose_path
 from .mask_prep import mask_prep_torch, mask_prep_triton, packed_cols
@@ -160,12 +161,6 @@ def _path_for(backend: str, x2: torch.Tensor, weight: torch.Tensor) -> str:
     if backend == "auto" and resolve_backend("auto", x2.device) == "torch":
         return "torch"
     return choose_path(x2.shape[0], weight.shape[0], weight.shape[1], x2.dtype)
-
-
-def _describe(t) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"a {str(t.dtype).removeprefix('torch.')} tensor of shape {tuple(t.shape)} on {t.device}"
-    return f"{type(t).__name__}"
 
 
 def _validate(x, weight, bias, scores, mask, threshold, backend) -> None:

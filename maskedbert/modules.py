@@ -14,6 +14,7 @@ from torch import nn
 
 from maskedbert.config import MaskConfig
 from maskedbert.kernels import masked_linear, pack_mask, topk_mask, unpack_mask
+from maskedbert.kernels._describe import describe as _describe
 from maskedbert.kernels.masked_linear import check_threshold
 
 
@@ -252,9 +253,3 @@ def _kept_value(threshold: float) -> float:
 
 def _pruned_value(threshold: float) -> float:
     return 0.0 if threshold >= 0 else threshold - 1.0
-
-
-def _describe(t) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"{type(t).__name__} {str(t.dtype).removeprefix('torch.')} of shape {tuple(t.shape)}"
-    return type(t).__name__

@@ -3,6 +3,7 @@
 TRITON_INTERPRET must be set before any kernel module is imported (the mode is fixed at decoration).
 """
 import os
+import sys
 
 import pytest
 
@@ -64,3 +65,26 @@ def histogram_passes(monkeypatch):
 
     monkeypatch.setattr(topk_radix, "_radix_histogram_kernel", Spy())
     return launches
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node SLURM on this machine (tests/slurm_cluster.py), SLURM_CONF pointing at it and one
+    torch thread per job (as the inline runs the tests compare with); skipped where it cannot start."""
+    pytest.importorskip("submitit", reason="submitit not installed (pip install 'maskedbert[slurm]')")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, tests)
+    try:
+        import slurm_cluster as cluster
+    finally:
+        sys.path.remove(tests)
+    folder = str(tmp_path_factory.mktemp("slurm"))
+    try:
+        started = cluster.start(folder)
+    except cluster.ClusterUnavailable as exc:
+        pytest.skip(f"no local SLURM cluster: {exc}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", started["conf"])
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield started
+    cluster.stop(folder)

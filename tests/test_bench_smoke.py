@@ -29,6 +29,7 @@ def run_script(*args, timeout=180):
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_cpu_smoke_writes_checked_rows(tmp_path):
     out = tmp_path / "results" / "masked_linear.csv"  # the directory does not exist yet
     proc = run_script("--cpu-smoke", "--csv", str(out))

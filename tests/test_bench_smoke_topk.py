@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "topk.py")
 
 
+@pytest.mark.slow
 def test_topk_bench_tiny_mode(tmp_path):
     out_csv = tmp_path / "topk.csv"
     result = subprocess.run(

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import pytest
 
@@ -174,7 +173,8 @@ def test_launcher_flags_are_checked():
 
 def test_slurm_without_submitit_or_scheduler_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "submitit", None)
-    with pytest.raises(UsageError, match=r"needs the optional package submitit; pip install 'maskedbert\[slurm\]'"):
+    with pytest.raises(UsageError, match=r"needs the optional package submitit; pip install submitit \(or, in a maskedbert clone, "
+                                        r"pip install -e '\.\[slurm\]'\)"):
         sweep.check_launcher(sweep.LaunchOptions(launcher="slurm"))
     monkeypatch.delitem(sys.modules, "submitit")
     pytest.importorskip("submitit")
@@ -205,7 +205,8 @@ def test_an_attempt_killed_without_a_trace_reads_as_interrupted(tmp_path):
     study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING), record)
     assert study.state("toy/v0").status == "running"
     os.kill(child.pid, signal.SIGKILL)
-    time.sleep(0.2)  # not reaped yet: a zombie with the same pid is not a live attempt
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie is not a live attempt
+    assert study_module._process_start(child.pid)[0] == "Z"
     assert study.state("toy/v0").status == "pending" and "interrupted" in study.state("toy/v0").detail
     child.wait()
     study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING),

@@ -15,12 +15,19 @@ import os
 import sys
 from typing import Any
 
+from maskedbert import sweep
 from maskedbert.errors import UsageError
+from maskedbert.experiments.cli_common import HelpFormatter
+from maskedbert.experiments.finetune import write_json
+from maskedbert.experiments.stability import cells as stability
 from maskedbert.experiments.stability.cells import study_cells
 from maskedbert.experiments.stability.presets import PRESETS, presets_table, resolve_study, show_preset
 from maskedbert.experiments.study_kinds import KINDS
 from maskedbert.help_text import default_text
+from maskedbert.sweep import load_study
 from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
+from maskedbert.sweep.report_cli import build_report
+from maskedbert.train.reporting import add_report_to_argument
 
 __all__ = ["build_parser", "main", "run_study"]
 
@@ -45,9 +52,6 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
     `launch`: a maskedbert.sweep.LaunchOptions (default inline); `parallel=N` is short for the local
     launcher with N workers. With the slurm launcher this returns after submitting (finished runs only).
     """
-    from maskedbert import sweep
-    from maskedbert.experiments.stability import cells as stability
-
     if launch is None:
         if parallel is not None and parallel < 1:
             raise UsageError(f"parallel: expected >= 1, got {parallel}")
@@ -58,8 +62,6 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
     sweep_study = sweep.prepare_study(out, kind=stability.KIND, runner=stability.KIND, reporter=stability.KIND,
                                       info=study, settings={k: study[k] for k in ("base", "configurations")},
                                       cells=cells)
-    from maskedbert.experiments.finetune import write_json
-
     write_json(os.path.join(out, "study_config.json"), study)
     sweep.launch(sweep_study, launch, kinds=KINDS, on_done=lambda cell_id, result: stability.print_run(
         (sweep_study.cells[cell_id].spec["configuration"], result["seed"]), result))
@@ -67,9 +69,6 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from maskedbert.experiments.cli_common import HelpFormatter
-    from maskedbert.train.reporting import add_report_to_argument
-
     p = argparse.ArgumentParser(prog="maskedbert stability", description=_DESCRIPTION,
                                 formatter_class=HelpFormatter)
     p.add_argument("--preset", default="synthetic-minilm", help="see --list-presets")
@@ -133,9 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         print("maskedbert stability: interrupted; finished runs are kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
-    from maskedbert.sweep import load_study
-    from maskedbert.sweep.report_cli import build_report
-
     sweep_study = load_study(out)
     if launch.launcher == "slurm":
         return 0
