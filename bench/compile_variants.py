@@ -28,7 +28,9 @@ import torch
 # the SM count the launchers see (H100 SXM / H200: 132); CPU tensors would report 8
 GPU_SM_COUNT = 132
 NM_PATTERNS = ((2, 4), (4, 8), (1, 3), (16, 32))
-KERNEL_MODULES = ("mask_prep", "masked_matmul", "ste_grad", "nm_mask", "topk_radix")
+# where the Triton kernels live, and the launchers that call them (patched while recording)
+KERNEL_MODULES = ("mask_prep_kernel", "masked_matmul_kernel", "ste_grad_kernel", "nm_mask_kernel", "topk_radix")
+LAUNCHER_MODULES = ("mask_prep", "masked_matmul", "ste_grad", "nm_mask", "topk_launch", "_runtime")
 
 
 @dataclasses.dataclass
@@ -102,8 +104,7 @@ class _Recorder:
 def _recording(launches):
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise RuntimeError("record launches in a process without TRITON_INTERPRET=1 (the GPU code path)")
-    import maskedbert.kernels  # noqa: F401  (imports every kernel module)
-    from maskedbert.kernels import _runtime
+    import maskedbert.kernels  # noqa: F401
 
     saved = []
 
@@ -111,10 +112,11 @@ def _recording(launches):
         saved.append((mod, name, getattr(mod, name)))
         setattr(mod, name, value)
 
-    mods = _kernel_modules()
-    import maskedbert.kernels.topk_launch as topk_launch
+    import importlib
 
-    for mod in [*mods.values(), topk_launch, _runtime]:
+    mods = _kernel_modules()
+    launchers = [importlib.import_module(f"maskedbert.kernels.{name}") for name in LAUNCHER_MODULES]
+    for mod in [*mods.values(), *launchers]:
         if hasattr(mod, "check_triton_tensors"):  # CPU tensors stand in for CUDA ones
             patch(mod, "check_triton_tensors", lambda **tensors: None)
         if hasattr(mod, "num_sms"):

@@ -1,11 +1,41 @@
-"""Launch-time helpers shared by every Triton launcher: interpreter mode, device checks, autotune."""
+"""Launch-time helpers shared by every Triton launcher: interpreter mode, device checks, autotune.
+
+triton is optional (no wheel for macOS or Windows): nothing here imports it at module import time.
+The kernel modules (`*_kernel.py`, `topk_radix.py`) import it, and only the Triton launchers import
+those, so the PyTorch twins run without it.
+"""
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 
 import torch
-import triton
+
+TRITON_BACKENDS = ("triton", "triton_dense", "triton_fused")
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """Whether `import triton` works here (cached; the answer does not change within a process)."""
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    return True
+
+
+def missing_triton_error(backend: str) -> ImportError:
+    return ImportError(
+        f"backend={backend!r} needs the triton package (Linux + NVIDIA GPU): pip install triton; "
+        "use backend='torch' or 'auto'"
+    )
+
+
+def require_triton(backend: str = "triton") -> None:
+    """Raise a clear ImportError naming the fix when a Triton backend is asked for without triton."""
+    if not triton_available():
+        raise missing_triton_error(backend)
 
 
 def interpreting() -> bool:
@@ -28,7 +58,7 @@ def check_triton_tensors(**tensors: torch.Tensor | None) -> None:
         )
 
 
-def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
+def autotune_configs(configs: list) -> list:
     """The interpreter cannot benchmark (no GPU driver): keep the first config only."""
     return configs[:1] if interpreting() else configs
 
@@ -92,9 +122,12 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def resolve_backend(backend: str, device: torch.device, allowed: tuple[str, ...] = ("auto", "torch", "triton")) -> str:
-    """'auto' means Triton on CUDA and the PyTorch twin elsewhere."""
+    """'auto' means Triton on CUDA (when triton is installed) and the PyTorch twin elsewhere; a
+    Triton backend without triton installed is a clear ImportError."""
     if backend not in allowed:
         raise ValueError(f"backend must be one of {allowed}, got {backend!r}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" else "torch"
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if backend in TRITON_BACKENDS:
+        require_triton(backend)
     return backend

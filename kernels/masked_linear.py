@@ -155,10 +155,10 @@ def check_threshold(threshold, device: torch.device | None = None, owner: str = 
 
 
 def _path_for(backend: str, x2: torch.Tensor, weight: torch.Tensor) -> str:
-    if backend in ("triton_dense", "triton_fused", "torch"):
-        return backend
-    if backend == "auto" and resolve_backend("auto", x2.device) == "torch":
+    if resolve_backend(backend, x2.device, BACKENDS) == "torch":
         return "torch"
+    if backend in ("triton_dense", "triton_fused"):
+        return backend
     return choose_path(x2.shape[0], weight.shape[0], weight.shape[1], x2.dtype)
 
 

@@ -34,20 +34,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-INT32_MIN = -(2**31)
-INT32_MAX = 2**31 - 1
-# (shift, width) of each radix digit of the 32-bit key, most significant first. 8-bit digits: Triton
-# lowers tl.histogram to warp ballots where each thread owns NUM_BINS / 32 bins and spends a few
-# instructions per owned bin for every 32 elements, so the cost grows with the bin count (256 bins:
-# ~2 warp instructions per element, near the memory time on an H100; 2048 bins: ~8x that).
-RADIX_LEVELS = ((24, 8), (16, 8), (8, 8), (0, 8))
-NUM_BINS = 1 << max(width for _, width in RADIX_LEVELS)
-# a block with at most this many elements under the prefix adds them with atomics, not tl.histogram
-FEW_MATCHES = 32
-# the second-to-last pass copies a segment's remaining keys to a buffer of numel / CANDIDATE_FRACTION
-# slots (at least CANDIDATE_MIN) when they fit, so the last level skips reading the tensor again
-CANDIDATE_FRACTION = 16
-CANDIDATE_MIN = 4096
+# the digit widths, bin count and candidate-buffer sizes these kernels are launched with: topk_keys.py
 
 
 # ----------------------------------------------------------------------------- Triton kernels

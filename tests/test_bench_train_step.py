@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

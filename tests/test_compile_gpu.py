@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "bench" / "compile_report.py"
 
@@ -140,7 +142,9 @@ def test_prune_drops_configs_over_the_shared_memory_limit(monkeypatch):
     import torch
     import triton
 
-    from maskedbert.kernels import _runtime, masked_matmul, ste_grad
+    from maskedbert.kernels import _runtime
+    from maskedbert.kernels import masked_matmul_kernel as masked_matmul
+    from maskedbert.kernels import ste_grad_kernel as ste_grad
 
     def cfg(bj, bm, br, warps, stages):
         return triton.Config({"BLOCK_J": bj, "BLOCK_M": bm, "BLOCK_R": br}, num_warps=warps, num_stages=stages)
