@@ -6,6 +6,7 @@ those, so the PyTorch twins run without it.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -115,10 +116,64 @@ def num_sms(t: torch.Tensor) -> int:
 def dot_precision(dtype: torch.dtype) -> str:
     """Match torch's float32 matmul numerics (TF32 only when torch allows it); other dtypes keep
     Triton's default, which only affects float32 operands anyway."""
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+    if dtype == torch.float32 and not fp32_matmul_allows_tf32():
         return "ieee"
     return "tf32"
 
+
+def fp32_matmul_allows_tf32() -> bool:
+    """Whether torch lets float32 CUDA matmuls use TF32, by whichever API the user set it with:
+    `torch.backends.cuda.matmul.fp32_precision` (torch >= 2.9; "none" defers to
+    `torch.backends.fp32_precision`) or the older `allow_tf32`. Reading `allow_tf32` after the new
+    API was used raises in torch, so the new one is read first."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if precision == "none":
+        precision = getattr(torch.backends, "fp32_precision", "none")
+    if precision in ("tf32", "ieee"):
+        return precision == "tf32"
+    try:
+        return bool(matmul.allow_tf32)
+    except RuntimeError:  # a mix of the two APIs: torch refuses to say; IEEE is the safe answer
+        return False
+
+
+def deterministic() -> bool:
+    """torch.use_deterministic_algorithms(True) is on: no float atomics, fixed kernel configs."""
+    return torch.are_deterministic_algorithms_enabled()
+
+
+def cuda_device_of(t: torch.Tensor):
+    """Launch on the tensor's GPU, whatever the current device is (Triton launches on the current one)."""
+    if t.device.type == "cuda" and t.device.index is not None and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+def launch_autotuned(tuner, grid, *args, **kwargs):
+    """Launch an @triton.autotune kernel; in deterministic mode with one fixed config (the first its
+    prune_configs_by keeps for these arguments), so results do not depend on a timing race."""
+    if not deterministic() or len(tuner.configs) <= 1:
+        return tuner[grid](*args, **kwargs)
+    configs = list(tuner.configs)
+    prune = getattr(tuner, "early_config_prune", None)
+    if prune:
+        configs = prune(configs, dict(zip(tuner.arg_names, args)), **kwargs) or configs
+    config = configs[0]
+    return tuner.fn[grid](*args, **kwargs, **config.all_kwargs())
+
+
+def check_int32_offsets(op: str, **tensors: torch.Tensor | None) -> None:
+    """The Triton GEMM kernels index with int32 element offsets: refuse a tensor whose last element
+    lies 2**31 or more elements past its first (a clear error instead of wrapped addresses)."""
+    for name, t in tensors.items():
+        if t is None or t.numel() == 0:
+            continue
+        if sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) >= 2**31:
+            raise ValueError(
+                f"{op}: {name} of shape {tuple(t.shape)} spans 2**31 or more elements, beyond the Triton "
+                "kernels' int32 offsets; pass fewer tokens per call or use backend='torch'"
+            )
 
 
 def resolve_backend(backend: str, device: torch.device, allowed: tuple[str, ...] = ("auto", "torch", "triton")) -> str:

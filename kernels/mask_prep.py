@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._runtime import check_triton_tensors, require_triton
+from ._runtime import check_triton_tensors, cuda_device_of, require_triton
 
 SOURCE_SCORES, SOURCE_BOOL, SOURCE_PACKED = 0, 1, 2
 
@@ -72,18 +72,19 @@ def mask_prep_triton(
     p = packed if want_packed else dummy
     BLOCK_N, BLOCK_B = 32, 16
     grid = (-(-N // BLOCK_N), -(-packed_cols(K) // BLOCK_B))
-    kernels._mask_prep_kernel[grid](
-        src, w, d, p, bool_u8,
-        scalar_threshold, threshold if threshold_from_ptr else dummy, N, K,
-        src.stride(0), src.stride(1),
-        w.stride(0) if want_dense else 0, w.stride(1) if want_dense else 0,
-        d.stride(0) if want_dense else 0, d.stride(1) if want_dense else 0,
-        p.stride(0) if want_packed else 0,
-        as_bool.stride(0) if want_bool else 0,
-        SOURCE=kind, THRESHOLD_FROM_PTR=threshold_from_ptr,
-        WRITE_DENSE=want_dense, WRITE_PACKED=want_packed, WRITE_BOOL=want_bool,
-        BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B,
-    )
+    with cuda_device_of(src):
+        kernels._mask_prep_kernel[grid](
+            src, w, d, p, bool_u8,
+            scalar_threshold, threshold if threshold_from_ptr else dummy, N, K,
+            src.stride(0), src.stride(1),
+            w.stride(0) if want_dense else 0, w.stride(1) if want_dense else 0,
+            d.stride(0) if want_dense else 0, d.stride(1) if want_dense else 0,
+            p.stride(0) if want_packed else 0,
+            as_bool.stride(0) if want_bool else 0,
+            SOURCE=kind, THRESHOLD_FROM_PTR=threshold_from_ptr,
+            WRITE_DENSE=want_dense, WRITE_PACKED=want_packed, WRITE_BOOL=want_bool,
+            BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B,
+        )
     return dense, packed, as_bool
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ._runtime import check_triton_tensors, dot_precision, interpreting, require_triton, size_bucket
+from ._runtime import (check_int32_offsets, check_triton_tensors, cuda_device_of, dot_precision, interpreting,
+                       launch_autotuned, require_triton, size_bucket)
 from .mask_prep import mask_prep_torch
 
 
@@ -28,26 +29,30 @@ def masked_matmul_triton(
     from . import masked_matmul_kernel as kernels  # looked up per launch, so tools can swap the kernel
 
     check_triton_tensors(a=a, weight=weight, packed=packed, bias=bias)
+    check_int32_offsets("masked_matmul", a=a, weight=weight)
     N, K = weight.shape
     M, R = a.shape
     J = K if transpose_weight else N
     if M == 0 or J == 0 or R == 0:  # nothing to launch; the twin handles the empty sums
         return masked_matmul_torch(a, weight, packed, bias, transpose_weight=transpose_weight)
     out = torch.empty((M, J), dtype=a.dtype, device=a.device)
+    check_int32_offsets("masked_matmul", out=out)
     if transpose_weight:  # out^T[k, m] = sum_n W[n, k] a[m, n]
         stride_wj, stride_wr = weight.stride(1), weight.stride(0)
     else:
         stride_wj, stride_wr = weight.stride(0), weight.stride(1)
     grid = lambda meta: (-(-J // meta["BLOCK_J"]) * -(-M // meta["BLOCK_M"]),)
-    kernels._masked_matmul_kernel[grid](
-        a, weight, packed, bias if bias is not None else out, out,
-        M, J, R, size_bucket(M),
-        bias.stride(0) if bias is not None else 0,
-        a.stride(0), a.stride(1), stride_wj, stride_wr, packed.stride(0), packed.stride(1),
-        out.stride(0), out.stride(1),
-        TRANSPOSE_W=transpose_weight, HAS_BIAS=bias is not None,
-        UPCAST=interpreting(), DOT_PRECISION=dot_precision(a.dtype),
-    )
+    with cuda_device_of(a):
+        launch_autotuned(
+            kernels._masked_matmul_kernel, grid,
+            a, weight, packed, bias if bias is not None else out, out,
+            M, J, R, size_bucket(M),
+            bias.stride(0) if bias is not None else 0,
+            a.stride(0), a.stride(1), stride_wj, stride_wr, packed.stride(0), packed.stride(1),
+            out.stride(0), out.stride(1),
+            TRANSPOSE_W=transpose_weight, HAS_BIAS=bias is not None,
+            UPCAST=interpreting(), DOT_PRECISION=dot_precision(a.dtype),
+        )
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._runtime import check_triton_tensors, require_triton, resolve_backend
+from ._runtime import check_triton_tensors, cuda_device_of, require_triton, resolve_backend
 from .topk import SUPPORTED_DTYPES, float_to_key
 
 
@@ -24,9 +24,10 @@ def nm_mask_triton(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
         return out
     m_pow2 = 1 << (m - 1).bit_length()
     block_g = max(1, 1024 // (m_pow2 * m_pow2))  # the rank tile is BLOCK_G x M x M
-    kernels._nm_mask_kernel[(-(-num_groups // block_g),)](
-        flat, out.view(torch.uint8), num_groups, N=n, M=m, M_POW2=m_pow2, BLOCK_G=block_g,
-    )
+    with cuda_device_of(flat):
+        kernels._nm_mask_kernel[(-(-num_groups // block_g),)](
+            flat, out.view(torch.uint8), num_groups, N=n, M=m, M_POW2=m_pow2, BLOCK_G=block_g,
+        )
     return out
 
 

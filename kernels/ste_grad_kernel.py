@@ -8,19 +8,9 @@ from . import _runtime
 from ._runtime import FMA_ACC_PER_THREAD, autotune_configs, interpreting, launchable_configs
 
 
-def _zero_atomic_outputs(nargs):
-    # Runs before every launch of the chosen config, the autotuner's trial runs included, so split-K
-    # atomics always start from zero (reset_to_zero alone would not clear the last trial's sums).
-    if nargs["ATOMIC"]:
-        for flag, name in (("WRITE_DS", "ds_ptr"), ("WRITE_DW", "dw_ptr"), ("WRITE_DB", "db_ptr")):
-            if nargs[flag]:
-                nargs[name].zero_()
-
-
 def _configs():
     cfgs = [
-        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "BLOCK_M": bm}, num_warps=w, num_stages=s,
-                      pre_hook=_zero_atomic_outputs)
+        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "BLOCK_M": bm}, num_warps=w, num_stages=s)
         for bn, bk, bm, w, s in [
             (128, 128, 64, 8, 3), (128, 128, 32, 8, 4), (64, 128, 64, 4, 4),
             (128, 64, 64, 4, 4), (64, 64, 64, 4, 4),
@@ -28,7 +18,7 @@ def _configs():
         ]
     ]
     if interpreting():
-        cfgs.insert(0, triton.Config({"BLOCK_N": 16, "BLOCK_K": 16, "BLOCK_M": 16}, pre_hook=_zero_atomic_outputs))
+        cfgs.insert(0, triton.Config({"BLOCK_N": 16, "BLOCK_K": 16, "BLOCK_M": 16}))
     return autotune_configs(cfgs)
 
 
@@ -51,12 +41,15 @@ def _prune_configs(configs, named_args, **kwargs):
                               FMA_ACC_PER_THREAD if small_acc else None)
 
 
-@triton.autotune(configs=_configs(), key=["N", "K", "M_BUCKET", "SPLIT_M", "DOT_PRECISION"],
-                 prune_configs_by={"early_config_prune": _prune_configs})
+# split-K outputs are zeroed by the launcher (torch.zeros); reset_to_zero only clears the autotuner's
+# trial sums (it zeroes before each trial and once after tuning, before the real launch)
+@triton.autotune(configs=_configs(), key=["N", "K", "M_BUCKET", "ATOMIC", "DOT_PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_configs},
+                 reset_to_zero=["ds_ptr", "dw_ptr", "db_ptr"])
 @triton.jit
 def _ste_grad_kernel(
     dy_ptr, x_ptr, w_ptr, packed_ptr, ds_ptr, dw_ptr, db_ptr,
-    M, N, K, M_BUCKET, SPLIT_M,
+    M, N, K, M_BUCKET,
     stride_dym, stride_dyn, stride_xm, stride_xk, stride_wn, stride_wk, stride_pn, stride_pb,
     stride_dsn, stride_dsk, stride_dwn, stride_dwk,
     WRITE_DS: tl.constexpr, WRITE_DW: tl.constexpr, WRITE_DB: tl.constexpr, ATOMIC: tl.constexpr,
@@ -72,8 +65,9 @@ def _ste_grad_kernel(
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_m0 = tl.arange(0, BLOCK_M)
 
-    # this program's share of the token range, whole BLOCK_M blocks
-    blocks_per_split = tl.cdiv(tl.cdiv(M, BLOCK_M), SPLIT_M)
+    # this program's share of the token range, whole BLOCK_M blocks; the launcher sizes the split
+    # (the grid's second axis) from the tile the autotuner chose
+    blocks_per_split = tl.cdiv(tl.cdiv(M, BLOCK_M), tl.num_programs(1))
     m_begin = pid_split * blocks_per_split * BLOCK_M
     m_end = tl.minimum(m_begin + blocks_per_split * BLOCK_M, M)
 
@@ -99,7 +93,7 @@ def _ste_grad_kernel(
         ds = acc * w.to(tl.float32)
         ds_ptrs = ds_ptr + offs_n[:, None] * stride_dsn + offs_k[None, :] * stride_dsk
         if ATOMIC:
-            tl.atomic_add(ds_ptrs, ds, mask=tile_valid)
+            tl.atomic_add(ds_ptrs, ds, mask=tile_valid, sem="relaxed")
         else:
             tl.store(ds_ptrs, ds.to(ds_ptr.dtype.element_ty), mask=tile_valid)
     if WRITE_DW:
@@ -109,12 +103,12 @@ def _ste_grad_kernel(
         dw = tl.where(keep, acc, 0.0)
         dw_ptrs = dw_ptr + offs_n[:, None] * stride_dwn + offs_k[None, :] * stride_dwk
         if ATOMIC:
-            tl.atomic_add(dw_ptrs, dw, mask=tile_valid)
+            tl.atomic_add(dw_ptrs, dw, mask=tile_valid, sem="relaxed")
         else:
             tl.store(dw_ptrs, dw.to(dw_ptr.dtype.element_ty), mask=tile_valid)
     if WRITE_DB:
         if pid_k == 0:
             if ATOMIC:
-                tl.atomic_add(db_ptr + offs_n, db_acc, mask=offs_n < N)
+                tl.atomic_add(db_ptr + offs_n, db_acc, mask=offs_n < N, sem="relaxed")
             else:
                 tl.store(db_ptr + offs_n, db_acc.to(db_ptr.dtype.element_ty), mask=offs_n < N)

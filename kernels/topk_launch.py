@@ -9,7 +9,7 @@ import functools
 
 import torch
 
-from ._runtime import check_triton_tensors, interpreting, require_triton
+from ._runtime import check_triton_tensors, cuda_device_of, interpreting, require_triton
 from .topk_keys import (CANDIDATE_FRACTION, CANDIDATE_MIN, FEW_MATCHES, INT32_MAX, INT32_MIN, NUM_BINS,  # noqa: F401
                         RADIX_LEVELS, _kth_values, _pruned_max_values, float_to_key, key_to_float)
 
@@ -98,9 +98,14 @@ def topk_select_triton(tensors: list[torch.Tensor], keep: list[int], scope: str,
     plus the largest pruned value per tensor (-inf where nothing is pruned) when `pruned_max`.
     """
     require_triton()
+    check_triton_tensors(**dict(zip(names, tensors)))
+    with cuda_device_of(tensors[0]):
+        return _topk_select_triton(tensors, keep, scope, names, bracket, hits, pruned_max)
+
+
+def _topk_select_triton(tensors, keep, scope, names, bracket, hits, pruned_max):
     from . import topk_radix as radix
 
-    check_triton_tensors(**dict(zip(names, tensors)))
     device = tensors[0].device
     flats = [t.detach().reshape(-1).to(torch.float32).contiguous() for t in tensors]
     numels = [f.numel() for f in flats]
