@@ -145,9 +145,12 @@ def deterministic() -> bool:
 
 def cuda_device_of(t: torch.Tensor):
     """Launch on the tensor's GPU, whatever the current device is (Triton launches on the current one)."""
-    if t.device.type == "cuda" and t.device.index is not None and t.device.index != torch.cuda.current_device():
+    if t.is_cuda and t.get_device() != torch.cuda.current_device():
         return torch.cuda.device(t.device)
-    return contextlib.nullcontext()
+    return _NULL_CONTEXT
+
+
+_NULL_CONTEXT = contextlib.nullcontext()
 
 
 def launch_autotuned(tuner, grid, *args, **kwargs):

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from . import masked_linear_op  # noqa: F401  (registers the maskedbert:: ops)
+from .masked_linear_op import MaskedLinearFunction  # (importing it registers the maskedbert:: ops)
 from ._runtime import resolve_backend
 from .dispatch import choose_path
 from .mask_prep import packed_cols
@@ -68,7 +68,8 @@ def masked_linear_checked(x, weight, bias, scores, mask, threshold, backend: str
     lead = x.shape[:-1]
     device_type = x.device.type
     x2 = x.reshape(math.prod(lead), K)  # not -1: K may be 0
-    if torch.is_autocast_enabled(device_type):
+    autocast = torch.is_autocast_enabled(device_type)
+    if autocast:
         compute_dtype = torch.get_autocast_dtype(device_type)
         if x2.dtype != compute_dtype:
             x2 = x2.to(compute_dtype)
@@ -79,8 +80,14 @@ def masked_linear_checked(x, weight, bias, scores, mask, threshold, backend: str
         tau = 0.0
     else:
         tau_tensor, tau = None, float(threshold)
-    with torch.autocast(device_type, enabled=False):
-        y = torch.ops.maskedbert.masked_linear_fwd(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)[0]
+    if torch.compiler.is_compiling():  # one registered op: a single node in the graph
+        with torch.autocast(device_type, enabled=False):
+            y = torch.ops.maskedbert.masked_linear_fwd(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)[0]
+    elif autocast:
+        with torch.autocast(device_type, enabled=False):
+            y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)
+    else:
+        y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)
     return y.reshape(*lead, weight.shape[0])
 
 

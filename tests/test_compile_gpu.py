@@ -215,10 +215,12 @@ for fn in (acq_rel, relaxed):
 """
 
 
-def test_barrier_check_sees_the_default_atomic_order():
+def test_barrier_check_sees_the_default_atomic_order(tmp_path):
     # the check above can fail: an acq_rel atomic (Triton's default) shows a GPU-scope MEMBAR
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", _MEMBAR_PROBE, str(REPORT.parent)], env=env, capture_output=True,
+    probe = tmp_path / "membar_probe.py"  # @triton.jit reads the kernel's source from its file
+    probe.write_text(_MEMBAR_PROBE)
+    proc = subprocess.run([sys.executable, str(probe), str(REPORT.parent)], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
