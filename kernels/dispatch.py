@@ -48,8 +48,10 @@ def table_key(M: int, N: int, K: int, dtype: torch.dtype) -> str:
 
 
 def choose_path(M: int, N: int, K: int, dtype: torch.dtype) -> str:
-    entry = _table(os.environ.get("MASKEDBERT_DISPATCH_TABLE")).get(table_key(M, N, K, dtype), {})
-    return entry.get("path", DEFAULT_PATH)
+    table = _table(os.environ.get("MASKEDBERT_DISPATCH_TABLE"))
+    if not table:  # no per-call key formatting unless a table is in use
+        return DEFAULT_PATH
+    return table.get(table_key(M, N, K, dtype), {}).get("path", DEFAULT_PATH)
 
 
 def choose_ste(M: int, N: int, K: int, dtype: torch.dtype) -> str:
@@ -58,5 +60,7 @@ def choose_ste(M: int, N: int, K: int, dtype: torch.dtype) -> str:
         if forced not in STE_IMPLS:
             raise ValueError(f"MASKEDBERT_STE_GRAD must be one of {STE_IMPLS}, got {forced!r}")
         return forced
-    entry = _table(os.environ.get("MASKEDBERT_DISPATCH_TABLE")).get(table_key(M, N, K, dtype), {})
-    return entry.get("ste", DEFAULT_STE)
+    table = _table(os.environ.get("MASKEDBERT_DISPATCH_TABLE"))
+    if not table:
+        return DEFAULT_STE
+    return table.get(table_key(M, N, K, dtype), {}).get("ste", DEFAULT_STE)

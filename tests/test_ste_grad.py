@@ -182,3 +182,40 @@ def test_launches_follow_the_tensors_device(cuda_device):
     assert_matches_reference({k: v.cpu() for k, v in got.items()},
                              make_case((4, 33), 40, 24, torch.bfloat16, train_weight=True, seed=38), dy.cpu(),
                              torch.bfloat16, "cuda:1")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("N,K", [(768, 768), (3072, 768), (768, 3072)])
+def test_cuda_weight_gradients_both_ways_at_bert_shapes(cuda_device, N, K):
+    # the fused GEMM splits the 2048 tokens (atomics) on a GPU; cuBLAS + epilogue does not
+    gen = torch.Generator().manual_seed(39)
+    M = 2048
+    dy = torch.randn(M, N, generator=gen).to("cuda", torch.bfloat16)
+    x = torch.randn(M, K, generator=gen).to("cuda", torch.bfloat16)
+    weight = (torch.randn(N, K, generator=gen) * K ** -0.5).to("cuda", torch.bfloat16)
+    keep = (torch.rand(N, K, generator=gen) > 0.5).cuda()
+    packed = pack_mask(keep)
+    g = dy.double().t() @ x.double()
+    want = (g * weight.double(), g * keep, dy.double().sum(0))
+    for impl in (ste_grad_cublas, ste_grad_triton):
+        got = impl(dy, x, weight, packed, want_scores=True, want_weight=True, want_bias=True)
+        for name, a, b in zip(("dS", "dW", "db"), got, want):
+            err = (a.double() - b).norm() / b.norm()
+            assert err < 1e-2, (impl.__name__, name, float(err))  # bf16 inputs, fp32 accumulation; dW in bf16
+
+
+@pytest.mark.gpu
+def test_cuda_deterministic_mode_is_bitwise_reproducible(cuda_device, monkeypatch):
+    monkeypatch.setenv("MASKEDBERT_STE_GRAD", "triton")  # the path with atomics outside deterministic mode
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    try:
+        results = []
+        for _ in range(2):
+            case = make_case((8, 256), 768, 768, torch.bfloat16, train_weight=True, device="cuda", seed=40)
+            dy = torch.randn(8, 256, 768, generator=torch.Generator().manual_seed(41)).to("cuda", torch.bfloat16)
+            results.append(run_op(case, dy, "triton_dense"))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for name in results[0]:
+        assert torch.equal(results[0][name], results[1][name]), name
