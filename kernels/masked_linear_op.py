@@ -178,9 +178,9 @@ def _(dy, x, weight, mask, masked_weight, path, ste, need_x, need_weight, need_b
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, scores, mask, _threshold_tensor, _threshold, path, _keep = inputs
+    x, weight, bias, _scores, mask, _threshold_tensor, _threshold, path, _keep = inputs
     _, mask_out, kept = output
-    need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
+    need_x, need_w, _, need_s = ctx.needs_input_grad[:4]
     saved_mask = mask if _backward_reads_input_mask(mask, path) else mask_out
     ctx.save_for_backward(x if (need_w or need_s) else None, weight, saved_mask, kept if need_x else None)
     ctx.path = path

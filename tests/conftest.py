@@ -18,7 +18,7 @@ class _BlockTriton:
     def find_spec(self, name, path=None, target=None):
         if name == "triton" or name.startswith("triton."):
             raise ModuleNotFoundError(f"No module named {name!r} (MASKEDBERT_BLOCK_TRITON=1)", name=name)
-        return None
+        return None  # anything else: the other finders decide
 
 
 if BLOCK_TRITON:

@@ -119,7 +119,7 @@ def test_deterministic_mode_launches_one_fixed_config(monkeypatch):
         def early_config_prune(configs, named, **kw):
             return configs[1:]  # this "device" cannot run the first
 
-        class fn:  # noqa: N801
+        class fn:
             def __class_getitem__(cls, grid):
                 return lambda *a, **k: calls.append(("fixed", k["B"]))
 
