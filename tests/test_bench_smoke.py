@@ -129,3 +129,16 @@ def test_cli_filters():
                 ["--cpu-smoke", "--providers", "compile"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
+
+
+def test_rows_are_written_as_they_are_measured(tmp_path, monkeypatch, capsys):
+    # a run cut short (a GPU slot's timeout) keeps every row measured so far: one CSV append per row
+    bench = load_bench()
+    appended = []
+    real = bench.append_csv
+    monkeypatch.setattr(bench, "append_csv", lambda rows, path: appended.append(len(rows)) or real(rows, path))
+    out = tmp_path / "ml.csv"
+    assert bench.main(["--cpu-smoke", "--modes", "fwd", "--settings", "imp", "--providers", "dense,twin",
+                       "--csv", str(out)]) == 0
+    assert appended == [1, 1, 1, 1]  # dense, dense_frozen_bias, eager, twin: each written alone
+    assert len(list(csv.DictReader(out.read_text().splitlines()))) == 4
