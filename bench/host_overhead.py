@@ -18,6 +18,7 @@ allocations and metadata ops excluded). Must run without TRITON_INTERPRET=1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import platform
@@ -98,13 +99,53 @@ def _median_us(step, iters: int, repeats: int) -> float:
     return statistics.median(medians) / 1000.0
 
 
-def run(args) -> list[dict]:
+class _CountingLaunch:
+    """Stands in for a Triton kernel: `kernel[grid](...)` only counts (no argument copies, no run)."""
+
+    def __init__(self, launches: list, kernel):
+        self.launches, self.configs = launches, getattr(kernel, "configs", [None])
+
+    def __getitem__(self, grid):
+        return self._launch
+
+    def _launch(self, *args, **kwargs):
+        self.launches.append(1)
+
+
+@contextlib.contextmanager
+def stubbed_launches(launches: list):
+    """Every Triton kernel counted instead of launched; the launchers' CUDA-tensor checks off."""
+    import importlib
+
     import compile_variants as cv
 
+    saved = []
+
+    def patch(mod, name, value):
+        saved.append((mod, name, getattr(mod, name)))
+        setattr(mod, name, value)
+
+    import maskedbert.kernels  # noqa: F401
+
+    for name in cv.LAUNCHER_MODULES:
+        mod = importlib.import_module(f"maskedbert.kernels.{name}")
+        if hasattr(mod, "check_triton_tensors"):
+            patch(mod, "check_triton_tensors", lambda **tensors: None)
+    for qualname, kernel in cv.kernel_objects().items():
+        mod_name, name = qualname.split(".")
+        patch(importlib.import_module(f"maskedbert.kernels.{mod_name}"), name, _CountingLaunch(launches, kernel))
+    try:
+        yield
+    finally:
+        for mod, name, value in reversed(saved):
+            setattr(mod, name, value)
+
+
+def run(args) -> list[dict]:
     torch.set_num_threads(1)
     launches: list = []
     rows = []
-    with cv._recording(launches):  # Triton launches recorded, not run; CUDA checks off
+    with stubbed_launches(launches):  # Triton launches counted, not run; CUDA checks off
         cases = _cases(args.tokens, args.out_features, args.in_features)
         for name, step in cases:
             step()  # first call: argument checks, lazy imports
