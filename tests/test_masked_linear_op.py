@@ -167,3 +167,21 @@ def test_masked_weight_is_kept_from_the_forward(monkeypatch):
     assert preps == [True, False]  # backward prepares W*M again from the saved mask
     dense = torch.where(s.detach() > 0, w, 0)
     torch.testing.assert_close(x.grad, torch.ones(4, 5) @ dense)
+
+
+@pytest.mark.gpu
+def test_compiled_masked_bert_matches_eager_on_cuda(cuda_device):
+    # the Triton paths inside the registered op, traced by torch.compile (aot_eager: no inductor
+    # compile time in a short GPU slot)
+    import torch._dynamo
+
+    model = _tiny_masked_bert().to(cuda_device)
+    ids = torch.randint(0, 40, (3, 9), generator=torch.Generator().manual_seed(2)).to(cuda_device)
+    labels = torch.tensor([0, 2, 1], device=cuda_device)
+    eager_loss, eager_grads = _loss_and_score_grads(model, ids, labels)
+    torch._dynamo.reset()
+    loss, grads = _loss_and_score_grads(model, ids, labels,
+                                        forward=torch.compile(model, fullgraph=True, backend="aot_eager"))
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for name in grads:
+        torch.testing.assert_close(grads[name], eager_grads[name], rtol=1e-4, atol=1e-6, msg=name)
