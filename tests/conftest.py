@@ -1,11 +1,30 @@
 """Test setup: Triton kernels run on the CPU interpreter when there is no GPU.
 
 TRITON_INTERPRET must be set before any kernel module is imported (the mode is fixed at decoration).
+MASKEDBERT_BLOCK_TRITON=1 makes `import triton` fail (as on macOS/Windows) and skips tests marked
+`triton`: the model-level tests then show the package works without it.
 """
 import os
 import sys
 
 import pytest
+
+BLOCK_TRITON = os.environ.get("MASKEDBERT_BLOCK_TRITON") == "1"
+
+
+class _BlockTriton:
+    """A meta-path finder that refuses `triton` and its submodules, as if it were not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "triton" or name.startswith("triton."):
+            raise ModuleNotFoundError(f"No module named {name!r} (MASKEDBERT_BLOCK_TRITON=1)", name=name)
+        return None  # anything else: the other finders decide
+
+
+if BLOCK_TRITON:
+    if any(m == "triton" or m.startswith("triton.") for m in sys.modules):
+        raise RuntimeError("MASKEDBERT_BLOCK_TRITON=1 but triton is already imported")
+    sys.meta_path.insert(0, _BlockTriton())
 
 try:
     import torch
@@ -21,12 +40,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "triton: runs Triton kernels (skipped with MASKEDBERT_BLOCK_TRITON=1)")
+
+
 def pytest_collection_modifyitems(config, items):
-    if _HAS_CUDA:
-        return
+    skip_triton = pytest.mark.skip(reason="needs triton (MASKEDBERT_BLOCK_TRITON=1)")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if BLOCK_TRITON and item.get_closest_marker("triton") is not None:
+            item.add_marker(skip_triton)
+        if not _HAS_CUDA and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
 
 

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -20,6 +20,8 @@ from maskedbert.kernels.topk import num_pruned, topk_masks
 from maskedbert.modules import MaskedLinear
 from maskedbert.patching import masked_modules
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 TAU = 0.25  # exactly representable in every float dtype, so the number and tensor paths must agree bit for bit
 SRN_TAU = 0.01  # SRN's threshold: magnitude init puts every score at 0 or 2 * tau
 BACKENDS = ["torch", "triton_dense", "triton_fused"]

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from maskedbert.kernels import masked_linear, pack_mask
 from maskedbert.kernels.mask_prep import unpack_bits_torch
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 BACKENDS = ["torch", "triton_dense", "triton_fused"]
 TRITON_BACKENDS = ["triton_dense", "triton_fused"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
