@@ -22,7 +22,7 @@ _LAZY_ATTRS = {
     "load_masks": "maskedbert.masks",
     "load_mask_dict": "maskedbert.masks",
     "save_pretrained": "maskedbert.adapters",
-    "from_pretrained": "maskedbert.adapters",
+    "from_pretrained": "maskedbert.adapter_loading",
     "disable_masks": "maskedbert.patching",
     "trainable_parameters": "maskedbert.patching",
     "print_trainable_parameters": "maskedbert.patching",

@@ -24,6 +24,9 @@ import os
 import sys
 import traceback
 
+from maskedbert.errors import UsageError
+from maskedbert.experiments import cli_common
+
 # command -> (module, one-line description)
 COMMANDS = {
     "demo": ("maskedbert.experiments.demo", "offline CPU demo: sparse and robust subnetworks on a synthetic NLI task"),
@@ -116,9 +119,6 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"maskedbert: error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n\n{_usage()}",
               file=sys.stderr)
         return EXIT_USAGE
-    from maskedbert.errors import UsageError
-    from maskedbert.experiments import cli_common
-
     prog = f"maskedbert {command}"
     cli_common.set_interrupt_note(None)
     try:

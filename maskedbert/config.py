@@ -15,6 +15,9 @@ from typing import Any
 from maskedbert._atomic import write_text_atomic
 from maskedbert.errors import UsageError
 
+# the MaskConfig apply_masks_ used, kept on the model until merge_and_unload (read when saving an adapter)
+CONFIG_ATTR = "maskedbert_config"
+
 MODES = ("scores", "fixed")
 SCORE_INITS = ("magnitude", "magnitude_soft", "constant", "uniform", "kaiming")
 SCOPES = ("layer", "global")

@@ -23,6 +23,7 @@ from maskedbert._atomic import atomic_path
 from maskedbert.checksums import tensors_digest, verify_checksum
 from maskedbert.errors import UsageError
 from maskedbert.kernels import PACKED_FORMAT_VERSION, pack_mask, unpack_mask
+from maskedbert.kernels._describe import describe as _describe
 
 METADATA_KEY = "maskedbert"
 
@@ -221,9 +222,3 @@ def _package_version() -> str:
     import maskedbert
 
     return str(getattr(maskedbert, "__version__", "unknown"))
-
-
-def _describe(t) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"{t.dtype} tensor of shape {tuple(t.shape)}"
-    return type(t).__name__

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from maskedbert.architectures import CONV1D_MODEL_TYPES, UnsupportedLayerError, default_target_modules
-from maskedbert.config import ALL_LINEAR, MaskConfig
+from maskedbert.config import ALL_LINEAR, CONFIG_ATTR, MaskConfig
 from maskedbert.kernels import topk_masks
 from maskedbert.masks import masked_modules  # one definition for the package; re-exported here
 from maskedbert.modules import MaskedLinear
@@ -49,7 +49,6 @@ __all__ = [
     "MaskSparsityWarning",
 ]
 
-CONFIG_ATTR = "maskedbert_config"  # the MaskConfig apply_masks_ used, kept on the model until merge
 _REQUIRES_GRAD_ATTR = "_maskedbert_requires_grad"  # parameter name -> requires_grad before apply_masks_
 
 

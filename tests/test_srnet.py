@@ -36,6 +36,7 @@ def _rows(out):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_every_pipeline_method_and_loss_has_a_row(full_run):
     out, _ = full_run
     rows = _rows(out)
@@ -58,6 +59,7 @@ def test_every_pipeline_method_and_loss_has_a_row(full_run):
     assert any(float(r["mask_change"]) > 0 for r in rows if r["method"] == "mask")
 
 
+@pytest.mark.slow
 def test_outputs_written(full_run):
     out, _ = full_run
     for name in ("results.csv", "results.md", "srnet_sparsity.png", "config.json", "bias_probs.json",
@@ -70,6 +72,7 @@ def test_outputs_written(full_run):
         assert f.readline().startswith("| pipeline | method | loss | sparsity")
 
 
+@pytest.mark.slow
 def test_saved_masks_have_the_requested_sparsity(full_run):
     out, _ = full_run
     masks = os.path.join(out, "masks")
@@ -94,6 +97,7 @@ def test_imp_sweep_levels_join_the_round_schedule(tmp_path):
     assert float(row["measured_sparsity"]) == pytest.approx(0.25, abs=2e-3)
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_training(full_run, monkeypatch):
     out, argv = full_run
     before = _rows(out)
@@ -106,6 +110,7 @@ def test_rerun_resumes_without_training(full_run, monkeypatch):
     assert _rows(out) == before
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_reruns_only_missing_cells(full_run, monkeypatch, tmp_path):
     out, argv = full_run
     import shutil
@@ -157,6 +162,7 @@ def test_collapsed_nli_loss_is_binary_cross_entropy():
     assert loss.item() == pytest.approx(-p_label.log().mean().item())
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config(full_run):
     out, argv = full_run
     with pytest.raises(ValueError, match="different settings.*lr_scores"):
@@ -208,10 +214,3 @@ def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
     for column in ("id_accuracy", "ood_accuracy", "measured_sparsity"):
         assert a[column] == b[column], column
 
-
-def test_light_choice_lists_match_the_pruning_package():
-    from maskedbert.experiments.srnet import config as srnet_config
-
-    assert srnet_config.SPARSITY_METHODS == pruning.SPARSITY_METHODS
-    assert srnet_config.SELECT_MODES == pruning.SELECT_MODES
-    assert srnet_config.AMOUNT_OF == pruning.AMOUNT_OF

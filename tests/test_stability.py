@@ -41,6 +41,7 @@ def easy_task():
                            metrics=("accuracy",), generator=_easy_pair), overwrite=True)
 
 
+@pytest.mark.slow
 def test_stability_end_to_end_and_resume(tmp_path, capsys):
     out = str(tmp_path / "study")
     argv = ["--preset", "tiny", "--out", out, "--seeds", "1,2", "--no-progress", "--set", "task='easy-pair'",

@@ -173,7 +173,8 @@ def test_launcher_flags_are_checked():
 
 def test_slurm_without_submitit_or_scheduler_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "submitit", None)
-    with pytest.raises(UsageError, match=r"needs the optional package submitit; pip install 'maskedbert\[slurm\]'"):
+    with pytest.raises(UsageError, match=r"needs the optional package submitit; pip install submitit \(or, in a maskedbert clone, "
+                                        r"pip install -e '\.\[slurm\]'\)"):
         sweep.check_launcher(sweep.LaunchOptions(launcher="slurm"))
     monkeypatch.delitem(sys.modules, "submitit")
     pytest.importorskip("submitit")
@@ -210,6 +211,9 @@ def test_an_attempt_killed_without_a_trace_reads_as_interrupted(tmp_path):
     assert study.state("toy/v0").status == "running"
     assert sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS).ran == {}  # skipped: running elsewhere
     os.kill(child.pid, signal.SIGKILL)
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie is not a live attempt
+    assert study_module._process_start(child.pid)[0] == "Z"
+    assert study.state("toy/v0").status == "pending" and "interrupted" in study.state("toy/v0").detail
     child.wait()
     assert study.state("toy/v0").status == "pending" and "interrupted" in study.state("toy/v0").detail
     study_module._write_json(os.path.join(cell_dir, study_module.RUNNING), dict(record, pid=os.getpid()))

@@ -55,6 +55,7 @@ class _Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_is_bit_for_bit(tmp_path):
     model, data, collate = _setup()
     reference = Trainer(model, _config(tmp_path / "a"), data, collate).train(resume=False)
@@ -82,7 +83,9 @@ def test_resume_is_bit_for_bit(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     model, data, collate = _setup()
 
-    def loss_fn(logits, batch, calls=[0]):
+    calls = [0]
+
+    def loss_fn(logits, batch):
         calls[0] += 1
         loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
         return loss * float("nan") if calls[0] == 7 else loss

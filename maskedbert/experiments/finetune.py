@@ -22,11 +22,16 @@ import shutil
 import sys
 from dataclasses import dataclass
 from typing import Any
+
 from maskedbert._atomic import write_text_atomic
+from maskedbert.choices import CLIP_MODES, SCHEDULE_NAMES
+from maskedbert.data import tasks
+from maskedbert.data.tasks import list_tasks
 from maskedbert.errors import UsageError
 from maskedbert.experiments.cli_common import (HelpFormatter, check_data_dir, check_device, check_model,
                                                check_number, check_out_dir, check_task, explicit_args,
                                                set_interrupt_note)
+from maskedbert.train.reporting import add_report_to_argument, check_report_to
 
 __all__ = ["FinetuneConfig", "run_finetune", "check_finetune_config", "build_parser", "main", "write_json"]
 
@@ -96,8 +101,6 @@ def _task_vocabulary(task_name: str):
         from maskedbert.data import synthetic_pair_vocabulary
 
         return synthetic_pair_vocabulary()
-    from maskedbert.data import tasks
-
     spec = tasks.get_task(task_name)
     vocabulary = getattr(spec.generator, "vocabulary", None)
     return vocabulary() if callable(vocabulary) else None
@@ -114,8 +117,6 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     from maskedbert.models import TINY_MODELS, load_model_and_tokenizer, use_pooler_head_
     from maskedbert.train import NonFiniteLossError, TrainConfig, Trainer, make_evaluator, set_seed
     from maskedbert.train import distributed as dist_utils
-
-    from maskedbert.train.reporting import check_report_to
 
     check_report_to(config.report_to, "--report-to")  # before anything is written
     out = config.output_dir
@@ -209,7 +210,7 @@ def _optional_float(text: str) -> float | None:
 
 
 # settings with a fixed set of values (flags and --config files alike); schedules: maskedbert.train.schedules
-CHOICES = {"schedule": ("linear", "constant"), "clip_mode": ("global", "per_parameter"),
+CHOICES = {"schedule": SCHEDULE_NAMES, "clip_mode": CLIP_MODES,
            "precision": ("fp32", "bf16", "fp16")}
 
 
@@ -218,8 +219,6 @@ def _optional_int(text: str) -> int | None:
 
 
 def build_parser(prog: str = "maskedbert finetune") -> argparse.ArgumentParser:
-    from maskedbert.data.tasks import list_tasks
-
     d = FinetuneConfig()
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", default=None, metavar="JSON",
@@ -278,8 +277,6 @@ def build_parser(prog: str = "maskedbert finetune") -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=d.progress,
                    help="no progress bar")
-    from maskedbert.train.reporting import add_report_to_argument
-
     add_report_to_argument(p)
     return p
 

@@ -1,32 +1,22 @@
 """The studies maskedbert.sweep can run, by the name sweep.json records: each name's runner (one cell)
 and reporter (the tables from the finished cells). A name not listed here is refused with a UsageError;
-nothing named in a sweep.json is ever imported. Each study's module loads on first use, so commands
-that only parse flags stay free of torch."""
+nothing named in a sweep.json is ever imported. The studies' cells modules import no torch at module level
+(their runs import it), so commands that only parse flags stay free of torch."""
 from __future__ import annotations
 
 from types import ModuleType
 from typing import Callable
 
 from maskedbert.errors import UsageError
+from maskedbert.experiments.srnet import cells as srnet_cells
+from maskedbert.experiments.stability import cells as stability_cells
 from maskedbert.sweep import StudyKinds
 
 __all__ = ["KINDS", "NAMES", "runner", "reporter"]
 
 
-def _stability() -> ModuleType:
-    from maskedbert.experiments.stability import cells
-
-    return cells
-
-
-def _srnet() -> ModuleType:
-    from maskedbert.experiments.srnet import cells
-
-    return cells
-
-
 # name -> the module holding its run_cell(spec, cell_dir, progress=...) and report_cells(study)
-_CELLS_MODULES: dict[str, Callable[[], ModuleType]] = {"stability": _stability, "srnet": _srnet}
+_CELLS_MODULES: dict[str, ModuleType] = {"stability": stability_cells, "srnet": srnet_cells}
 NAMES = tuple(_CELLS_MODULES)
 
 
@@ -35,7 +25,7 @@ def _cells_module(name: str, role: str) -> ModuleType:
         raise UsageError(f"sweep.json: {role} {name!r} is not a study maskedbert knows; expected one of "
                          f"{', '.join(NAMES)} (a study recorded by another maskedbert version: rerun its command "
                          f"with the same --out to record the names)")
-    return _CELLS_MODULES[name]()
+    return _CELLS_MODULES[name]
 
 
 def runner(name: str) -> Callable:

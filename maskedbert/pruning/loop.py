@@ -9,7 +9,11 @@ from typing import Callable
 
 from torch import nn
 
+from maskedbert.choices import CLIP_MODES
+from maskedbert.patching import mask_param_groups
 from maskedbert.pruning._checks import _check_fraction, _check_int
+from maskedbert.train.runlog import read_jsonl
+from maskedbert.train.trainer import TrainConfig, Trainer
 
 
 @dataclass
@@ -34,7 +38,7 @@ class TrainSettings:
     def __post_init__(self):
         _check_int("steps", self.steps, 1)
         _check_int("batch_size", self.batch_size, 1)
-        if self.clip_mode not in ("global", "per_parameter"):
+        if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be 'global' or 'per_parameter', got {self.clip_mode!r}")
         for name in ("lr", "lr_scores", "weight_decay", "max_grad_norm", "adam_eps"):
             value = getattr(self, name)
@@ -70,10 +74,6 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
     """
     import shutil
     import tempfile
-
-    from maskedbert.patching import mask_param_groups
-    from maskedbert.train.runlog import read_jsonl
-    from maskedbert.train.trainer import TrainConfig, Trainer
 
     if not isinstance(settings, TrainSettings):
         raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")

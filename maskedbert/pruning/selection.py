@@ -2,8 +2,7 @@
 
 Liu et al. (2022) follow the reference code: evaluate the mask every few steps and keep the best one
 seen after 70% of training (llyx97/sparse-and-robust-PLM, mask_trainer.py). `BestMaskSelector` is a
-step callback that does this; ties go to the later step (a later mask has trained longer at the same
-metric). `mode="last"` keeps the final mask and never evaluates.
+step callback that does this; `ties` chooses the tie rule (maskedbert.metrics.is_new_best). `mode="last"` keeps the final mask and never evaluates.
 """
 from __future__ import annotations
 
@@ -13,13 +12,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from maskedbert.choices import SELECT_MODES
+from maskedbert.metrics import TIE_RULES, is_new_best
 from maskedbert.patching import masked_modules
 from maskedbert.pruning._checks import _check_fraction, _check_int
 
-SELECT_MODES = ("best", "last")
-
-
-TIES = ("later", "earlier")
+TIES = TIE_RULES
 
 
 class BestMaskSelector:
@@ -63,8 +61,7 @@ class BestMaskSelector:
             return
         metric = float(self.evaluate(self.model))
         self.history.append((step, metric))
-        if self.best_metric is None or metric > self.best_metric or (
-                self.ties == "later" and metric == self.best_metric):
+        if is_new_best(metric, self.best_metric, ties=self.ties):
             self.best_step, self.best_metric = step, metric
             self._best_state = self._state()
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from maskedbert.errors import UsageError
 from maskedbert.help_text import default_text
 
+from . import slurm
 from .study import MAX_FAILURES, Study, StudyKinds, execute_cell
 from .worker import EXIT_BLOCKED, EXIT_INTERRUPTED, EXIT_RUNNING_ELSEWHERE
 
@@ -148,8 +149,6 @@ def launch_options_from_args(args: argparse.Namespace, *, progress: bool = True)
 def check_launcher(options: LaunchOptions) -> None:
     """Fail now, with one line, when the launcher cannot work here (before the study writes anything)."""
     if options.launcher == "slurm":
-        from . import slurm
-
         slurm.check_available()
 
 
@@ -157,9 +156,7 @@ def cells_to_run(study: Study, *, retry_failed: bool = False, live_jobs: set[str
                  ) -> tuple[list[str], dict[str, str]]:
     """(cell ids to attempt now, {cell id: why not} for the others that are not done)."""
     if live_jobs is None and any(study.was_submitted(c) for c in study.cells):
-        from .slurm import live_jobs as ask_slurm
-
-        live_jobs = ask_slurm()  # cells queued on SLURM are not run here as well
+        live_jobs = slurm.live_jobs()  # cells queued on SLURM are not run here as well
     todo, skipped = [], {}
     for cell_id in study.cells:
         if retry_failed and study.failed_for_good(cell_id):
@@ -179,9 +176,8 @@ def launch(study: Study, options: LaunchOptions, *, kinds: StudyKinds,
     """Run (inline, local) or submit (slurm) every cell of `study` that is not done, failed for good or running;
     `kinds` says what the study's runner name means (here, in local workers and in SLURM jobs)."""
     if options.launcher == "slurm":
-        from . import slurm
-
-        return slurm.submit(study, options, kinds)
+        todo, skipped = cells_to_run(study, retry_failed=options.retry_failed, live_jobs=slurm.live_jobs())
+        return LaunchOutcome(skipped=skipped, submitted=slurm.submit(study, options, kinds, todo, skipped))
     todo, skipped = cells_to_run(study, retry_failed=options.retry_failed)
     for cell_id in study.cells:
         if study.is_done(cell_id):

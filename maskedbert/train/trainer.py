@@ -72,6 +72,8 @@ import numpy as np
 import torch
 
 from maskedbert._atomic import remove_stale_temporaries, write_text_atomic
+from maskedbert.choices import CLIP_MODES
+from maskedbert.metrics import is_new_best
 from maskedbert.progress import progress_bar
 
 from . import distributed as dist_utils
@@ -165,7 +167,7 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every_seconds must be a positive number of seconds or None, got {seconds!r}")
         if self.max_steps is None and not self.num_epochs > 0:
             raise ValueError(f"num_epochs must be > 0 (or set max_steps), got {self.num_epochs}")
-        if self.clip_mode not in ("global", "per_parameter"):
+        if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be 'global' or 'per_parameter', got {self.clip_mode!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
@@ -522,9 +524,7 @@ class Trainer:
         if self.global_step < self.config.select_best_after * self.total_steps:
             return
         value = metrics[name]
-        better = self.best_value is None or (value > self.best_value if self.config.greater_is_better
-                                             else value < self.best_value)
-        if not better:
+        if not is_new_best(value, self.best_value, ties="earlier", greater_is_better=self.config.greater_is_better):
             return
         self.best_value, self.best_step, self.best_metrics = value, self.global_step, dict(metrics)
         if self.config.save_best_model and self.is_main:

@@ -19,7 +19,10 @@ import json
 import os
 from typing import Any
 
-from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
+from maskedbert.experiments.srnet.config import PIPELINES, RESULT_COLUMNS, SRNetConfig
+from maskedbert.experiments.srnet.options import write_report
+from maskedbert.experiments.tables import results_text_table
+from maskedbert.loss_registry import LOSSES
 from maskedbert.sweep.study import Cell
 
 __all__ = ["KIND", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
@@ -123,22 +126,16 @@ def cell_rows(study) -> list[dict]:
 
 def report_cells(study) -> dict[str, str]:
     """The sweep reporter: results.csv / results.md / srnet_sparsity.png from the finished cells; prints the table."""
-    from maskedbert import evaluation as ev
-    from maskedbert.experiments.srnet.options import write_report
-    from maskedbert.experiments.srnet.config import RESULT_COLUMNS
-
     rows = cell_rows(study)
     paths = write_report(rows, study.dir, study.info.get("title", "srnet"))
-    print(ev.results_text_table(rows, RESULT_COLUMNS))
+    print(results_text_table(rows, RESULT_COLUMNS))
     return {os.path.basename(path): path for path in paths}
 
 
 def srnet_cells(cfg: SRNetConfig) -> list:
     """The study's cells in the order an inline run takes them (dense models first)."""
-    from maskedbert import losses as loss_lib
-
     def needs_teacher(loss: str) -> bool:  # the CE fine-tuned model predicts the teacher probabilities
-        return loss_lib.NEEDS_TEACHER[loss] and not cfg.teacher_probs
+        return LOSSES[loss].needs_teacher and not cfg.teacher_probs
 
     first_search: dict[str, str] = {}  # (b) IMP with one search loss: the first cell searches, the others wait
 

@@ -14,8 +14,8 @@ import json
 import os
 import time
 
-from maskedbert.experiments.srnet import options as srnet
-from maskedbert.experiments.srnet import cells
+from maskedbert.experiments.cli_common import set_interrupt_note
+from maskedbert.experiments.srnet import cells, options as srnet
 from maskedbert.experiments.srnet.config import SRNetConfig
 from maskedbert.experiments.study_kinds import KINDS
 from maskedbert.sweep.launchers import (add_launcher_arguments, check_launcher, launch as run_cells,
@@ -46,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     srnet.validate(cfg, dry_run=args.dry_run)
     launch = launch_options_from_args(args)  # UsageError naming the flag, before anything is written
     check_launcher(launch)
-    from maskedbert.experiments.cli_common import set_interrupt_note
-
     set_interrupt_note(lambda: srnet.progress_note(cfg.out))
     from maskedbert import evaluation as ev
     from maskedbert.experiments.cli_common import study_out

@@ -11,13 +11,10 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from maskedbert.choices import AMOUNT_OF, CLIP_MODES, SELECT_MODES, SPARSITY_METHODS
+from maskedbert.config import check_sparsity
 from maskedbert.errors import UsageError
-
-# choices of maskedbert.pruning, spelled here so that `srnet --help` needs no torch import
-# (tests/test_srnet.py checks they are equal)
-SPARSITY_METHODS = ("threshold_reset", "exact_topk")
-SELECT_MODES = ("best", "last")
-AMOUNT_OF = ("original", "remaining")
+from maskedbert.loss_registry import canonical_loss_name, loss_names
 
 PIPELINES = ("ft_prune", "prune_ft", "mask_pretrained")
 METHODS = ("mask", "imp")
@@ -147,23 +144,19 @@ class SRNetConfig:
             if bad or not getattr(self, name):
                 raise UsageError(f"--{name}: must be a non-empty comma list of {', '.join(allowed)}; "
                                  f"got {','.join(getattr(self, name)) or 'nothing'}")
-        from maskedbert import losses as loss_lib
-
         try:
-            self.losses = [loss_lib.canonical_loss_name(n) for n in self.losses]
+            self.losses = [canonical_loss_name(n) for n in self.losses]
         except ValueError as err:
             raise UsageError(f"--losses: {err}") from None
         if not self.losses:
-            raise UsageError("--losses: must not be empty; choose from ce, poe, reweight, conf_reg")
-        from maskedbert.config import check_sparsity
-
+            raise UsageError(f"--losses: must not be empty; choose from {', '.join(loss_names())}")
         if not self.sparsities:
             raise UsageError("--sparsities: give at least one sparsity (a fraction pruned, 0 <= s < 1)")
         self.sparsities = sorted(set(check_sparsity(s, "--sparsities") for s in self.sparsities))
         choices = (("sparsity_method", SPARSITY_METHODS), ("scope", ("layer", "global")),
                    ("select", SELECT_MODES), ("rewind", REWIND_CHOICES), ("mask_classifier", AUTO_YES_NO),
                    ("train_classifier", AUTO_YES_NO), ("score_init", SCORE_INITS),
-                   ("imp_amount_of", AMOUNT_OF), ("clip_mode", ("global", "per_parameter")),
+                   ("imp_amount_of", AMOUNT_OF), ("clip_mode", CLIP_MODES),
                    ("ft_select", FT_SELECT), ("imp_schedule", IMP_SCHEDULES), ("prune_ft_ticket", PRUNE_FT_TICKETS),
                    ("prune_ft_masks", PRUNE_FT_MASKS), ("oracle_data", ORACLE_DATA),
                    ("select_ties", ("earlier", "later")))
@@ -189,7 +182,7 @@ class SRNetConfig:
             parse_extra_ood(entry)
         if self.imp_search_loss != "same":
             try:
-                self.imp_search_loss = loss_lib.canonical_loss_name(self.imp_search_loss)
+                self.imp_search_loss = canonical_loss_name(self.imp_search_loss)
             except ValueError as err:
                 raise UsageError(f"--imp-search-loss: same or a loss name; {err}") from None
         cells = {f"{p}/{m}" for p in PIPELINES + ("oracle",) for m in METHODS}

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from maskedbert import evaluation as ev
+from maskedbert.data.examples import Example
+from maskedbert.data.tasks import get_task, load_examples
 
 
 @dataclass
@@ -51,8 +53,6 @@ def oracle_label_index(ood_kind: str, label: int, task_labels) -> int:
 
 def load_task_data(cfg) -> TaskData:
     """Train / dev / OOD examples for an SRNetConfig (the synthetic task is generated from cfg.seed)."""
-    from maskedbert.data.examples import Example
-
     if cfg.task == "synthetic-nli":
         from maskedbert.data import synthetic_nli as sn
 
@@ -65,8 +65,6 @@ def load_task_data(cfg) -> TaskData:
         return TaskData([to_ex(d) for d in data["train"]], [to_ex(d) for d in data["validation"]],
                         [to_ex(d) for d in data["challenge"]], [to_ex(d) for d in oracle],
                         tuple(data["label_names"]), "hans", vocab)
-    from maskedbert.data.tasks import get_task, load_examples
-
     spec = get_task(cfg.task)
     train = load_examples(spec, "train", data_dir=cfg.data_dir, limit=cfg.train_limit)
     dev = load_examples(spec, spec.dev_split, data_dir=cfg.data_dir, limit=cfg.eval_limit)

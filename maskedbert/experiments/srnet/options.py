@@ -29,28 +29,34 @@ import argparse
 import dataclasses
 import os
 
+from maskedbert.errors import UsageError
+from maskedbert.experiments import cli_common as cc
+from maskedbert.experiments.cli_common import HelpFormatter
 from maskedbert.experiments.srnet.config import (AMOUNT_OF, AUTO_YES_NO, FT_SELECT, IMP_SCHEDULES, METHODS,
                                                  ORACLE_DATA, PIPELINES, PRUNE_FT_MASKS, PRUNE_FT_TICKETS,
                                                  RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
-from maskedbert.errors import UsageError
+from maskedbert.experiments.tables import write_results
 from maskedbert.help_text import default_text
+from maskedbert.loss_registry import loss_names
+from maskedbert.train.reporting import add_report_to_argument, check_report_to
 
-__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser", "parse_args",
-           "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
+# SRNetRunner loads on first use (module __getattr__ below): --help imports no torch
+__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser",  # noqa: F822
+           "parse_args", "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
 
 
 def write_report(rows: list[dict], out: str, title: str) -> list[str]:
     """results.csv / results.md and srnet_sparsity.png (dense models as dashed reference lines)."""
-    from maskedbert import evaluation as ev
+    from maskedbert.experiments.plots import plot_metrics_vs_sparsity  # matplotlib: only when writing
 
-    paths = ev.write_results(rows, out, RESULT_COLUMNS)
+    paths = write_results(rows, out, RESULT_COLUMNS)
     curves = [dict(r, series=f"{r['pipeline']}/{r['method']}/{r['loss']}") for r in rows if r["method"] != "dense"]
     dense = [r for r in rows if r["method"] == "dense"]
     plot = os.path.join(out, "srnet_sparsity.png")
     metrics = [("id_accuracy", "ID accuracy"), ("ood_accuracy", "OOD accuracy")]
-    ev.plot_metrics_vs_sparsity(curves, plot, metrics=metrics, series_key="series", title=title, references=dense)
+    plot_metrics_vs_sparsity(curves, plot, metrics=metrics, series_key="series", title=title, references=dense)
     return paths + [plot]
 
 
@@ -81,11 +87,9 @@ def __getattr__(name):  # the runner (torch, transformers) loads on first use: `
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = SRNetConfig.__new__(SRNetConfig)  # the defaults, without validation (it imports the loss registry)
+    d = SRNetConfig.__new__(SRNetConfig)  # the defaults, without validation
     for f in dataclasses.fields(SRNetConfig):
         setattr(d, f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
-    from maskedbert.experiments.cli_common import HelpFormatter
-
     p = argparse.ArgumentParser(prog="maskedbert srnet", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--preset", default=None, help="the paper's settings for a task (see --list-presets); "
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=d.model, help="offline-minilm, tiny-bert, a hub name or a local directory")
     p.add_argument("--pipelines", type=_names, default=d.pipelines, help=f"comma list of {', '.join(PIPELINES)}")
     p.add_argument("--methods", type=_names, default=d.methods, help=f"comma list of {', '.join(METHODS)}")
-    p.add_argument("--losses", type=_names, default=d.losses, help="comma list of ce, poe, reweight, conf_reg")
+    p.add_argument("--losses", type=_names, default=d.losses, help=f"comma list of {', '.join(loss_names())}")
     p.add_argument("--sparsities", type=_floats, default=d.sparsities, help="fractions pruned, each in (0, 1)")
     p.add_argument("--oracle", action="store_true", help="also mask-train on OOD training data (oracle)")
     p.add_argument("--bias-model", default=d.bias_model,
@@ -201,8 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more OOD training sets of the oracle, comma list of task:split[=DIR] (DIR: --ood-data-dir)")
     p.add_argument("--save-ft-steps", type=_steps_list, default=[],
                    help="comma list of fine-tuning steps to checkpoint (to prune or rewind from later)")
-    from maskedbert.train.reporting import add_report_to_argument
-
     add_report_to_argument(p, default=d.report_to)
     return p
 
@@ -247,8 +249,6 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
     """Everything a user can get wrong, checked before anything is written (UsageError names the flag).
 
     dry_run: files that only training reads (a bias-model file) need not exist yet."""
-    from maskedbert.experiments import cli_common as cc
-
     if cfg.task != "synthetic-nli":  # the synthetic task generates its own OOD set
         spec = cc.check_task(cfg.task, "--task")
         ood = cc.check_task(cfg.ood_task, "--ood-task")
@@ -273,7 +273,6 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
     if cfg.select_metric != "auto" and cfg.select_metric not in METRIC_FUNCTIONS:
         raise UsageError(f"--select-metric: must be auto or one of {', '.join(sorted(METRIC_FUNCTIONS))}, "
                          f"got {cfg.select_metric!r}")
-    from maskedbert.train.reporting import check_report_to
 
     check_report_to(cfg.report_to, "--report-to")
     cc.check_model(cfg.model, "--model")

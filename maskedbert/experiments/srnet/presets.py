@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from maskedbert.experiments.tables import text_table
+
 REFERENCE = "llyx97/sparse-and-robust-PLM@773dab1"
 
 
@@ -358,7 +360,8 @@ def phase_values(name: str, pipeline: str, method: str) -> dict[str, dict[str, o
             from maskedbert.errors import UsageError
 
             choices = [f"{p}/{m}" for p in ("ft_prune", "prune_ft", "mask_pretrained") for m in preset[p]]
-            raise UsageError(f"preset {name!r} has no {pipeline}/{method}; it has {', '.join(choices)} and gsi/mask")
+            raise UsageError(f"preset {name!r} has no {pipeline}/{method}; it has {', '.join(choices)} and gsi/mask"
+                             ) from None
     return {phase: {**common, **{k: s.value for k, s in settings.items()}} for phase, settings in phases.items()}
 
 
@@ -499,13 +502,10 @@ def presets_table() -> str:
     docs/reference_srnet_facts.md)."""
     names = sorted(SRNET_PRESETS)
     configs = {n: preset_config(n) for n in names}
-    rows = [("setting", *names)] + [(label, *(fn(configs[n]) for n in names)) for label, fn in _TABLE_ROWS]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + ["", f"Liu et al. (2022) via the reference scripts ({REFERENCE}); every value's source: "
-                              "docs/reference_srnet_facts.md. The bias model: pass the reference's "
-                              "shipped predictions (bias_model_preds/: .npy rows in training-file order; QQP's pickle "
-                              "via `maskedbert convert-probs --trust-pickle IN OUT.jsonl --id-prefix qqp-train-`). "
-                              "`maskedbert srnet --preset NAME --dry-run` writes the "
-                              "fully resolved config.json."])
+    rows = [(label, *(fn(configs[n]) for n in names)) for label, fn in _TABLE_ROWS]
+    return "\n".join([text_table(("setting", *names), rows), "",
+                      f"Liu et al. (2022) via the reference scripts ({REFERENCE}); every value's source: "
+                      "docs/reference_srnet_facts.md. The bias model: pass the reference's "
+                      "shipped predictions (bias_model_preds/: .npy rows in training-file order; QQP's pickle "
+                      "via `maskedbert convert-probs --trust-pickle IN OUT.jsonl --id-prefix qqp-train-`). "
+                      "`maskedbert srnet --preset NAME --dry-run` writes the fully resolved config.json."])

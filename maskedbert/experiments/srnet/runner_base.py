@@ -134,15 +134,15 @@ class SRNetBase:
     def train_dataset(self, loss: str):
         fields = {}
         ids = self._encoded.example_ids
-        if loss_lib.NEEDS_BIAS[loss]:
+        if loss_lib.LOSSES[loss].needs_bias:
             fields["bias_probs"] = self._to_model_order(bias_lib.align_probs(ids, self.bias_probs(), "bias_probs"))
-        if loss_lib.NEEDS_TEACHER[loss]:
+        if loss_lib.LOSSES[loss].needs_teacher:
             fields["teacher_probs"] = self._to_model_order(
                 bias_lib.align_probs(ids, self.teacher_probs(), "teacher_probs"))
         return self._encoded.with_fields(**fields) if fields else self._encoded
 
     def loss_fn(self, loss: str, steps: int):
-        if self.cfg.anneal_floor is not None and loss_lib.NEEDS_BIAS[loss]:
+        if self.cfg.anneal_floor is not None and loss_lib.LOSSES[loss].needs_bias:
             return loss_lib.make_loss_fn(loss, anneal_floor=self.cfg.anneal_floor, total_steps=steps)
         return loss_lib.make_loss_fn(loss)
 

@@ -41,9 +41,12 @@ import statistics
 import sys
 from typing import Any
 
+from maskedbert._atomic import write_text_atomic
 from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
 from maskedbert.experiments.stability.presets import PRESETS, resolve_study
-from maskedbert._atomic import write_text_atomic
+from maskedbert.experiments.tables import markdown_table
+from maskedbert.sweep import Cell
+from maskedbert.train.runlog import read_jsonl
 
 __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports", "run_cell", "report_cells",
            "print_run", "finished_results", "study_cells", "KIND"]
@@ -159,9 +162,7 @@ def _csv_text(rows: list[dict[str, Any]], columns) -> str:
 
 
 def _markdown(rows: list[dict[str, Any]], columns) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(columns, [[_fmt(row.get(c)) for c in columns] for row in rows])
 
 
 def _write_text(path: str, text: str) -> None:
@@ -180,7 +181,6 @@ def _reading_guide(metric: str, selection: str, baseline: float) -> str:
 def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]) -> dict[str, str]:
     """Tables (CSV, Markdown) and plots for a finished study; returns {artifact: path}."""
     from maskedbert.experiments import plots
-    from maskedbert.train.runlog import read_jsonl
 
     rows = run_rows(results)
     summary = summarize(results)
@@ -214,8 +214,6 @@ def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]
 
 
 def study_cells(study: dict[str, Any]) -> list:
-    from maskedbert.sweep import Cell
-
     cells = []
     for name in study["configurations"]:
         for seed in study["seeds"]:

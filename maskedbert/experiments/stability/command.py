@@ -15,12 +15,19 @@ import os
 import sys
 from typing import Any
 
+from maskedbert import sweep
 from maskedbert.errors import UsageError
+from maskedbert.experiments.cli_common import HelpFormatter, add_out_arguments, check_out_dir, study_out
+from maskedbert.experiments.finetune import FinetuneConfig, check_finetune_config, write_json
+from maskedbert.experiments.stability import cells as stability
 from maskedbert.experiments.stability.cells import study_cells
 from maskedbert.experiments.stability.presets import PRESETS, presets_table, resolve_study, show_preset
 from maskedbert.experiments.study_kinds import KINDS
 from maskedbert.help_text import default_text
+from maskedbert.sweep import load_study
 from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
+from maskedbert.sweep.report_cli import build_report
+from maskedbert.train.reporting import add_report_to_argument
 
 __all__ = ["build_parser", "main", "run_study"]
 
@@ -45,9 +52,6 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
     `launch`: a maskedbert.sweep.LaunchOptions (default inline); `parallel=N` is short for the local
     launcher with N workers. With the slurm launcher this returns after submitting (finished runs only).
     """
-    from maskedbert import sweep
-    from maskedbert.experiments.stability import cells as stability
-
     if launch is None:
         if parallel is not None and parallel < 1:
             raise UsageError(f"parallel: expected >= 1, got {parallel}")
@@ -58,8 +62,6 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
     sweep_study = sweep.prepare_study(out, kind=stability.KIND, runner=stability.KIND, reporter=stability.KIND,
                                       info=study, settings={k: study[k] for k in ("base", "configurations")},
                                       cells=cells)
-    from maskedbert.experiments.finetune import write_json
-
     write_json(os.path.join(out, "study_config.json"), study)
     sweep.launch(sweep_study, launch, kinds=KINDS, on_done=lambda cell_id, result: stability.print_run(
         (sweep_study.cells[cell_id].spec["configuration"], result["seed"]), result))
@@ -67,9 +69,6 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from maskedbert.experiments.cli_common import HelpFormatter
-    from maskedbert.train.reporting import add_report_to_argument
-
     p = argparse.ArgumentParser(prog="maskedbert stability", description=_DESCRIPTION,
                                 formatter_class=HelpFormatter)
     p.add_argument("--preset", default="synthetic-minilm", help="see --list-presets")
@@ -88,8 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep each finished run's checkpoint.pt (model + Adam state, ~3.4x the fp32 model); by "
                         "default a run deletes it once its result is written")
     p.add_argument("--tokenizer", help="tokenizer name or folder, when the model is a folder saved without one")
-    from maskedbert.experiments.cli_common import add_out_arguments
-
     add_out_arguments(p)
     p.add_argument("--no-progress", action="store_true")
     add_report_to_argument(p)  # every run's scalars also to TensorBoard or W&B (a finetune setting)
@@ -113,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
             except ValueError:
-                raise ValueError(f"--seeds: expected comma-separated whole numbers such as 1,2,3, got {args.seeds!r}") from None
+                raise ValueError(f"--seeds: expected comma-separated whole numbers such as 1,2,3, "
+                                 f"got {args.seeds!r}") from None
             repeated = sorted({s for s in seeds if seeds.count(s) > 1})
             if repeated or not seeds or min(seeds) < 0:
                 raise ValueError(f"--seeds: expected distinct seeds >= 0, got {args.seeds!r}")
@@ -138,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maskedbert stability: {exc}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", f"stability-{args.preset}")
-    from maskedbert.experiments.cli_common import study_out
-
     try:
         launch = launch_options_from_args(args, progress=not args.no_progress)
         check_runs(study, out)
@@ -160,10 +156,6 @@ def main(argv: list[str] | None = None) -> int:
 def check_runs(study: dict[str, Any], out: str) -> None:
     """Every configuration's finetune settings, checked as `maskedbert finetune` checks its flags (UsageError
     naming the --set key), before anything is written."""
-    from maskedbert.experiments.finetune import FinetuneConfig, check_finetune_config
-
-    from maskedbert.experiments.cli_common import check_out_dir
-
     check_out_dir(out, "--out")
     for name, values in study["configurations"].items():
         fields = {**study["base"], **values, "seed": min(study["seeds"]), "output_dir": out}
@@ -177,9 +169,6 @@ def check_runs(study: dict[str, Any], out: str) -> None:
 
 
 def _report(out: str, launch, results) -> int:
-    from maskedbert.sweep import load_study
-    from maskedbert.sweep.report_cli import build_report
-
     sweep_study = load_study(out)
     if launch.launcher == "slurm":
         return 0

@@ -30,6 +30,7 @@ from typing import Any
 from maskedbert.errors import UsageError
 
 from maskedbert.experiments.finetune import FinetuneConfig
+from maskedbert.experiments.tables import text_table
 
 __all__ = ["PRESETS", "PAPER_MODELS", "PAPER_TASKS", "PAPER_SEEDS", "MODEL_SETTINGS", "SELECTION_METRICS",
            "resolve_study", "presets_table", "show_preset"]
@@ -282,10 +283,7 @@ def _table_row(name: str, preset: dict[str, Any]) -> list[str]:
 
 def presets_table() -> str:
     """Each preset's key hyperparameters, one row per preset, then each preset's description."""
-    rows = [list(_TABLE_COLUMNS)] + [_table_row(name, preset) for name, preset in PRESETS.items()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [text_table(_TABLE_COLUMNS, [_table_row(name, preset) for name, preset in PRESETS.items()])]
     lines += ["", "wd: weight decay; clip: max gradient norm; warmup: fraction of steps and its rounding; "
               "select: dev metric of the best checkpoint ('task': the task's metric).",
               "Every setting: maskedbert stability --show-preset NAME", ""]
