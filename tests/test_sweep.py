@@ -234,3 +234,29 @@ def test_slurm_flags_become_sbatch_options(tmp_path):
     for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-task=2",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --job-name=maskedbert-toy", "module load cuda"):
         assert line in script, line
+
+
+def test_status_lines_go_through_the_maskedbert_logger(tmp_path, capsys):
+    """Library users silence or route progress with logging; by default it prints as before."""
+    import logging
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("maskedbert")
+    keep, level = Keep(), logger.level
+    logger.addHandler(keep)
+    try:
+        study = _prepare(tmp_path, _cells(2))
+        sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS)
+        assert "[sweep] toy/v0: done" in records
+        assert "[sweep] toy/v0: done" in capsys.readouterr().out
+        logger.setLevel(logging.WARNING)
+        sweep.launch(_prepare(tmp_path, _cells(3)), sweep.LaunchOptions(), kinds=KINDS)
+        assert "[sweep]" not in capsys.readouterr().out
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)

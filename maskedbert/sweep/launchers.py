@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any, Callable
 
 from maskedbert.errors import UsageError
 from maskedbert.help_text import default_text
+from maskedbert.log import status as log_status
 
 from . import slurm
 from .study import MAX_FAILURES, Study, StudyKinds, execute_cell
@@ -181,9 +183,9 @@ def launch(study: Study, options: LaunchOptions, *, kinds: StudyKinds,
     todo, skipped = cells_to_run(study, retry_failed=options.retry_failed)
     for cell_id in study.cells:
         if study.is_done(cell_id):
-            print(f"[sweep] {cell_id}: finished earlier, not rerun", flush=True)
+            log_status(f"[sweep] {cell_id}: finished earlier, not rerun")
     for cell_id, why in skipped.items():
-        print(f"[sweep] {cell_id}: not run ({why})", flush=True)
+        log_status(f"[sweep] {cell_id}: not run ({why})")
     outcome = LaunchOutcome(skipped=skipped)
     if options.launcher == "inline":
         for cell_id in todo:
@@ -199,20 +201,20 @@ def launch(study: Study, options: LaunchOptions, *, kinds: StudyKinds,
 
 def _announce(study: Study, cell_id: str, status: str, on_done) -> None:
     if status == "running":
-        print(f"[sweep] {cell_id}: not run: another process is running it", flush=True)
+        log_status(f"[sweep] {cell_id}: not run: another process is running it")
     elif status == "interrupted":
-        print(f"[sweep] {cell_id}: interrupted (worker stopped from outside); {study.resume_point(cell_id)} "
-              f"on the next launch", flush=True)
+        log_status(f"[sweep] {cell_id}: interrupted (worker stopped from outside); {study.resume_point(cell_id)} "
+              f"on the next launch")
     elif status == "done":
         if on_done is not None:
             on_done(cell_id, study.result(cell_id))
         else:
-            print(f"[sweep] {cell_id}: done", flush=True)
+            log_status(f"[sweep] {cell_id}: done")
     elif status != "blocked":
         failures = study.failures(cell_id)
         last = failures[-1] if failures else {}
         again = "reported, not retried" if status == "failed" else "retried on the next launch"
-        print(f"[sweep] {cell_id}: FAILED ({last.get('error', status)}); {again}; log: {last.get('log')}", flush=True)
+        log_status(f"[sweep] {cell_id}: FAILED ({last.get('error', status)}); {again}; log: {last.get('log')}")
 
 
 def _worker_slots(options: LaunchOptions, cells: int) -> list[dict[str, str]]:
@@ -224,8 +226,8 @@ def _worker_slots(options: LaunchOptions, cells: int) -> list[dict[str, str]]:
         pins = [None] * (options.workers or max(1, min(cores, cells)))
     threads = options.threads or max(1, cores // len(pins))
     if len(pins) * threads > cores:
-        print(f"[sweep] note: {len(pins)} workers x {threads} threads > {cores} cores: they will slow each other",
-              file=sys.stderr)
+        log_status(f"[sweep] note: {len(pins)} workers x {threads} threads > {cores} cores: they will slow each other",
+               level=logging.WARNING)
     slots = []
     for pin in pins:
         # torch sizes its thread pool from OMP_NUM_THREADS when it is first imported (in the worker)
@@ -275,7 +277,7 @@ def _run_local(study: Study, todo: list[str], options: LaunchOptions, outcome: L
                 if any(_will_not_finish(study, need, outcome, waiting, running) for need in study.cells[cell_id].needs):
                     waiting.remove(cell_id)
                     outcome.skipped[cell_id] = "a cell it needs did not finish"
-                    print(f"[sweep] {cell_id}: not run (a cell it needs did not finish)", flush=True)
+                    log_status(f"[sweep] {cell_id}: not run (a cell it needs did not finish)")
             ready = [c for c in waiting if all(study.is_done(n) for n in study.cells[c].needs)]
             while free and ready:
                 cell_id = ready.pop(0)

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from maskedbert.errors import UsageError
+from maskedbert.log import status as log_status
 
 from .study import Study, StudyKinds, load_study
 
@@ -23,10 +24,10 @@ def build_report(study: Study, *, kinds: StudyKinds) -> dict[str, str]:
     missing = study.missing()
     if missing:
         shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
-        print(f"[report] {len(finished)} of {len(study.cells)} cells finished; {len(missing)} missing ({shown}): "
+        log_status(f"[report] {len(finished)} of {len(study.cells)} cells finished; {len(missing)} missing ({shown}): "
               f"the tables cover the finished ones only")
     else:
-        print(f"[report] all {len(study.cells)} cells finished")
+        log_status(f"[report] all {len(study.cells)} cells finished")
     if not study.reporter:
         raise UsageError(f"DIR: the {study.kind} study in {study.dir!r} names no reporter")
     return kinds.reporter(study.reporter)(study)
@@ -42,5 +43,5 @@ def main(argv: list[str] | None = None, *, kinds: StudyKinds) -> int:
         print(f"maskedbert report: {exc}", file=sys.stderr)
         return 2
     for name, path in paths.items():
-        print(f"[report] {name}: {path}")
+        log_status(f"[report] {name}: {path}")
     return 0

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from maskedbert.errors import UsageError
+from maskedbert.log import status as log_status
 
 from .study import Study, StudyKinds, execute_cell
 
@@ -93,11 +94,11 @@ def submit(study: Study, options, kinds: StudyKinds, todo: list[str], skipped: d
     import submitit  # optional: only this launcher needs it (check_available says how to install it)
 
     for cell_id, why in skipped.items():
-        print(f"[sweep] {cell_id}: not submitted ({why})", flush=True)
+        log_status(f"[sweep] {cell_id}: not submitted ({why})")
     done = sum(study.is_done(c) for c in study.cells)
     submitted: list[str] = []
     if not todo:
-        print(f"[sweep] nothing to submit: {done} of {len(study.cells)} cells done, {len(skipped)} running or failed")
+        log_status(f"[sweep] nothing to submit: {done} of {len(study.cells)} cells done, {len(skipped)} running or failed")
         return submitted
     executor = submitit.SlurmExecutor(folder=os.path.join(study.dir, "slurm", "%j"), python=sys.executable)
     parameters = executor_parameters(options, study.kind)
@@ -114,10 +115,9 @@ def submit(study: Study, options, kinds: StudyKinds, todo: list[str], skipped: d
             study.record_submission(cell_id, job.job_id, str(job.paths.stdout))
         previous_array = jobs[0].job_id.split("_")[0]
         submitted.append(previous_array)
-        print(f"[sweep] submitted {len(group)} cells as SLURM array job {previous_array} "
-              f"({jobs[0].job_id} .. {jobs[-1].job_id}); logs in {os.path.join(study.dir, 'slurm', previous_array)}/",
-              flush=True)
-    print(f"[sweep] follow: squeue -j {','.join(submitted)}   |   maskedbert status {study.dir}\n"
+        log_status(f"[sweep] submitted {len(group)} cells as SLURM array job {previous_array} "
+              f"({jobs[0].job_id} .. {jobs[-1].job_id}); logs in {os.path.join(study.dir, 'slurm', previous_array)}/")
+    log_status(f"[sweep] follow: squeue -j {','.join(submitted)}   |   maskedbert status {study.dir}\n"
           f"[sweep] when they are done: maskedbert report {study.dir}   (resubmitting the same command "
-          f"runs only cells that are missing)", flush=True)
+          f"runs only cells that are missing)")
     return submitted

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import socket
@@ -43,6 +44,7 @@ from typing import Any, Callable
 from maskedbert._atomic import remove_stale_temporaries, write_text_atomic
 from maskedbert._lock import FolderBusyError, folder_lock, is_locked
 from maskedbert.errors import UsageError
+from maskedbert.log import status as log_status
 
 __all__ = ["Cell", "Study", "CellState", "StudyKinds", "prepare_study", "load_study", "execute_cell",
            "MAX_FAILURES", "STUDY_FILE"]
@@ -339,8 +341,8 @@ def prepare_study(directory: str, *, kind: str, runner: str, settings: dict, cel
     previous = _study_record(directory)
     if previous == UNREADABLE:  # torn or emptied: this launch's record replaces it (finished cells are kept)
         moved = set_aside(os.path.join(directory, STUDY_FILE))
-        print(f"[sweep] {os.path.join(directory, STUDY_FILE)} was unreadable; moved to {moved} and written again",
-              file=sys.stderr, flush=True)
+        log_status(f"[sweep] {os.path.join(directory, STUDY_FILE)} was unreadable; moved to {moved} and written again",
+               level=logging.WARNING)
         previous = None
     if previous is not None:
         if previous["kind"] != kind:
@@ -395,7 +397,7 @@ def execute_cell(study_dir: str, cell_id: str, *, kinds: StudyKinds, progress: b
         return "failed"
     missing = [need for need in cell.needs if not study.is_done(need)]
     if missing:
-        print(f"[sweep] {cell_id}: not run, it needs {', '.join(missing)} (not done)", flush=True)
+        log_status(f"[sweep] {cell_id}: not run, it needs {', '.join(missing)} (not done)")
         return "blocked"
     runner = kinds.runner(study.runner)
     directory = study.cell_dir(cell_id)
@@ -418,7 +420,7 @@ def _claim_cell(directory: str, cell_id: str) -> contextlib.ExitStack | None:
             last = busy
             continue
         return stack
-    print(f"[sweep] {cell_id}: not run here: {last}", flush=True)
+    log_status(f"[sweep] {cell_id}: not run here: {last}")
     return None
 
 
@@ -429,7 +431,7 @@ def _attempt(study: Study, cell_id: str, cell: Cell, runner: Callable, directory
     remove_stale_temporaries(directory)  # a killed attempt's half-written records (this attempt holds the lock)
     done_path = os.path.join(directory, DONE)
     if os.path.exists(done_path) and not study.is_done(cell_id):
-        print(f"[sweep] {cell_id}: {done_path} was unreadable; moved to {set_aside(done_path)}", flush=True)
+        log_status(f"[sweep] {cell_id}: {done_path} was unreadable; moved to {set_aside(done_path)}")
     if _stalled(study, cell_id):
         return "failed"
     job_id = _job_id()
@@ -461,7 +463,7 @@ def _attempt(study: Study, cell_id: str, cell: Cell, runner: Callable, directory
     except Exception as exc:
         tail = "".join(traceback.format_exception(exc))[-4000:]
         study.record_failure(cell_id, f"{type(exc).__name__}: {exc}".splitlines()[0][:300], tail, log)
-        print(f"[sweep] {cell_id}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        log_status(f"[sweep] {cell_id}: FAILED: {type(exc).__name__}: {exc}", level=logging.WARNING)
         attempts[-1]["failed"] = True
         _write_json(os.path.join(directory, ATTEMPTS), attempts)
         return "failed" if study.failed_for_good(cell_id) else "pending"
@@ -490,5 +492,5 @@ def _stalled(study: Study, cell_id: str) -> bool:
     failures = study.failures(cell_id) + [{"error": why, "tail": "", "log": None, "host": socket.gethostname(),
                                            "when": time.strftime("%Y-%m-%d %H:%M:%S"), "final": True}]
     _write_json(os.path.join(study.cell_dir(cell_id), FAILURES), failures)
-    print(f"[sweep] {cell_id}: FAILED: {why}", file=sys.stderr, flush=True)
+    log_status(f"[sweep] {cell_id}: FAILED: {why}", level=logging.WARNING)
     return True

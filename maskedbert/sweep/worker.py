@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import signal
 
+from maskedbert.log import status as log_status
+
 from .study import StudyKinds, execute_cell
 
 EXIT_BLOCKED, EXIT_RUNNING_ELSEWHERE, EXIT_INTERRUPTED = 3, 4, 130
@@ -27,6 +29,6 @@ def main(argv: list[str] | None = None, *, kinds: StudyKinds) -> int:
     try:
         status = execute_cell(args.study_dir, args.cell_id, kinds=kinds, progress=False, log=args.log)
     except KeyboardInterrupt:
-        print(f"[sweep] {args.cell_id}: interrupted; it resumes on the next launch", flush=True)
+        log_status(f"[sweep] {args.cell_id}: interrupted; it resumes on the next launch")
         return 130
     return {"done": 0, "blocked": 3, "running": EXIT_RUNNING_ELSEWHERE}.get(status, 1)

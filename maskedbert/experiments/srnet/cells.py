@@ -24,6 +24,7 @@ from maskedbert.experiments.srnet.options import write_report
 from maskedbert.experiments.tables import results_text_table
 from maskedbert.loss_registry import LOSSES
 from maskedbert.sweep.study import Cell
+from maskedbert.log import status as log_status
 
 __all__ = ["KIND", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
            "forget_stale_cells", "remember_runner", "srnet_cells"]
@@ -86,7 +87,7 @@ def run_cell(spec: dict[str, Any], cell_dir: str, *, progress: bool = False) -> 
     elif pipeline == "oracle":
         runner.run_oracle_cell(sparsity)
         if not runner.data.ood_train:  # the OOD task has no training split: no oracle row
-            print(f"[srnet] oracle s{sparsity:.2f}: the OOD task has no training data; no oracle cell")
+            log_status(f"[srnet] oracle s{sparsity:.2f}: the OOD task has no training data; no oracle cell")
             return []
     elif method == "imp":
         runner.run_imp_sequence(pipeline, loss)

@@ -22,6 +22,7 @@ from maskedbert.sweep.launchers import (add_launcher_arguments, check_launcher, 
                                         launch_options_from_args)
 from maskedbert.sweep.report_cli import build_report
 from maskedbert.sweep.study import prepare_study
+from maskedbert.log import status as log_status
 
 __all__ = ["build_parser", "main"]
 
@@ -91,7 +92,7 @@ def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
                                 info={"title": title, "config": resolved})
     ev.write_text_atomic(os.path.join(cfg.out, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
     for cell_id in cells.forget_stale_cells(study):
-        print(f"[srnet] {cell_id}: its cells/ file is gone; it runs again")
+        log_status(f"[srnet] {cell_id}: its cells/ file is gone; it runs again")
     reused = [cell_id for cell_id in study.cells if study.is_done(cell_id)]
     cells.remember_runner(runner)  # inline cells reuse this runner's data, model and caches
     run_cells(study, launch, kinds=KINDS, on_done=_print_cell)
@@ -103,14 +104,14 @@ def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
         print(f"{len(reused)} finished cell(s) reused from {cfg.out} (--fresh recomputes them)")
     print(f"done in {time.perf_counter() - start:.1f} s; wrote " + ", ".join(paths))
     if missing:
-        print(f"[srnet] {len(missing)} of {len(study.cells)} cells did not finish; see `maskedbert status {cfg.out}`")
+        log_status(f"[srnet] {len(missing)} of {len(study.cells)} cells did not finish; see `maskedbert status {cfg.out}`")
         return 1
     return 0
 
 
 def _print_cell(cell_id: str, rows: list[dict]) -> None:
     for row in rows:
-        print(f"[srnet] {cell_id}: {row['pipeline']} {row['method']} {row['loss']} s{row['sparsity']:.2f}: "
-              f"ID acc {row['id_accuracy']:.4f}  OOD acc {row['ood_accuracy']:.4f}", flush=True)
+        log_status(f"[srnet] {cell_id}: {row['pipeline']} {row['method']} {row['loss']} s{row['sparsity']:.2f}: "
+              f"ID acc {row['id_accuracy']:.4f}  OOD acc {row['ood_accuracy']:.4f}")
     if not rows:
-        print(f"[srnet] {cell_id}: done (no rows)", flush=True)
+        log_status(f"[srnet] {cell_id}: done (no rows)")

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import statistics
-import sys
 from typing import Any
 
 from maskedbert._atomic import write_text_atomic
@@ -47,6 +47,7 @@ from maskedbert.experiments.stability.presets import PRESETS, resolve_study
 from maskedbert.experiments.tables import markdown_table
 from maskedbert.sweep import Cell
 from maskedbert.train.runlog import read_jsonl
+from maskedbert.log import status as log_status
 
 __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports", "run_cell", "report_cells",
            "print_run", "finished_results", "study_cells", "KIND"]
@@ -75,7 +76,7 @@ def report_cells(sweep_study) -> dict[str, str]:
     study["configurations"] = {k: v for k, v in study["configurations"].items() if k in present}
     paths = write_reports(results, sweep_study.dir, study)
     for row in summarize(results):
-        print(f"[stability] {row['configuration']}: final {row['metric']} mean {_fmt(row['final_mean'])} "
+        log_status(f"[stability] {row['configuration']}: final {row['metric']} mean {_fmt(row['final_mean'])} "
               f"std {_fmt(row['final_std'])} min {_fmt(row['final_min'])} max {_fmt(row['final_max'])}; "
               f"failed {row['failed']}/{row['runs']}")
     return paths
@@ -84,7 +85,7 @@ def report_cells(sweep_study) -> dict[str, str]:
 def print_run(job, result) -> None:
     row = _run_row(result)
     status = "diverged" if row["diverged"] else ("FAILED" if row["failed"] else "ok")
-    print(f"[stability] {job[0]} seed {job[1]}: final {row['metric']} {_fmt(row['final_metric'])}, "
+    log_status(f"[stability] {job[0]} seed {job[1]}: final {row['metric']} {_fmt(row['final_metric'])}, "
           f"best checkpoint (by {row['selection_metric']}, step {_fmt(row['best_step'])}) "
           f"{_fmt(row['best_checkpoint_metric'])} (baseline {_fmt(row['majority_baseline'])}) {status}")
 
@@ -206,7 +207,7 @@ def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]
         paths["grad_norms"] = plots.grad_norm_plot([(log, r["failed"]) for log, r in zip(logs, results)],
                                                    os.path.join(out, "grad_norms.png"))
     except ValueError as exc:
-        print(f"[stability] no gradient-norm plot: {exc}", file=sys.stderr)
+        log_status(f"[stability] no gradient-norm plot: {exc}", level=logging.WARNING)
     paths["loss_vs_metric"] = plots.loss_vs_metric_plot(
         [(log, r["failed"], r["final_metric"]) for log, r in zip(logs, results)],
         os.path.join(out, "loss_vs_metric.png"), metric, baseline)

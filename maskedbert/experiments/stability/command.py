@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import logging
 import os
 import sys
 from typing import Any
@@ -28,6 +29,7 @@ from maskedbert.sweep import load_study
 from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
 from maskedbert.sweep.report_cli import build_report
 from maskedbert.train.reporting import add_report_to_argument
+from maskedbert.log import status as log_status
 
 __all__ = ["build_parser", "main", "run_study"]
 
@@ -175,9 +177,9 @@ def _report(out: str, launch, results) -> int:
     missing = sweep_study.missing()
     if results:
         paths = build_report(sweep_study, kinds=KINDS)
-        print(f"[stability] results in {paths['markdown']}")
+        log_status(f"[stability] results in {paths['markdown']}")
     if missing:
-        print(f"[stability] {len(missing)} of {len(sweep_study.cells)} runs did not finish; "
-              f"see `maskedbert status {out}`", file=sys.stderr)
+        log_status(f"[stability] {len(missing)} of {len(sweep_study.cells)} runs did not finish; "
+              f"see `maskedbert status {out}`", level=logging.WARNING)
         return 1
     return 0
