@@ -43,12 +43,12 @@ PIPELINE_C_LOSS = "poe"
 DEMO_SETTINGS = dict(
     num_layers=2, max_length=24, train_size=1500, dev_size=300, challenge_per_cell=40, batch_size=32,
     ft_steps=100, lr=1e-4, prune_steps=120, lr_scores=1.5e-3, reset_every=10, eval_every=10, adam_eps=1e-6,
-    mask_adam_eps=1e-8,
+    mask_training=dict(adam_eps=1e-8),
 )
 QUICK_SETTINGS = dict(  # --quick: a tiny random BERT and a few steps, for tests
     num_layers=None, max_length=32, train_size=96, dev_size=30, challenge_per_cell=4, batch_size=16,
     ft_steps=4, lr=1e-3, prune_steps=6, lr_scores=1e-2, reset_every=2, eval_every=2, adam_eps=1e-6,
-    mask_adam_eps=1e-8,
+    mask_training=dict(adam_eps=1e-8),
 )
 # what the demo writes into a seed's folder besides cells/ and masks/; checkpoints/ and logs/ go after
 # a successful run unless --keep-checkpoints
@@ -109,8 +109,7 @@ def demo_config(out: str, model: str, seed: int, settings: dict, pipeline_c: boo
 
     settings = dict(settings)
     layers = settings.pop("num_layers")
-    mask_eps = settings.pop("mask_adam_eps")  # mask training's Adam eps (the dense fine-tuning uses adam_eps)
-    mask_cells = {"adam_eps": mask_eps}
+    mask_cells = dict(settings.pop("mask_training"))  # srnet fields that differ in mask training only
     return srnet.SRNetConfig(
         overrides={"ft_prune/mask": mask_cells, "mask_pretrained/mask": mask_cells}, out=out, model=model,
         losses=list(DEMO_LOSSES), methods=["mask"], sparsities=[DEMO_SPARSITY],
@@ -134,31 +133,69 @@ def _clear(out: str) -> None:
                 shutil.rmtree(os.path.join(out, name))
 
 
-def run_seed(out: str, model: str, seed: int, settings: dict, pipeline_c: bool, log, progress: bool) -> list[dict]:
-    """One seed's cells: dense CE, the four masks of the CE model, and (c). Finished cells are reused."""
-    import torch
+SHOCK_FLIP = 0.01  # a step "shocks" the mask when it flips more than this fraction of the entries
 
+
+def _flip_recording_runner():
+    """SRNetRunner that also records, per mask-training cell, each step's loss and mask flips."""
     from maskedbert.experiments import srnet
+    from maskedbert.patching import masked_modules
+    from maskedbert.pruning.flips import MaskFlipTracker
+
+    class FlipRecordingRunner(srnet.SRNetRunner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.trajectories: dict[str, dict] = {}
+
+        def train(self, model, loss, steps, desc, *, step_callback=None, **kwargs):
+            scores = any(m.mode == "scores" for m in masked_modules(model).values())
+            if step_callback is None or not scores:
+                return super().train(model, loss, steps, desc, step_callback=step_callback, **kwargs)
+            tracker = MaskFlipTracker(model)
+
+            def on_step(step):
+                step_callback(step)
+                tracker(step)  # after the sparsity controller: a threshold reset's flips count
+
+            losses = super().train(model, loss, steps, desc, step_callback=on_step, **kwargs)
+            self.trajectories[desc] = {"losses": losses, "flips": tracker.fractions,
+                                       "shock_steps": tracker.shock_fraction(SHOCK_FLIP)}
+            return losses
+
+        def record(self, key, row, model=None):
+            if key in self.trajectories:
+                row.update(self.trajectories[key])
+            super().record(key, row, model)
+
+    return FlipRecordingRunner
+
+
+def run_seed(out: str, model: str, seed: int, settings: dict, pipeline_c: bool, log, progress: bool,
+             cells=None) -> list[dict]:
+    """One seed's cells: dense CE, the four masks of the CE model, and (c). Finished cells are reused.
+    `cells` (default all) limits the mask cells run to these (pipeline, loss) pairs."""
+    import torch
 
     cfg = demo_config(_seed_dir(out, seed), model, seed, settings, pipeline_c)
     torch.manual_seed(seed)
-    runner = srnet.SRNetRunner(cfg, log=log, progress=progress)
+    runner = _flip_recording_runner()(cfg, log=log, progress=progress)
     runner.check_resumable()
     from maskedbert import evaluation as ev
 
     ev.write_text_atomic(os.path.join(cfg.out, "config.json"),
                          json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
     runner.run_dense("ce")
-    for loss in DEMO_LOSSES:
-        runner.run_mask_cell("ft_prune", loss, DEMO_SPARSITY)
-    if pipeline_c:
-        runner.run_mask_cell("mask_pretrained", PIPELINE_C_LOSS, DEMO_SPARSITY)
+    wanted = [("ft_prune", loss) for loss in DEMO_LOSSES] + ([("mask_pretrained", PIPELINE_C_LOSS)] if pipeline_c else [])
+    for pipeline, loss in wanted:
+        if cells is None or (pipeline, loss) in cells:
+            runner.run_mask_cell(pipeline, loss, DEMO_SPARSITY)
     return [dict(r, seed=seed) for r in runner.collect()]
 
 
 # ---- the table ------------------------------------------------------------------------------------------
 ROW_ORDER = [("finetune", "ce")] + [("ft_prune", loss) for loss in DEMO_LOSSES] + [("mask_pretrained", PIPELINE_C_LOSS)]
-METRICS = ("id_accuracy", "ood_accuracy", "ood_non_entailment", "ood_entailment", "measured_sparsity", "mask_change")
+METRICS = ("id_accuracy", "ood_accuracy", "ood_non_entailment", "ood_entailment", "measured_sparsity", "mask_change",
+           "shock_steps")
 
 
 def row_label(pipeline: str, loss: str) -> str:
@@ -217,7 +254,7 @@ def _fmt(entry: dict, key: str) -> str:
 
 TABLE_COLUMNS = (("row", "row"), ("ID acc", "id_accuracy"), ("OOD acc", "ood_accuracy"),
                  ("OOD non-ent.", "ood_non_entailment"), ("OOD ent.", "ood_entailment"),
-                 ("sparsity", "measured_sparsity"), ("mask change", "mask_change"))
+                 ("sparsity", "measured_sparsity"), ("mask change", "mask_change"), ("shock steps", "shock_steps"))
 
 
 def table_text(table: list[dict]) -> str:
@@ -248,8 +285,9 @@ def table_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def plot(table: list[dict], path: str, title: str) -> str:
-    """Grouped bars: one group per row, ID and OOD (non-entailment / entailment) side by side, labelled."""
+def plot(table: list[dict], rows: list[dict], path: str, title: str) -> str:
+    """Grouped bars per row: ID, OOD non-entailment and OOD entailment (means, labelled), each seed a dot
+    and the bar's whiskers the seeds' min and max."""
     from maskedbert.experiments.plots import plt, save_figure
 
     bars = (("id_accuracy", "ID accuracy", "tab:blue"), ("ood_non_entailment", "OOD non-entailment", "tab:red"),
@@ -259,10 +297,14 @@ def plot(table: list[dict], path: str, title: str) -> str:
     for j, (key, label, color) in enumerate(bars):
         xs = [i + (j - (len(bars) - 1) / 2) * width for i in range(len(table))]
         ys = [100 * e.get(key, float("nan")) for e in table]
-        errs = [100 * e.get(key + "_std", 0.0) for e in table]
-        ax.bar(xs, ys, width, yerr=errs if any(errs) else None, label=label, color=color, capsize=2)
-        for x, y in zip(xs, ys):
-            ax.text(x, y + 1, f"{y:.0f}", ha="center", va="bottom", fontsize=7)
+        ax.bar(xs, ys, width, label=label, color=color, alpha=0.75)
+        for x, y, entry in zip(xs, ys, table):
+            values = [100 * float(r[key]) for r in rows if (r["pipeline"], r["loss"]) == (entry["pipeline"], entry["loss"])
+                      and r.get(key) is not None]
+            if len(values) > 1:
+                ax.vlines(x, min(values), max(values), color="black", linewidth=0.8)
+                ax.scatter([x] * len(values), values, s=7, color="black", zorder=3)
+            ax.text(x, max(values + [y]) + 1, f"{y:.0f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(table)), [e["row"].replace(", ", ",\n") for e in table], fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 125)  # room for the legend above the bars
@@ -326,7 +368,7 @@ def _run(args) -> int:
     paths = [os.path.join(args.out, "results.csv"), os.path.join(args.out, "results.md")]
     ev.write_text_atomic(paths[0], table_csv(rows))
     ev.write_text_atomic(paths[1], f"# {title}\n\n" + table_markdown(table))
-    paths.append(plot(table, os.path.join(args.out, "demo.png"), title))
+    paths.append(plot(table, rows, os.path.join(args.out, "demo.png"), title))
     resolved = {"demo": {"model": model, "model_note": model_note, "quick": args.quick, "seeds": args.seeds,
                          "threads": args.threads, "sparsity": DEMO_SPARSITY, "losses": list(DEMO_LOSSES),
                          "pipeline_c": args.pipeline_c, "settings": settings},
@@ -342,7 +384,8 @@ def _run(args) -> int:
     print(table_text(table))
     print("OOD: the HANS-style challenge set (overall, its non-entailment half where the overlap shortcut is "
           "wrong, its entailment half); mask change: fraction of the mask entries training moved away from the "
-          f"magnitude init.{' Mean +- std over seeds.' if len(args.seeds) > 1 else ''}")
+          f"magnitude init; shock steps: fraction of the mask-training steps that flipped more than {SHOCK_FLIP:.0%} "
+          f"of the mask.{' Mean +- std over seeds.' if len(args.seeds) > 1 else ''}")
     for entry in table:
         if entry["pipeline"] != "finetune" and entry.get("mask_change", 1.0) < 0.05:
             print(f"note: {entry['row']} changed only {entry['mask_change']:.4f} of its mask (< 0.05)")
