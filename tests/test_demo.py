@@ -39,6 +39,15 @@ def test_demo_quick_end_to_end(quick_run, capsys):
     assert config["demo"]["quick"] is True and config["demo"]["settings"] == demo.QUICK_SETTINGS
     assert {v["loss"] for v in config["verdicts"]} == {"poe", "reweight", "conf_reg"}
     seed_dir = os.path.join(out, "seed-0")
+    for r in rows:  # every mask-training cell records its per-step flips; the dense row has none
+        if r["pipeline"] == "finetune":
+            assert r["shock_steps"] == ""
+            continue
+        cell = json.load(open(os.path.join(seed_dir, "cells", f"{r['pipeline']}-mask-{r['loss']}-s0.50.json")))
+        steps = demo.QUICK_SETTINGS["prune_steps"]
+        assert len(cell["flips"]) == len(cell["losses"]) == steps
+        assert all(0.0 <= f <= 1.0 for f in cell["flips"])
+        assert float(r["shock_steps"]) == pytest.approx(sum(f > demo.SHOCK_FLIP for f in cell["flips"]) / steps)
     assert not os.path.exists(os.path.join(seed_dir, "checkpoints"))  # removed after a successful run
     assert os.path.isdir(os.path.join(seed_dir, "masks")) and os.path.isdir(os.path.join(seed_dir, "cells"))
 
