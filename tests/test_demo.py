@@ -127,3 +127,21 @@ def test_summary_and_verdicts_from_rows():
     rows[2]["id_accuracy"] = 0.5  # far below 95% of the dense model's
     assert not {c["seed"]: c for c in demo.verdicts(rows)}[0]["keeps_id"]
     assert "+-" in demo.table_text(table)
+
+
+def test_demo_makes_idle_openmp_workers_sleep_before_torch_loads(tmp_path):
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads: the demo must set it before any torch import."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "from maskedbert.experiments import demo\n"
+            "assert 'torch' not in sys.modules, 'importing the demo loaded torch'\n"
+            "seen = {}\n"
+            "demo._run = lambda args: seen.update(policy=os.environ.get('OMP_WAIT_POLICY')) or 0\n"
+            f"assert demo.main(['--out', {str(tmp_path / 'out')!r}]) == 0\n"
+            "print(seen['policy'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "PASSIVE"
