@@ -43,9 +43,13 @@ MAX_REGISTERS = 255
 # multiples of 16: unvectorised addressing) report their spills without failing (bench/NOTES.md).
 SPILL_BUDGET_BYTES = 64
 CSV_FIELDS = ["kernel", "config", "variant", "dtype", "odd_shape", "target", "status", "registers", "spill_bytes",
-              "shared_bytes", "shared_limit", "tensor_core", "wgmma_a_operand", "compile_s", "triton", "error"]
+              "shared_bytes", "shared_limit", "tensor_core", "wgmma_a_operand", "gpu_membars", "compile_s", "triton",
+              "error"]
 _WGMMA = re.compile(r"wgmma\.mma_async\S*\s+\{[^}]*\},\s*(\{|%)")
 _RESOURCES = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")
+# a GPU-scope memory barrier in SASS (MEMBAR.GPU, MEMBAR.SC.GPU, MEMBAR.ALL.GPU, ...): what an
+# acq_rel atomic compiles to around itself; relaxed atomics need none
+_GPU_MEMBAR = re.compile(r"\bMEMBAR(?:\.[A-Z0-9_]+)*\.GPU\b")
 
 _JOBS: list = []  # (Variant, target name), read by the forked compile workers
 
@@ -67,6 +71,27 @@ def _resources(cubin: bytes) -> dict:
         raise RuntimeError(f"no resource usage in cuobjdump output: {text[:300]}")
     reg, stack, _static_shared, local = map(int, m.groups())
     return {"registers": reg, "spill_bytes": max(local, stack)}
+
+
+def sass(cubin: bytes) -> str:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout
+
+
+_PTX_ATOMIC = re.compile(r"^\s*(?:@!?%\w+\s+)?(?:atom|red)\.", re.M)
+
+
+def has_atomics(ptx: str) -> bool:
+    """Whether the PTX holds an atomic (atom.*) or reduction (red.*) instruction."""
+    return bool(_PTX_ATOMIC.search(ptx))
+
+
+def gpu_membars(sass_text: str) -> int:
+    """How many GPU-scope memory barriers a kernel's SASS holds."""
+    return len(_GPU_MEMBAR.findall(sass_text))
 
 
 def tensor_core_use(ptx: str) -> tuple[str, str]:
@@ -96,6 +121,8 @@ def _compile_one(index: int) -> dict:
             compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs),
                                       target=GPUTarget("cuda", capability, 32), options=options)
         row.update(_resources(compiled.asm["cubin"]))
+        if has_atomics(compiled.asm["ptx"]):
+            row["gpu_membars"] = gpu_membars(sass(compiled.asm["cubin"]))
         row["shared_bytes"] = compiled.metadata.shared
         row["tensor_core"], row["wgmma_a_operand"] = tensor_core_use(compiled.asm["ptx"])
         if variant.kernel.endswith("_masked_matmul_kernel") and target_name == "sm90":

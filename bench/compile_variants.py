@@ -9,7 +9,7 @@ launcher would do it for a CUDA target (`create_function_from_signature` + `_pac
 path of `JITFunction.run`): argument types, constexprs, divisibility-by-16 attributes, options.
 
 What the scenarios cover: masked_linear forward and backward on both Triton paths (triton_dense,
-triton_fused) for fp32 (IEEE and TF32), fp16, bf16 and autocast over fp32 weights; scores with a
+triton_fused), weight gradients both ways (cuBLAS + epilogue, fused Triton GEMM) for fp32 (IEEE and TF32), fp16, bf16 and autocast over fp32 weights; scores with a
 number or a device threshold, bool and bit-packed masks; with and without bias; mask training,
 IMP (trained weight), both, and inference; one and several token splits (split-K atomics off and
 on); divisible and odd shapes. pack_mask / unpack_mask. topk_masks per layer and global, with and
@@ -28,7 +28,10 @@ import torch
 # the SM count the launchers see (H100 SXM / H200: 132); CPU tensors would report 8
 GPU_SM_COUNT = 132
 NM_PATTERNS = ((2, 4), (4, 8), (1, 3), (16, 32))
-KERNEL_MODULES = ("mask_prep", "masked_matmul", "ste_grad", "nm_mask", "topk_radix")
+# where the Triton kernels live, and the launchers that call them (patched while recording)
+KERNEL_MODULES = ("mask_prep_kernel", "masked_matmul_kernel", "ste_grad_kernel", "ste_epilogue_kernel",
+                  "nm_mask_kernel", "topk_radix")
+LAUNCHER_MODULES = ("mask_prep", "masked_matmul", "ste_grad", "ste_epilogue", "nm_mask", "topk_launch", "_runtime")
 
 
 @dataclasses.dataclass
@@ -102,8 +105,7 @@ class _Recorder:
 def _recording(launches):
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise RuntimeError("record launches in a process without TRITON_INTERPRET=1 (the GPU code path)")
-    import maskedbert.kernels  # noqa: F401  (imports every kernel module)
-    from maskedbert.kernels import _runtime
+    import maskedbert.kernels  # noqa: F401
 
     saved = []
 
@@ -111,10 +113,11 @@ def _recording(launches):
         saved.append((mod, name, getattr(mod, name)))
         setattr(mod, name, value)
 
-    mods = _kernel_modules()
-    import maskedbert.kernels.topk_launch as topk_launch
+    import importlib
 
-    for mod in [*mods.values(), topk_launch, _runtime]:
+    mods = _kernel_modules()
+    launchers = [importlib.import_module(f"maskedbert.kernels.{name}") for name in LAUNCHER_MODULES]
+    for mod in [*mods.values(), *launchers]:
         if hasattr(mod, "check_triton_tensors"):  # CPU tensors stand in for CUDA ones
             patch(mod, "check_triton_tensors", lambda **tensors: None)
         if hasattr(mod, "num_sms"):
@@ -146,6 +149,27 @@ def _masked_linear_scenarios():
     shapes = [(16, 64, 64), (4096, 64, 64), (33, 40, 24)]  # M, N, K: one split; split-K; odd sizes
     trains = ["scores", "weight", "both", "none"]
     sources = ["scores", "scores_tensor_threshold", "bool", "packed"]
+    # the weight gradients both ways: cuBLAS + the epilogue kernel (default), the fused Triton GEMM
+    for ste in ("cublas", "triton"):
+        with _environ(MASKEDBERT_STE_GRAD=ste):
+            _masked_linear_scenarios_for(masked_linear, pack_mask, dtypes, shapes, trains, sources)
+
+
+@contextlib.contextmanager
+def _environ(**values):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _masked_linear_scenarios_for(masked_linear, pack_mask, dtypes, shapes, trains, sources):
     for dtype, autocast, tf32 in dtypes:
         for backend in ("triton_dense", "triton_fused"):
             for M, N, K in shapes:
@@ -240,8 +264,14 @@ def config_label(cfg) -> str:
 
 
 def _specialise(launch: Launch, cfg, target, backend, binders):
+    """(signature, constexprs, attrs, options, label): what JITFunction.run would hand to
+    triton.compile for this launch in this config, by the installed Triton's own code."""
+    import inspect
+
     from triton.runtime.jit import create_function_from_signature
 
+    if len(inspect.signature(create_function_from_signature).parameters) == 2:
+        return _specialise_triton30(launch, cfg, backend, binders)
     fn = launch.fn
     if launch.kernel not in binders:
         binders[launch.kernel] = create_function_from_signature(fn.signature, fn.params, backend)
@@ -267,7 +297,43 @@ def _specialise(launch: Launch, cfg, target, backend, binders):
     return signature, constexprs, attrs, options, label
 
 
+def _specialise_triton30(launch: Launch, cfg, backend, binders):
+    """The same for Triton 3.0/3.1 (JITFunction.run there: a binder without a backend, an
+    AttrsDescriptor of parameter indices divisible by 16 or equal to 1, constants keyed by name)."""
+    from triton.runtime.jit import create_function_from_signature
+
+    fn = launch.fn
+    if launch.kernel not in binders:
+        binders[launch.kernel] = create_function_from_signature(fn.signature, fn.params)
+    kwargs = dict(launch.kwargs)
+    if cfg is not None:
+        kwargs.update(cfg.all_kwargs())
+    kwargs["debug"] = fn.debug
+    bound, sig_and_spec, _, _, _ = binders[launch.kernel](*launch.args, **kwargs)
+    options = backend.parse_options(kwargs)
+    params = fn.params
+    sig_names = [p.name for p in params if not p.is_constexpr]
+    signature = {k: ("*i8" if v == "none" else v) for k, v in zip(sig_names, sig_and_spec[:len(sig_names)])}
+    values = tuple(bound.values())
+    attrs = fn._get_config(*values)
+    constexprs = {p.name: v for v, p in zip(values, params)
+                  if p.is_constexpr or p.num in attrs.equal_to_1 or v is None}
+    config_keys = set(cfg.kwargs) if cfg is not None else set()
+    shown = [f"{name}={int(v) if isinstance(v, bool) else v}" for name, v in sorted(constexprs.items())
+             if name not in config_keys and name in launch.kwargs]
+    types = ",".join(signature.values())
+    ones = [params[i].name for i in sorted(attrs.equal_to_1)]
+    label = " ".join(shown) + f" | {types}" + (f" | =1: {','.join(ones)}" if ones else "")
+    undivisible = [p.name for p in params if not p.is_constexpr and p.num not in attrs.divisible_by_16
+                   and not p.do_not_specialize]
+    if undivisible:
+        label += f" | not 16-divisible: {','.join(undivisible)}"
+    return signature, constexprs, attrs, options, label
+
+
 def _freeze(d):
+    if hasattr(d, "to_dict"):  # Triton 3.0's AttrsDescriptor
+        d = d.to_dict()
     return tuple(sorted((str(k), repr(v)) for k, v in d.items()))
 
 

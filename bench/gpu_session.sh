@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The whole GPU session in ONE device call (10-minute limit; this plan takes at most ~8 minutes):
-# install, then, most important first and each under its own timeout, results written as they come:
-#   1. the `gpu`-marked tests (stop at the first failure; its output is kept)       <= 150 s
-#   2. bench/masked_linear.py --quick (no torch.compile providers: their compile time does not fit)
-#      and the dispatch table written from its measurements                        <= 110 s
+# The whole GPU session in ONE device call (10-minute limit; this plan takes at most ~9.5 minutes):
+# install, then the decision-relevant measurements first, each under its own timeout, every row
+# written as it is measured (a step cut short keeps what it measured):
+#   1. bench/masked_linear.py --quick: the op vs both dense baselines and eager, BERT-base shapes,
+#      M = 4096 and 8192, bf16 fwd+bwd (plain and CUDA-graph timings; no torch.compile providers:
+#      their compile time does not fit); the dispatch table from its measurements   <= 150 s
+#   2. bench/train_step.py, BERT-base, sequence length 128                         <= 115 s
 #   3. bench/topk.py on BERT-base                                                  <=  50 s
-#   4. bench/train_step.py, BERT-base, sequence length 128                         <= 115 s
-# Outputs (7 files, directly under $OUT, each capped at 8 MiB): session.log (every step's output and
-# its exit status), gpu_tests.txt, masked_linear.csv, dispatch_table.json, topk.csv, train_step.csv,
-# train_step.png.
+#   4. a torch.profiler trace of 3 mask-training steps (op table + Chrome trace)    <=  60 s
+#   5. the `gpu`-marked tests, last (at most 5 failures, then stop)                <= 150 s
+# Outputs (8 files, directly under $OUT, each capped at 8 MiB): session.log (every step's output and
+# its exit status), masked_linear.csv, dispatch_table.json, train_step.csv, topk.csv, profile.txt,
+# profile.json.gz, gpu_tests.txt.
 #
 #   bash bench/gpu_session.sh            # on the GPU machine (OUT defaults to /tmp/maskedbert-out)
 #   bash bench/gpu_session.sh --dry-run  # anywhere, on CPU, < 2 min: every command the real run makes
@@ -30,11 +33,12 @@ export PYTHONUNBUFFERED=1
 
 # every command of the session, defined once for the real run and the dry run
 INSTALL=(-m pip install -q --no-deps --no-build-isolation -e .)
-GPU_TESTS=(-m pytest -m gpu -x -q --no-header -p no:cacheprovider -rfE --tb=short tests)
-MASKED_LINEAR=(bench/masked_linear.py --quick --providers dense,twin,triton_dense,triton_fused,triton --csv "$OUT/masked_linear.csv" --write-dispatch-table "$OUT/dispatch_table.json")
+GPU_TESTS=(-m pytest -m gpu --maxfail=5 -q --no-header -p no:cacheprovider -rfE --tb=short tests)
+MASKED_LINEAR=(bench/masked_linear.py --quick --providers dense,dense_frozen_bias,twin,triton_dense,triton_fused,triton --csv "$OUT/masked_linear.csv" --write-dispatch-table "$OUT/dispatch_table.json")
 TOPK=(bench/topk.py --models bert-base --csv "$OUT/topk.csv")
-TRAIN_STEP=(bench/train_step.py --models base --seqs 128 --csv "$OUT/train_step.csv" --plot "$OUT/train_step.png")
-OUTPUTS=(session.log gpu_tests.txt masked_linear.csv dispatch_table.json topk.csv train_step.csv train_step.png)
+TRAIN_STEP=(bench/train_step.py --models base --seqs 128 --csv "$OUT/train_step.csv" --plot "")
+PROFILE=(bench/train_step.py --models base --seqs 128 --modes mb_topk --sparsities 50 --warmup 3 --profile "$OUT/profile.txt")
+OUTPUTS=(session.log masked_linear.csv dispatch_table.json train_step.csv topk.csv profile.txt profile.json.gz gpu_tests.txt)
 LOG="$OUT/session.log"
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LOG"; }
@@ -54,7 +58,7 @@ step() {
 if [[ $DRY == 1 ]]; then
   LOG=/dev/null
   echo "dry run: checking the session's commands (OUT=$OUT)"
-  "$PY" - "$OUT" "${OUTPUTS[@]}" -- "${MASKED_LINEAR[@]}" -- "${TOPK[@]}" -- "${TRAIN_STEP[@]}" <<'PY'
+  "$PY" - "$OUT" "${OUTPUTS[@]}" -- "${MASKED_LINEAR[@]}" -- "${TOPK[@]}" -- "${TRAIN_STEP[@]}" -- "${PROFILE[@]}" <<'PY'
 import importlib.util, os, re, sys
 
 out, rest = sys.argv[1], sys.argv[2:]
@@ -65,7 +69,7 @@ for a in rest:
     else:
         cur.append(a)
 groups.append(cur)
-outputs, ml, topk, train = groups
+outputs, ml, topk, train, prof = groups
 problems = []
 if len(set(outputs)) > 8:
     problems.append(f"{len(set(outputs))} output files; at most 8")
@@ -83,20 +87,23 @@ def load(path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-for argv in (ml, topk, train):
+for argv in (ml, topk, train, prof):
     paths(argv[1:])
+if os.path.splitext(prof[prof.index("--profile") + 1])[0] + ".json.gz" not in [os.path.join(out, o) for o in outputs]:
+    problems.append("the profile's Chrome trace (beside --profile, .json.gz) is not a declared output")
 try:
     args = load(ml[0]).parse_args(ml[1:])
     print(f"ok {ml[0]}: {args.shapes} M={args.tokens} {args.dtypes} {args.modes} providers={args.providers}")
 except SystemExit as e:
     problems.append(f"{ml[0]} rejects its arguments (exit {e.code})")
-try:
-    mod = load(train[0])
-    args = mod.parse_args(train[1:])
-    modes = mod.mode_list(args.modes.split(","), [int(s) for s in args.sparsities.split(",")])
-    print(f"ok {train[0]}: models={args.models} seqs={args.seqs} modes={modes}")
-except SystemExit as e:
-    problems.append(f"{train[0]} rejects its arguments (exit {e.code})")
+for argv in (train, prof):
+    try:
+        mod = load(argv[0])
+        args = mod.parse_args(argv[1:])
+        modes = mod.mode_list(args.modes.split(","), [int(s) for s in args.sparsities.split(",")])
+        print(f"ok {argv[0]}: models={args.models} seqs={args.seqs} modes={modes} profile={args.profile or '-'}")
+    except SystemExit as e:
+        problems.append(f"{argv[0]} rejects its arguments (exit {e.code})")
 mod = load(topk[0])
 seen = []
 mod.run = lambda args: seen.append(args) or []  # parse and validate, measure nothing
@@ -129,8 +136,9 @@ import torch, triton, transformers
 print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| triton", triton.__version__,
       "| transformers", transformers.__version__)
 PY
-step gpu_tests 150 "$OUT/gpu_tests.txt" "${GPU_TESTS[@]}"
-step masked_linear 110 "$LOG" "${MASKED_LINEAR[@]}"
-step topk 50 "$LOG" "${TOPK[@]}"
+step masked_linear 150 "$LOG" "${MASKED_LINEAR[@]}"
 step train_step 115 "$LOG" "${TRAIN_STEP[@]}"
+step topk 50 "$LOG" "${TOPK[@]}"
+step profile 60 "$LOG" "${PROFILE[@]}"
+step gpu_tests 150 "$OUT/gpu_tests.txt" "${GPU_TESTS[@]}"
 log "session done after ${SECONDS}s; files: $(cd "$OUT" && ls -1 | tr '\n' ' ')"

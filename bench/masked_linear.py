@@ -2,7 +2,9 @@
 
 Providers (each gets its own leaf tensors, so gradients never mix):
     dense         F.linear(x, W, b) with W and b trained: the cost of an ordinary nn.Linear training
-                  step, which is the target ("a masked layer that costs what nn.Linear costs")
+                  step, the baseline of the "imp" setting (W and b train there too)
+    dense_frozen_bias   F.linear(x, W, b) with W trained, b frozen: dx and one weight-sized
+                  gradient, like mask training (dS) with its frozen bias; the baseline of "frozen"
     eager         the reference code's way: mask = (S > t) with a straight-through autograd.Function,
                   then F.linear(x, W * mask, b); IMP: F.linear(x, W * fixed_bool_mask, b)
     compile       torch.compile(eager)              (GPU only)
@@ -23,9 +25,14 @@ script exits with status 1 at the end.
     python bench/masked_linear.py                    # full grid (long: compile_max dominates)
     python bench/masked_linear.py --cpu-smoke        # seconds on a CPU (Triton interpreter)
 
-GPU targets (H100, bf16, fwd+bwd, W frozen, M=8192, every BERT-base shape), shown per Triton
-provider in the "target" column: <= 1.10x dense, >= 1.5x faster than eager, faster than both
-torch.compile variants. Rows are appended to bench/results/masked_linear.csv.
+GPU targets (H100/H200, bf16, fwd+bwd, M = 4096 and 8192, each BERT shape), shown per Triton
+provider in the "target" column: <= 1.05x the setting's dense baseline (ratio_to_dense), and the
+overhead over dense at most 0.3x eager's: (masked - dense) <= 0.3 (eager - dense). Eager runs the
+same three GEMMs plus ~34 B/weight of elementwise work, so no implementation beats it by more than
+about 1 + 1370/M (1.17x at M = 8192): the overhead ratio is the meaningful target, not a speedup.
+On CUDA, fwd+bwd is also timed as a CUDA graph (triton.testing.do_bench_cudagraph: the host's
+launch overhead removed) in cudagraph_ms. Each row is printed and appended to the CSV as soon as
+it is measured (bench/results/masked_linear.csv by default), with device and library versions.
 """
 from __future__ import annotations
 
@@ -50,17 +57,23 @@ from _reference import eager_masked_linear  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "masked_linear.csv")
 CSV_FIELDS = [
     "timestamp", "device", "torch", "triton", "maskedbert", "M", "N", "K", "dtype", "mode", "setting",
-    "provider", "median_ms", "ratio_to_dense", "tflops", "check_rel_err", "status", "target",
+    "provider", "median_ms", "cudagraph_ms", "dense_baseline", "ratio_to_dense", "tflops", "check_rel_err",
+    "status", "target",
 ]
-BERT_BASE = [(768, 768), (2304, 768), (3072, 768), (768, 3072)]
+# the shapes BERT-base runs: Q, K, V, attention output (768x768), FFN up (3072x768), FFN down (768x3072)
+BERT_BASE = [(768, 768), (3072, 768), (768, 3072)]
 BERT_LARGE = [(1024, 1024), (3072, 1024), (4096, 1024), (1024, 4096)]
 TOKENS = [4096, 8192, 16384]
 SMOKE_TOKENS, SMOKE_SHAPES = [33], [(24, 40)]  # odd on purpose: partial tiles everywhere
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 MODES = ["fwd", "bwd", "fwd+bwd"]
 SETTINGS = ["frozen", "imp"]
-GPU_PROVIDERS = ["dense", "eager", "compile", "compile_max", "twin", "triton_dense", "triton_fused", "triton"]
-CPU_PROVIDERS = ["dense", "eager", "twin", "triton_dense", "triton_fused", "triton"]
+GPU_PROVIDERS = ["dense", "dense_frozen_bias", "eager", "compile", "compile_max", "twin", "triton_dense",
+                 "triton_fused", "triton"]
+CPU_PROVIDERS = ["dense", "dense_frozen_bias", "eager", "twin", "triton_dense", "triton_fused", "triton"]
+DENSE_PROVIDERS = ("dense", "dense_frozen_bias")
+TARGET_RATIO = 1.05  # masked / dense
+TARGET_OVERHEAD_SHARE = 0.3  # (masked - dense) / (eager - dense)
 TRITON_PROVIDERS = ("triton_dense", "triton_fused", "triton")
 # relative Frobenius error allowed between a provider and the eager reference in the same dtype
 CHECK_TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
@@ -90,11 +103,14 @@ def make_inputs(M, N, K, dtype, device, seed=0):
 
 def build(provider, inputs, setting, masked_linear, pack_mask):
     """-> (forward function, {name: leaf tensor that receives a gradient})."""
-    trains = {"x"} | ({"weight", "bias"} if provider == "dense" or setting == "imp" else {"scores"})
+    if provider == "dense_frozen_bias":
+        trains = {"x", "weight"}
+    else:
+        trains = {"x"} | ({"weight", "bias"} if provider == "dense" or setting == "imp" else {"scores"})
     t = {k: inputs[k].detach().clone().requires_grad_(k in trains) for k in ("x", "weight", "bias", "scores")}
-    leaves = {k: t[k] for k in sorted(trains) if not (k == "scores" and provider == "dense")}
+    leaves = {k: t[k] for k in sorted(trains)}
     x, w, b, s = t["x"], t["weight"], t["bias"], t["scores"]
-    if provider == "dense":
+    if provider in DENSE_PROVIDERS:
         return (lambda: F.linear(x, w, b)), leaves
     if provider in ("eager", "compile", "compile_max"):
         if setting == "frozen":
@@ -149,6 +165,19 @@ def mode_fn(mode, forward, dy):
     return lambda: y.backward(dy, retain_graph=True)
 
 
+def cudagraph_ms(fn, leaves, device):
+    """fwd+bwd replayed as a CUDA graph (no host overhead); None off CUDA or when capture fails."""
+    if device.type != "cuda":
+        return None
+    import triton.testing
+
+    try:
+        return triton.testing.do_bench_cudagraph(fn, grad_to_none=list(leaves.values()), return_mode="median")
+    except Exception as exc:  # a provider that cannot be captured: report, keep the plain timing
+        print(f"!! CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:200]}")
+        return None
+
+
 def median_ms(fn, leaves, device, reps):
     if device.type == "cuda":
         import triton.testing
@@ -171,23 +200,28 @@ def flops(mode, setting, M, N, K):
 
 
 def is_target_config(M, N, K, dtype, mode, setting):
-    return M == 8192 and (N, K) in BERT_BASE and dtype == torch.bfloat16 and mode == "fwd+bwd" and setting == "frozen"
+    return M in (4096, 8192) and (N, K) in BERT_BASE and dtype == torch.bfloat16 and mode == "fwd+bwd"
 
 
-def target_verdict(row, by_provider):
-    """PASS/MISS for a Triton provider on the target config (GPU only); '' elsewhere."""
+def dense_baseline(setting):
+    """The dense layer that trains what the setting trains: mask training freezes the bias."""
+    return "dense_frozen_bias" if setting == "frozen" else "dense"
+
+
+def target_verdict(row, by_provider, setting):
+    """PASS/MISS for a Triton provider on a target config (GPU only): <= 1.05x the dense baseline and
+    (masked - dense) <= 0.3 (eager - dense). torch.compile providers are reported, not required."""
     ms = row["median_ms"]
-    need = {p: by_provider.get(p, {}).get("median_ms") for p in ("dense", "eager", "compile", "compile_max")}
-    if any(v is None for v in need.values()) or ms is None:
+    dense = by_provider.get(dense_baseline(setting), {}).get("median_ms")
+    eager = by_provider.get("eager", {}).get("median_ms")
+    if ms is None or dense is None or eager is None:
         return "MISS (baseline not measured)"
     misses = []
-    if ms > 1.10 * need["dense"]:
-        misses.append(f"{ms / need['dense']:.2f}x dense > 1.10x")
-    if need["eager"] / ms < 1.5:
-        misses.append(f"{need['eager'] / ms:.2f}x faster than eager < 1.5x")
-    for p in ("compile", "compile_max"):
-        if ms >= need[p]:
-            misses.append(f"not faster than {p}")
+    if ms > TARGET_RATIO * dense:
+        misses.append(f"{ms / dense:.3f}x dense > {TARGET_RATIO}x")
+    if ms - dense > TARGET_OVERHEAD_SHARE * (eager - dense):
+        share = (ms - dense) / (eager - dense) if eager > dense else float("inf")
+        misses.append(f"overhead {share:.2f} of eager's > {TARGET_OVERHEAD_SHARE}")
     return "PASS" if not misses else "MISS: " + "; ".join(misses)
 
 
@@ -203,7 +237,7 @@ def parse_shapes(text):
             try:
                 n, k = (int(v) for v in item.split("x"))
             except ValueError:
-                raise argparse.ArgumentTypeError(f"--shapes: expected 'base', 'large' or NxK, got {item!r}")
+                raise argparse.ArgumentTypeError(f"--shapes: expected 'base', 'large' or NxK, got {item!r}")  # noqa: B904 (argparse prints only the message)
             out.append((n, k))
     return out
 
@@ -236,7 +270,9 @@ def device_name(device):
     return f"cpu ({platform.processor() or platform.machine()}, interpreter)"
 
 
-def run(args, masked_linear, pack_mask):
+def run(args, masked_linear, pack_mask, emit=lambda row: None):
+    """Measures every config; `emit(row)` gets each finished row at once (printed and appended to the
+    CSV by main), so a run cut short keeps what it measured."""
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     torch_v, triton_v, mb_v = versions()
@@ -263,11 +299,14 @@ def run(args, masked_linear, pack_mask):
                 except Exception as exc:  # e.g. torch.compile unavailable: report, keep measuring the rest
                     print(f"!! {provider} {M}x{N}x{K} {dname} {setting}: {type(exc).__name__}: {exc}")
                     for mode in args.modes:
-                        per_mode[mode][provider] = {**base, "mode": mode, "status": f"error: {type(exc).__name__}"}
+                        row = {**base, "mode": mode, "status": f"error: {type(exc).__name__}"}
+                        per_mode[mode][provider] = row
+                        rows.append(row)
+                        emit(row)
                     continue
                 if provider == "eager":
                     reference = result
-                elif provider != "dense":
+                elif provider not in DENSE_PROVIDERS:
                     if reference is None:
                         raise SystemExit("the eager provider must run before the others (it is the reference)")
                     err, missing, tol = check(result, reference, dtype)
@@ -279,22 +318,24 @@ def run(args, masked_linear, pack_mask):
                         mismatches.append(msg)
                         base["status"] = "MISMATCH"
                 for mode in args.modes:
-                    row = {**base, "mode": mode}
+                    row = {**base, "mode": mode, "dense_baseline": dense_baseline(setting)}
                     if row["status"] == "ok":
                         ms = median_ms(mode_fn(mode, forward, inputs["dy"]), leaves, device, args.reps)
                         row["median_ms"] = ms
                         row["tflops"] = flops(mode, setting, M, N, K) / (ms * 1e-3) / 1e12
-                    per_mode[mode][provider] = row
-                del forward, leaves, result
-            for mode, by_provider in per_mode.items():
-                dense_ms = by_provider.get("dense", {}).get("median_ms")
-                for provider, row in by_provider.items():
+                        if mode == "fwd+bwd":
+                            row["cudagraph_ms"] = cudagraph_ms(mode_fn(mode, forward, inputs["dy"]), leaves, device)
+                    by_provider = per_mode[mode]
+                    by_provider[provider] = row
+                    dense_ms = by_provider.get(dense_baseline(setting), {}).get("median_ms")
                     if dense_ms and row["median_ms"]:
                         row["ratio_to_dense"] = row["median_ms"] / dense_ms
                     if (device.type == "cuda" and provider in TRITON_PROVIDERS
                             and is_target_config(M, N, K, dtype, mode, setting)):
-                        row["target"] = target_verdict(row, by_provider)
+                        row["target"] = target_verdict(row, by_provider, setting)
                     rows.append(row)
+                    emit(row)
+                del forward, leaves, result
         del inputs
     return rows, mismatches
 
@@ -303,16 +344,22 @@ def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+TABLE_HEADER = (f"{'M':>6} {'N':>5} {'K':>5} {'dtype':>5} {'mode':>7} {'setting':>7} {'provider':>17} "
+                f"{'ms':>9} {'graph ms':>9} {'x dense':>8} {'TFLOP/s':>8} {'check':>8}  target")
+
+
+def table_line(r):
+    check_text = r["status"] if r["status"] != "ok" else fmt(r["check_rel_err"], ".1e")
+    return (f"{r['M']:>6} {r['N']:>5} {r['K']:>5} {r['dtype']:>5} {r['mode']:>7} {r['setting']:>7} "
+            f"{r['provider']:>17} {fmt(r['median_ms'], '.4f'):>9} {fmt(r.get('cudagraph_ms'), '.4f'):>9} "
+            f"{fmt(r['ratio_to_dense'], '.3f'):>8} {fmt(r['tflops'], '.1f'):>8} {check_text:>8}  {r['target']}")
+
+
 def print_table(rows):
-    header = (f"{'M':>6} {'N':>5} {'K':>5} {'dtype':>5} {'mode':>7} {'setting':>7} {'provider':>12} "
-              f"{'ms':>9} {'x dense':>8} {'TFLOP/s':>8} {'check':>8}  target")
-    print(header)
-    print("-" * len(header))
+    print(TABLE_HEADER)
+    print("-" * len(TABLE_HEADER))
     for r in rows:
-        check_text = r["status"] if r["status"] != "ok" else fmt(r["check_rel_err"], ".1e")
-        print(f"{r['M']:>6} {r['N']:>5} {r['K']:>5} {r['dtype']:>5} {r['mode']:>7} {r['setting']:>7} "
-              f"{r['provider']:>12} {fmt(r['median_ms'], '.4f'):>9} {fmt(r['ratio_to_dense'], '.3f'):>8} "
-              f"{fmt(r['tflops'], '.1f'):>8} {check_text:>8}  {r['target']}")
+        print(table_line(r))
 
 
 def atomic_write(path, text):
@@ -342,7 +389,7 @@ def append_csv(rows, path):
     if not old:
         writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if r[k] is None else r[k]) for k in CSV_FIELDS})
+        writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in CSV_FIELDS})
     atomic_write(path, old + buf.getvalue())
 
 
@@ -367,7 +414,8 @@ def parse_args(argv):
     p.add_argument("--modes", type=parse_choice(MODES), help="comma list of fwd, bwd, fwd+bwd (default all)")
     p.add_argument("--settings", type=parse_choice(SETTINGS), help="frozen (mask training), imp (default both)")
     p.add_argument("--providers", type=parse_choice(GPU_PROVIDERS), help="subset of providers (default all)")
-    p.add_argument("--quick", action="store_true", help="the target config only: M=8192, base, bf16, fwd+bwd, frozen")
+    p.add_argument("--quick", action="store_true",
+                   help="the target configs only: M=4096,8192, BERT-base shapes, bf16, fwd+bwd, frozen")
     p.add_argument("--cpu-smoke", action="store_true",
                    help="tiny shapes on CPU, torch and Triton-interpreter providers only, perf_counter medians")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions on CPU (CUDA uses do_bench)")
@@ -375,7 +423,7 @@ def parse_args(argv):
     p.add_argument("--write-dispatch-table", metavar="JSON", help="write the fastest Triton path per shape here")
     args = p.parse_args(argv)
     if args.quick:
-        args.tokens = args.tokens or [8192]
+        args.tokens = args.tokens or [4096, 8192]
         args.shapes = args.shapes or BERT_BASE
         args.dtypes = args.dtypes or ["bf16"]
         args.modes = args.modes or ["fwd+bwd"]
@@ -397,8 +445,8 @@ def parse_args(argv):
     args.providers = args.providers or GPU_PROVIDERS
     if args.reps < 1:
         p.error("--reps must be >= 1")
-    # the eager reference runs first (everything is checked against it), dense next (ratios)
-    args.providers = sorted(set(args.providers) | {"eager"}, key=GPU_PROVIDERS.index)
+    # the dense baselines run first (ratios), then the eager reference (everything is checked against it)
+    args.providers = sorted(set(args.providers) | {"eager", "dense", "dense_frozen_bias"}, key=GPU_PROVIDERS.index)
     return args
 
 
@@ -413,10 +461,17 @@ def main(argv: list[str] | None = None) -> int:
     from maskedbert.kernels import masked_linear, pack_mask
     from maskedbert.kernels.dispatch import table_key
 
-    rows, mismatches = run(args, masked_linear, pack_mask)
+    print(TABLE_HEADER, flush=True)
+
+    def emit(row):
+        print(table_line(row), flush=True)
+        if args.csv:
+            append_csv([row], args.csv)
+
+    rows, mismatches = run(args, masked_linear, pack_mask, emit)
+    print("\nsummary")
     print_table(rows)
     if args.csv:
-        append_csv(rows, args.csv)
         print(f"appended {len(rows)} rows to {args.csv}")
     if args.write_dispatch_table:
         n = write_dispatch_table(rows, args.write_dispatch_table, table_key)

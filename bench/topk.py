@@ -233,7 +233,7 @@ def run(args) -> list[dict]:
                             first = first or masks
                             if not all(torch.equal(a, b) for a, b in zip(first, masks)):
                                 raise AssertionError(f"{name} masks differ from {backends[0]}'s")
-                    timings[name] = median_ms(lambda: fn(tensors, args.sparsity), device, reps)
+                    timings[name] = median_ms(lambda: fn(tensors, args.sparsity), device, reps)  # noqa: B023 (called here)
                     if hasattr(fn, "bracket_hits"):
                         hit_fractions[name] = round(fn.bracket_hits(tensors, args.sparsity), 3)
                 base = timings.get("kthvalue loop", timings.get("cat+kthvalue"))

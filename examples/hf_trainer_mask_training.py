@@ -6,9 +6,11 @@
     python examples/hf_trainer_mask_training.py --model bert-base-uncased --out runs/bert-mask   # a hub model
     torchrun --nproc_per_node=2 examples/hf_trainer_mask_training.py --out runs/hf-ddp --cpu   # DDP
 
-What maskedbert adds to an ordinary Trainer script (marked "maskedbert:" below): apply_masks_ before the
-Trainer, an optimizer with the scores at their own learning rate, the MaskTrainingCallback, and
-mb.save_pretrained for a small mask adapter at the end. The data is maskedbert's synthetic sentence-pair
+What maskedbert adds to an ordinary (plain transformers.Trainer) script, marked "maskedbert:" below:
+apply_masks_ before the Trainer, the optimizer args.optim names over groups with the scores at their
+own learning rate (build_optimizer), the MaskTrainingCallback, and mb.save_pretrained for a small mask
+adapter at the end. examples/hf_trainer_debiased_masks.py does the same with MaskTrainer (mask
+statistics in every report_to backend, a debiasing loss) and trainer.save_model(). The data is maskedbert's synthetic sentence-pair
 task so the script runs without a network; swap in your own tokenized dataset.
 """
 from __future__ import annotations

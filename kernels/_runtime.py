@@ -1,11 +1,42 @@
-"""Launch-time helpers shared by every Triton launcher: interpreter mode, device checks, autotune."""
+"""Launch-time helpers shared by every Triton launcher: interpreter mode, device checks, autotune.
+
+triton is optional (no wheel for macOS or Windows): nothing here imports it at module import time.
+The kernel modules (`*_kernel.py`, `topk_radix.py`) import it, and only the Triton launchers import
+those, so the PyTorch twins run without it.
+"""
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import os
 
 import torch
-import triton
+
+TRITON_BACKENDS = ("triton", "triton_dense", "triton_fused")
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """Whether `import triton` works here (cached; the answer does not change within a process)."""
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    return True
+
+
+def missing_triton_error(backend: str) -> ImportError:
+    return ImportError(
+        f"backend={backend!r} needs the triton package (Linux + NVIDIA GPU): pip install triton; "
+        "use backend='torch' or 'auto'"
+    )
+
+
+def require_triton(backend: str = "triton") -> None:
+    """Raise a clear ImportError naming the fix when a Triton backend is asked for without triton."""
+    if not triton_available():
+        raise missing_triton_error(backend)
 
 
 def interpreting() -> bool:
@@ -28,7 +59,7 @@ def check_triton_tensors(**tensors: torch.Tensor | None) -> None:
         )
 
 
-def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
+def autotune_configs(configs: list) -> list:
     """The interpreter cannot benchmark (no GPU driver): keep the first config only."""
     return configs[:1] if interpreting() else configs
 
@@ -85,16 +116,76 @@ def num_sms(t: torch.Tensor) -> int:
 def dot_precision(dtype: torch.dtype) -> str:
     """Match torch's float32 matmul numerics (TF32 only when torch allows it); other dtypes keep
     Triton's default, which only affects float32 operands anyway."""
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+    if dtype == torch.float32 and not fp32_matmul_allows_tf32():
         return "ieee"
     return "tf32"
 
 
+def fp32_matmul_allows_tf32() -> bool:
+    """Whether torch lets float32 CUDA matmuls use TF32, by whichever API the user set it with:
+    `torch.backends.cuda.matmul.fp32_precision` (torch >= 2.9; "none" defers to
+    `torch.backends.fp32_precision`) or the older `allow_tf32`. Reading `allow_tf32` after the new
+    API was used raises in torch, so the new one is read first."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if precision == "none":
+        precision = getattr(torch.backends, "fp32_precision", "none")
+    if precision in ("tf32", "ieee"):
+        return precision == "tf32"
+    try:
+        return bool(matmul.allow_tf32)
+    except RuntimeError:  # a mix of the two APIs: torch refuses to say; IEEE is the safe answer
+        return False
+
+
+def deterministic() -> bool:
+    """torch.use_deterministic_algorithms(True) is on: no float atomics, fixed kernel configs."""
+    return torch.are_deterministic_algorithms_enabled()
+
+
+def cuda_device_of(t: torch.Tensor):
+    """Launch on the tensor's GPU, whatever the current device is (Triton launches on the current one)."""
+    if t.is_cuda and t.get_device() != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return _NULL_CONTEXT
+
+
+_NULL_CONTEXT = contextlib.nullcontext()
+
+
+def launch_autotuned(tuner, grid, *args, **kwargs):
+    """Launch an @triton.autotune kernel; in deterministic mode with one fixed config (the first its
+    prune_configs_by keeps for these arguments), so results do not depend on a timing race."""
+    if not deterministic() or len(tuner.configs) <= 1:
+        return tuner[grid](*args, **kwargs)
+    configs = list(tuner.configs)
+    prune = getattr(tuner, "early_config_prune", None)
+    if prune:
+        configs = prune(configs, dict(zip(tuner.arg_names, args)), **kwargs) or configs
+    config = configs[0]
+    return tuner.fn[grid](*args, **kwargs, **config.all_kwargs())
+
+
+def check_int32_offsets(op: str, **tensors: torch.Tensor | None) -> None:
+    """The Triton GEMM kernels index with int32 element offsets: refuse a tensor whose last element
+    lies 2**31 or more elements past its first (a clear error instead of wrapped addresses)."""
+    for name, t in tensors.items():
+        if t is None or t.numel() == 0:
+            continue
+        if sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) >= 2**31:
+            raise ValueError(
+                f"{op}: {name} of shape {tuple(t.shape)} spans 2**31 or more elements, beyond the Triton "
+                "kernels' int32 offsets; pass fewer tokens per call or use backend='torch'"
+            )
+
 
 def resolve_backend(backend: str, device: torch.device, allowed: tuple[str, ...] = ("auto", "torch", "triton")) -> str:
-    """'auto' means Triton on CUDA and the PyTorch twin elsewhere."""
+    """'auto' means Triton on CUDA (when triton is installed) and the PyTorch twin elsewhere; a
+    Triton backend without triton installed is a clear ImportError."""
     if backend not in allowed:
         raise ValueError(f"backend must be one of {allowed}, got {backend!r}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" else "torch"
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if backend in TRITON_BACKENDS:
+        require_triton(backend)
     return backend

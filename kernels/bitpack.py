@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ._describe import describe as _describe
 from ._runtime import resolve_backend
 from .mask_prep import mask_prep_torch, mask_prep_triton, packed_cols
 
@@ -33,9 +34,3 @@ def unpack_mask(packed: torch.Tensor, num_cols: int, *, backend: str = "auto") -
         None, mask=packed, shape=(packed.shape[0], num_cols), want_dense=False, want_packed=False, want_bool=True
     )
     return as_bool
-
-
-def _describe(t) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"{t.dtype} tensor of shape {tuple(t.shape)}"
-    return type(t).__name__

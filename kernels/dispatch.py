@@ -1,14 +1,16 @@
-"""Which Triton path runs a masked linear of a given shape.
+"""Which Triton path runs a masked linear of a given shape, and how its weight gradients are computed.
 
 Paths: "triton_dense" (the prep kernel writes W*M in the compute dtype, cuBLAS does the GEMMs) and
-"triton_fused" (a Triton GEMM applies the bit-packed mask while loading W). The weight gradients
-always come from the fused dy^T x + straight-through epilogue kernel.
+"triton_fused" (a Triton GEMM applies the bit-packed mask while loading W).
+Weight gradients (STE): "cublas" (G = dy^T x on cuBLAS with fp32 output, then one elementwise
+pass; deterministic) or "triton" (one Triton GEMM with the epilogue fused, split-K atomics).
 
-The default is "triton_dense" for every shape. It is NOT yet backed by measurements: no GPU run of
-bench/masked_linear.py exists so far; it is the conservative choice because cuBLAS is the fastest
-GEMM we know of and the extra prep pass moves only ~N*K*(4+2) bytes. Measured per-shape choices
-go in a JSON file named by MASKEDBERT_DISPATCH_TABLE ({"M_BUCKET,N,K,dtype": path}), which the
-benchmark can write.
+Defaults: "triton_dense" and "cublas" for every shape. They are NOT backed by GPU measurements
+(none exists yet): cuBLAS is the fastest GEMM we know of; the extra passes move ~N*K*(4+2) bytes
+(prep) and ~N*K*(4+4+2+4) bytes (epilogue: G, dS, W, dW), small next to the GEMMs at M >= 4096
+(an estimate). Measured per-shape choices go in a JSON file named by MASKEDBERT_DISPATCH_TABLE
+({"M_BUCKET,N,K,dtype": path} or {..: {"path": .., "ste": ..}}), which the benchmark can write;
+MASKEDBERT_STE_GRAD=cublas|triton overrides the STE choice for every shape.
 """
 from __future__ import annotations
 
@@ -22,17 +24,22 @@ from ._runtime import size_bucket
 
 PATHS = ("triton_dense", "triton_fused")
 DEFAULT_PATH = "triton_dense"
+STE_IMPLS = ("cublas", "triton")
+DEFAULT_STE = "cublas"
 
 
 @functools.lru_cache(maxsize=1)
-def _table(path: str | None) -> dict[str, str]:
+def _table(path: str | None) -> dict[str, dict[str, str]]:
     if not path:
         return {}
     with open(path) as f:
-        table = json.load(f)
-    bad = {k: v for k, v in table.items() if v not in PATHS}
+        raw = json.load(f)
+    table = {k: (v if isinstance(v, dict) else {"path": v}) for k, v in raw.items()}
+    bad = {k: v for k, v in table.items()
+           if v.get("path", DEFAULT_PATH) not in PATHS or v.get("ste", DEFAULT_STE) not in STE_IMPLS}
     if bad:
-        raise ValueError(f"dispatch table {path} names unknown paths {bad}; expected one of {PATHS}")
+        raise ValueError(f"dispatch table {path} names unknown choices {bad}; expected paths from {PATHS} "
+                         f"and ste from {STE_IMPLS}")
     return table
 
 
@@ -41,4 +48,19 @@ def table_key(M: int, N: int, K: int, dtype: torch.dtype) -> str:
 
 
 def choose_path(M: int, N: int, K: int, dtype: torch.dtype) -> str:
-    return _table(os.environ.get("MASKEDBERT_DISPATCH_TABLE")).get(table_key(M, N, K, dtype), DEFAULT_PATH)
+    table = _table(os.environ.get("MASKEDBERT_DISPATCH_TABLE"))
+    if not table:  # no per-call key formatting unless a table is in use
+        return DEFAULT_PATH
+    return table.get(table_key(M, N, K, dtype), {}).get("path", DEFAULT_PATH)
+
+
+def choose_ste(M: int, N: int, K: int, dtype: torch.dtype) -> str:
+    forced = os.environ.get("MASKEDBERT_STE_GRAD")
+    if forced:
+        if forced not in STE_IMPLS:
+            raise ValueError(f"MASKEDBERT_STE_GRAD must be one of {STE_IMPLS}, got {forced!r}")
+        return forced
+    table = _table(os.environ.get("MASKEDBERT_DISPATCH_TABLE"))
+    if not table:
+        return DEFAULT_STE
+    return table.get(table_key(M, N, K, dtype), {}).get("ste", DEFAULT_STE)

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from ._describe import describe as _describe
 from .topk import check_fraction, fractions_per_tensor, num_pruned, topk_select
 
 AMOUNT_OF = ("remaining", "original")
@@ -97,9 +98,3 @@ def _kept_counts(current, weights) -> list[int]:
 def _check_enough(prune: int, remaining: int, what: str) -> None:
     if prune > remaining:
         raise ValueError(f"amount asks to prune {prune} weights of {what} but only {remaining} remain")
-
-
-def _describe(t) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"{t.dtype} tensor of shape {tuple(t.shape)}"
-    return type(t).__name__

@@ -10,62 +10,14 @@ bit (k % 8) of byte [n, k // 8], least significant bit first; padding bits are z
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
-from ._runtime import check_triton_tensors
+from ._runtime import check_triton_tensors, cuda_device_of, require_triton
 
 SOURCE_SCORES, SOURCE_BOOL, SOURCE_PACKED = 0, 1, 2
 
 
 def packed_cols(num_cols: int) -> int:
     return (num_cols + 7) // 8
-
-
-@triton.jit
-def _mask_prep_kernel(
-    src_ptr, w_ptr, dense_ptr, packed_ptr, bool_ptr,
-    threshold, threshold_ptr, N, K,
-    stride_sn, stride_sk, stride_wn, stride_wk, stride_dn, stride_dk, stride_pn, stride_bn,
-    SOURCE: tl.constexpr, THRESHOLD_FROM_PTR: tl.constexpr,
-    WRITE_DENSE: tl.constexpr, WRITE_PACKED: tl.constexpr, WRITE_BOOL: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-):
-    pid_n = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    num_bytes = (K + 7) // 8
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    bits = tl.arange(0, 8)
-    # a [BLOCK_N, BLOCK_B, 8] tile: byte b of row n covers columns 8b .. 8b+7
-    n3 = offs_n[:, None, None]
-    col3 = offs_b[None, :, None] * 8 + bits[None, None, :]
-    valid = (n3 < N) & (col3 < K)
-    byte_valid = (offs_n[:, None] < N) & (offs_b[None, :] < num_bytes)
-
-    if SOURCE == 0:
-        if THRESHOLD_FROM_PTR:  # a device-resident threshold: read here, so the host never waits for it
-            tau = tl.load(threshold_ptr).to(tl.float32)
-        else:
-            tau = threshold
-        s = tl.load(src_ptr + n3 * stride_sn + col3 * stride_sk, mask=valid, other=0.0)
-        keep = (s > tau) & valid  # strict; NaN compares false, so NaN scores are pruned
-    elif SOURCE == 1:
-        m = tl.load(src_ptr + n3 * stride_sn + col3 * stride_sk, mask=valid, other=0)
-        keep = (m != 0) & valid
-    else:
-        byte = tl.load(src_ptr + offs_n[:, None] * stride_sn + offs_b[None, :] * stride_sk, mask=byte_valid, other=0)
-        keep = (((byte.to(tl.int32)[:, :, None] >> bits[None, None, :]) & 1) != 0) & valid
-
-    if WRITE_DENSE:
-        w = tl.load(w_ptr + n3 * stride_wn + col3 * stride_wk, mask=valid, other=0.0)
-        wm = tl.where(keep, w, 0.0)
-        tl.store(dense_ptr + n3 * stride_dn + col3 * stride_dk, wm.to(dense_ptr.dtype.element_ty), mask=valid)
-    if WRITE_PACKED:
-        byte_out = tl.sum(keep.to(tl.int32) << bits[None, None, :], axis=2)
-        tl.store(packed_ptr + offs_n[:, None] * stride_pn + offs_b[None, :], byte_out.to(tl.uint8), mask=byte_valid)
-    if WRITE_BOOL:
-        tl.store(bool_ptr + n3 * stride_bn + col3, keep.to(tl.uint8), mask=valid)
 
 
 def _source(scores, mask):
@@ -95,6 +47,9 @@ def mask_prep_triton(
     the kernel, no host synchronisation). `shape` (N, K) is needed only when neither weight nor a
     bool/score source gives it.
     """
+    require_triton()
+    from . import mask_prep_kernel as kernels  # looked up per launch, so tools can swap the kernel
+
     src, kind = _source(scores, mask)
     N, K = _resolve_shape(weight, src, kind, shape)
     device = src.device
@@ -116,19 +71,20 @@ def mask_prep_triton(
     d = dense if want_dense else dummy
     p = packed if want_packed else dummy
     BLOCK_N, BLOCK_B = 32, 16
-    grid = (triton.cdiv(N, BLOCK_N), triton.cdiv(packed_cols(K), BLOCK_B))
-    _mask_prep_kernel[grid](
-        src, w, d, p, bool_u8,
-        scalar_threshold, threshold if threshold_from_ptr else dummy, N, K,
-        src.stride(0), src.stride(1),
-        w.stride(0) if want_dense else 0, w.stride(1) if want_dense else 0,
-        d.stride(0) if want_dense else 0, d.stride(1) if want_dense else 0,
-        p.stride(0) if want_packed else 0,
-        as_bool.stride(0) if want_bool else 0,
-        SOURCE=kind, THRESHOLD_FROM_PTR=threshold_from_ptr,
-        WRITE_DENSE=want_dense, WRITE_PACKED=want_packed, WRITE_BOOL=want_bool,
-        BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B,
-    )
+    grid = (-(-N // BLOCK_N), -(-packed_cols(K) // BLOCK_B))
+    with cuda_device_of(src):
+        kernels._mask_prep_kernel[grid](
+            src, w, d, p, bool_u8,
+            scalar_threshold, threshold if threshold_from_ptr else dummy, N, K,
+            src.stride(0), src.stride(1),
+            w.stride(0) if want_dense else 0, w.stride(1) if want_dense else 0,
+            d.stride(0) if want_dense else 0, d.stride(1) if want_dense else 0,
+            p.stride(0) if want_packed else 0,
+            as_bool.stride(0) if want_bool else 0,
+            SOURCE=kind, THRESHOLD_FROM_PTR=threshold_from_ptr,
+            WRITE_DENSE=want_dense, WRITE_PACKED=want_packed, WRITE_BOOL=want_bool,
+            BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B,
+        )
     return dense, packed, as_bool
 
 

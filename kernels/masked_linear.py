@@ -4,88 +4,24 @@ Launchers (Triton, each with a PyTorch twin of the same signature):
     mask_prep      one pass over S/M and W -> W*M in the compute dtype and/or the packed mask
     masked_matmul  GEMM that applies the packed mask while loading W (forward and dx)
     ste_grad       dy^T x with the straight-through epilogue -> dS, dW, db
-The autograd Function below is written once against these launchers; the backend chooses which
-implementation of each it uses.
+The registered ops (masked_linear_op.py: maskedbert::masked_linear_fwd / _bwd, with fake
+implementations and autograd) are written once against these launchers; the backend chooses which
+implementation of each they use.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
+from ._describe import describe as _describe
+from .masked_linear_op import MaskedLinearFunction  # (importing it registers the maskedbert:: ops)
 from ._runtime import resolve_backend
 from .dispatch import choose_path
-from .mask_prep import mask_prep_torch, mask_prep_triton, packed_cols
-from .masked_matmul import masked_matmul_torch, masked_matmul_triton
-from .ste_grad import ste_grad_torch, ste_grad_triton
+from .mask_prep import packed_cols
 
 BACKENDS = ("auto", "torch", "triton", "triton_dense", "triton_fused")
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-class _Path(NamedTuple):
-    name: str
-    prep: object
-    matmul: object
-    ste_grad: object
-    fused: bool  # GEMMs apply the packed mask on load (else: materialize W*M, then cuBLAS)
-
-
-_PATHS = {
-    "torch": _Path("torch", mask_prep_torch, masked_matmul_torch, ste_grad_torch, fused=False),
-    "triton_dense": _Path("triton_dense", mask_prep_triton, masked_matmul_triton, ste_grad_triton, fused=False),
-    "triton_fused": _Path("triton_fused", mask_prep_triton, masked_matmul_triton, ste_grad_triton, fused=True),
-}
-
-
-class MaskedLinearFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, scores, mask, threshold, path_name):
-        path = _PATHS[path_name]
-        if mask is not None and mask.dtype == torch.uint8:
-            saved_mask = mask  # already packed
-            dense = None if path.fused else path.prep(weight, mask=mask, dense_dtype=x.dtype, want_packed=False)[0]
-        elif path.name == "torch":
-            # the twin keeps a bool mask for backward: packing bits costs more than it saves on CPU
-            dense, _, saved_mask = path.prep(weight, scores=scores, mask=mask, threshold=threshold,
-                                             dense_dtype=x.dtype, want_packed=False, want_bool=True)
-        else:
-            dense, saved_mask, _ = path.prep(weight, scores=scores, mask=mask, threshold=threshold,
-                                             dense_dtype=x.dtype, want_dense=not path.fused)
-        if path.fused:
-            y = path.matmul(x, weight, saved_mask, bias)
-        else:
-            y = F.linear(x, dense, None if bias is None else bias.to(x.dtype))
-        needs_x_for_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[3]
-        ctx.save_for_backward(x if needs_x_for_grad else None, weight, saved_mask)
-        ctx.path_name = path_name
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, packed = ctx.saved_tensors  # packed: bit-packed mask (a bool mask on the torch path)
-        path = _PATHS[ctx.path_name]
-        need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
-        dx = dw = db = ds = None
-        # our own dtypes decide the math here, whatever autocast state backward() was called under
-        with torch.autocast(dy.device.type, enabled=False):
-            if need_x:
-                if path.fused:
-                    dx = path.matmul(dy, weight, packed, None, transpose_weight=True)
-                else:
-                    dense, _, _ = path.prep(weight, mask=packed, dense_dtype=dy.dtype, want_packed=False)
-                    dx = dy @ dense
-            if need_w or need_s:
-                ds, dw, db = path.ste_grad(dy, x, weight, packed, want_scores=need_s, want_weight=need_w,
-                                           want_bias=need_b)
-            elif need_b:
-                db = dy.float().sum(0)
-        if db is not None:
-            db = db.to(ctx.bias_dtype)
-        return dx, dw, db, ds, None, None, None
 
 
 def masked_linear(
@@ -97,6 +33,7 @@ def masked_linear(
     threshold: float | torch.Tensor = 0.0,
     mask: torch.Tensor | None = None,
     backend: str = "auto",
+    keep_masked_weight: bool = True,
 ) -> torch.Tensor:
     """y = x @ (W*M)^T + b, with M = (scores > threshold) or a given fixed mask.
 
@@ -113,32 +50,46 @@ def masked_linear(
             (see maskedbert.kernels.pack_mask).
         backend: "auto" (Triton on CUDA, the PyTorch twin elsewhere), "torch", "triton" (the
             dispatcher picks a Triton path per shape), "triton_dense" or "triton_fused".
+        keep_masked_weight: keep W*M (N x K in the compute dtype) from the forward until the
+            backward, which then skips preparing it again for dx (when x needs a gradient; not on
+            "triton_fused", which never writes W*M). False saves that memory.
 
+    Runs as the registered op maskedbert::masked_linear_fwd (torch.compile sees one node).
     Under torch.autocast the op computes in the autocast dtype (as F.linear does) with fp32
     accumulation; gradients come back in each input's own dtype.
     """
-    _validate(x, weight, bias, scores, mask, threshold, backend)
+    validate_arguments(x, weight, bias, scores, mask, threshold, backend)
+    return masked_linear_checked(x, weight, bias, scores, mask, threshold, backend, keep_masked_weight)
+
+
+def masked_linear_checked(x, weight, bias, scores, mask, threshold, backend: str, keep_masked_weight: bool = True):
+    """masked_linear without the argument checks, for callers that checked them once (MaskedLinear
+    does, per module). Positional: (x, weight, bias, scores, mask, threshold, backend)."""
     K = weight.shape[1]
     lead = x.shape[:-1]
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        compute_dtype = torch.get_autocast_dtype(device_type)
-    else:
-        compute_dtype = x.dtype
     x2 = x.reshape(math.prod(lead), K)  # not -1: K may be 0
-    if x2.dtype != compute_dtype:
-        x2 = x2.to(compute_dtype)
+    autocast = torch.is_autocast_enabled(device_type)
+    if autocast:
+        compute_dtype = torch.get_autocast_dtype(device_type)
+        if x2.dtype != compute_dtype:
+            x2 = x2.to(compute_dtype)
     path = _path_for(backend, x2, weight)
-    with torch.autocast(device_type, enabled=False):
-        y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, _threshold_arg(threshold), path)
-    return y.reshape(*lead, weight.shape[0])
-
-
-def _threshold_arg(threshold):
-    """A number as a float (as always); a tensor as a detached 0-d float32 tensor, never read on the host."""
+    keep = keep_masked_weight and x.requires_grad and torch.is_grad_enabled()
     if isinstance(threshold, torch.Tensor):
-        return threshold.detach().reshape(()).to(torch.float32)
-    return float(threshold)
+        tau_tensor = threshold if threshold.dtype == torch.float32 else threshold.to(torch.float32)
+        tau = 0.0
+    else:
+        tau_tensor, tau = None, float(threshold)
+    if torch.compiler.is_compiling():  # one registered op: a single node in the graph
+        with torch.autocast(device_type, enabled=False):
+            y = torch.ops.maskedbert.masked_linear_fwd(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)[0]
+    elif autocast:
+        with torch.autocast(device_type, enabled=False):
+            y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)
+    else:
+        y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)
+    return y.reshape(*lead, weight.shape[0])
 
 
 def check_threshold(threshold, device: torch.device | None = None, owner: str = "the op") -> None:
@@ -155,20 +106,15 @@ def check_threshold(threshold, device: torch.device | None = None, owner: str = 
 
 
 def _path_for(backend: str, x2: torch.Tensor, weight: torch.Tensor) -> str:
-    if backend in ("triton_dense", "triton_fused", "torch"):
-        return backend
-    if backend == "auto" and resolve_backend("auto", x2.device) == "torch":
+    if resolve_backend(backend, x2.device, BACKENDS) == "torch":
         return "torch"
+    if backend in ("triton_dense", "triton_fused"):
+        return backend
     return choose_path(x2.shape[0], weight.shape[0], weight.shape[1], x2.dtype)
 
 
-def _describe(t) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"a {str(t.dtype).removeprefix('torch.')} tensor of shape {tuple(t.shape)} on {t.device}"
-    return f"{type(t).__name__}"
-
-
-def _validate(x, weight, bias, scores, mask, threshold, backend) -> None:
+def validate_arguments(x, weight, bias, scores, mask, threshold, backend) -> None:
+    """masked_linear's argument checks (errors name the argument and what was expected)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     for name, t in (("x", x), ("weight", weight)):

@@ -7,45 +7,27 @@ error. For magnitude pruning pass `weight.abs()`.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
-from ._runtime import check_triton_tensors, resolve_backend
+from ._runtime import check_triton_tensors, cuda_device_of, require_triton, resolve_backend
 from .topk import SUPPORTED_DTYPES, float_to_key
-from .topk_radix import _ordered_key
-
-
-@triton.jit
-def _nm_mask_kernel(
-    scores_ptr, out_ptr, num_groups,
-    N: tl.constexpr, M: tl.constexpr, M_POW2: tl.constexpr, BLOCK_G: tl.constexpr,
-):
-    groups = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
-    cols = tl.arange(0, M_POW2)
-    valid = (groups[:, None] < num_groups) & (cols[None, :] < M)
-    offs = groups[:, None].to(tl.int64) * M + cols[None, :]
-    key = _ordered_key(tl.load(scores_ptr + offs, mask=valid, other=0.0))
-    # rank[g, i] = how many group members j beat member i (larger key, or equal key and j < i)
-    key_i = key[:, :, None]
-    key_j = key[:, None, :]
-    earlier = cols[None, None, :] < cols[None, :, None]
-    beats = ((key_j > key_i) | ((key_j == key_i) & earlier)) & valid[:, None, :]
-    rank = tl.sum(beats.to(tl.int32), axis=2)
-    tl.store(out_ptr + offs, (valid & (rank < N)).to(tl.uint8), mask=valid)
 
 
 def nm_mask_triton(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    require_triton()
+    from . import nm_mask_kernel as kernels  # looked up per launch, so tools can swap the kernel
+
     check_triton_tensors(scores=scores)
     flat = scores.detach().to(torch.float32).contiguous()
     out = torch.empty(flat.shape, dtype=torch.bool, device=flat.device)
     num_groups = flat.numel() // m
     if num_groups == 0:
         return out
-    m_pow2 = triton.next_power_of_2(m)
+    m_pow2 = 1 << (m - 1).bit_length()
     block_g = max(1, 1024 // (m_pow2 * m_pow2))  # the rank tile is BLOCK_G x M x M
-    _nm_mask_kernel[(triton.cdiv(num_groups, block_g),)](
-        flat, out.view(torch.uint8), num_groups, N=n, M=m, M_POW2=m_pow2, BLOCK_G=block_g,
-    )
+    with cuda_device_of(flat):
+        kernels._nm_mask_kernel[(-(-num_groups // block_g),)](
+            flat, out.view(torch.uint8), num_groups, N=n, M=m, M_POW2=m_pow2, BLOCK_G=block_g,
+        )
     return out
 
 

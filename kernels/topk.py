@@ -19,8 +19,8 @@ from numbers import Real
 import torch
 
 from ._runtime import resolve_backend
-from .topk_launch import INT32_MAX, _kth_values, float_to_key, key_to_float, topk_select_triton  # noqa: F401
-from .topk_launch import INT32_MIN, _pruned_max_values
+from .topk_keys import INT32_MAX, INT32_MIN, _kth_values, _pruned_max_values, float_to_key, key_to_float  # noqa: F401
+from .topk_launch import topk_select_triton
 
 # float64 is compared after rounding to float32 (fp16/bf16 convert exactly)
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

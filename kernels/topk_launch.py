@@ -1,18 +1,17 @@
 """Host side of the Triton radix select (kernels in topk_radix.py): per-tensor tables, launches.
 
-The kernels are looked up on the module at launch time (`radix.<kernel>`), so tests can wrap them.
+The kernels are looked up on the module at launch time (`radix.<kernel>`), so tests can wrap them;
+topk_radix (and with it triton) is imported only when a launch runs.
 """
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
-import triton
 
-from . import topk_radix as radix
-from ._runtime import check_triton_tensors, interpreting
-from .topk_radix import CANDIDATE_FRACTION, CANDIDATE_MIN, FEW_MATCHES, INT32_MAX, INT32_MIN, NUM_BINS, RADIX_LEVELS
+from ._runtime import check_triton_tensors, cuda_device_of, interpreting, require_triton
+from .topk_keys import (CANDIDATE_FRACTION, CANDIDATE_MIN, FEW_MATCHES, INT32_MAX, INT32_MIN, NUM_BINS,  # noqa: F401
+                        RADIX_LEVELS, _kth_values, _pruned_max_values, float_to_key, key_to_float)
 
 
 def _tile_shape() -> tuple[int, int]:
@@ -98,7 +97,15 @@ def topk_select_triton(tensors: list[torch.Tensor], keep: list[int], scope: str,
     bracket held. Returns (list of bool masks, viewing one flat buffer; float32 kth values per tensor),
     plus the largest pruned value per tensor (-inf where nothing is pruned) when `pruned_max`.
     """
+    require_triton()
     check_triton_tensors(**dict(zip(names, tensors)))
+    with cuda_device_of(tensors[0]):
+        return _topk_select_triton(tensors, keep, scope, names, bracket, hits, pruned_max)
+
+
+def _topk_select_triton(tensors, keep, scope, names, bracket, hits, pruned_max):
+    from . import topk_radix as radix
+
     device = tensors[0].device
     flats = [t.detach().reshape(-1).to(torch.float32).contiguous() for t in tensors]
     numels = [f.numel() for f in flats]
@@ -151,7 +158,7 @@ def topk_select_triton(tensors: list[torch.Tensor], keep: list[int], scope: str,
             )
             # candidates are ready from level 0 where a bracket held, else at most for the last level
             if level == last or bracket is not None:
-                chunks = triton.cdiv(max(max_cap, 1), block * iters)
+                chunks = -(-max(max_cap, 1) // (block * iters))
                 radix._candidate_histogram_kernel[(num_seg, chunks)](
                     cand_keys, cand_start, cand_count, active, compact, prefix, hist[level], lo, hi,
                     SHIFT=shift, WIDTH=width, IS_FIRST=level == 0, NUM_BINS=NUM_BINS, BLOCK=block,
@@ -192,32 +199,3 @@ def _raise_on_nan(nan_counts: torch.Tensor, names: list[str]) -> None:
     bad = torch.nonzero(nan_counts).flatten().tolist()  # the one host synchronisation
     if bad:
         raise ValueError(f"{names[bad[0]]} contains {int(nan_counts[bad[0]])} NaN values; scores must not be NaN")
-
-
-def _kth_values(kth_keys: torch.Tensor, scope: str) -> torch.Tensor:
-    """Smallest kept key per tensor -> float; +inf where nothing is kept (global: one value for all)."""
-    if scope == "global" and kth_keys.numel():
-        kth_keys = kth_keys.min().expand_as(kth_keys)
-    values = key_to_float(kth_keys)
-    return torch.where(kth_keys == INT32_MAX, torch.full_like(values, math.inf), values)
-
-
-def _pruned_max_values(pruned_keys: torch.Tensor, scope: str) -> torch.Tensor:
-    """Largest pruned key per tensor -> float; -inf where nothing is pruned (global: one value for all)."""
-    if scope == "global" and pruned_keys.numel():
-        pruned_keys = pruned_keys.max().expand_as(pruned_keys)
-    values = key_to_float(pruned_keys)
-    return torch.where(pruned_keys == INT32_MIN, torch.full_like(values, -math.inf), values)
-
-
-def float_to_key(x: torch.Tensor) -> torch.Tensor:
-    """fp32 tensor -> int32 ordered keys (the same map as the kernels' _ordered_key)."""
-    bits = x.to(torch.float32).view(torch.int32)
-    bits = torch.where(bits == INT32_MIN, torch.zeros_like(bits), bits)
-    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-
-
-def key_to_float(key: torch.Tensor) -> torch.Tensor:
-    bits = torch.where(key < 0, key ^ 0x7FFFFFFF, key)
-    return bits.view(torch.float32)
-

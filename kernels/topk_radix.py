@@ -28,26 +28,18 @@ Triton plan (no host synchronisation until the final NaN check):
    lowest-index ones.
 4. the mask pass writes every mask into one flat bool buffer, the smallest kept key and the largest
    pruned key per tensor.
+
+Every atomic is sem="relaxed": each only accumulates (counts, running min/max) or hands out
+candidate slots, and what it writes is read by a later launch, whose boundary orders it. The
+default acq_rel would wrap each in a GPU-scope memory barrier (bench/check_atomics_sass.py checks
+the compiled SASS has none).
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-INT32_MIN = -(2**31)
-INT32_MAX = 2**31 - 1
-# (shift, width) of each radix digit of the 32-bit key, most significant first. 8-bit digits: Triton
-# lowers tl.histogram to warp ballots where each thread owns NUM_BINS / 32 bins and spends a few
-# instructions per owned bin for every 32 elements, so the cost grows with the bin count (256 bins:
-# ~2 warp instructions per element, near the memory time on an H100; 2048 bins: ~8x that).
-RADIX_LEVELS = ((24, 8), (16, 8), (8, 8), (0, 8))
-NUM_BINS = 1 << max(width for _, width in RADIX_LEVELS)
-# a block with at most this many elements under the prefix adds them with atomics, not tl.histogram
-FEW_MATCHES = 32
-# the second-to-last pass copies a segment's remaining keys to a buffer of numel / CANDIDATE_FRACTION
-# slots (at least CANDIDATE_MIN) when they fit, so the last level skips reading the tensor again
-CANDIDATE_FRACTION = 16
-CANDIDATE_MIN = 4096
+# the digit widths, bin count and candidate-buffer sizes these kernels are launched with: topk_keys.py
 
 
 # ----------------------------------------------------------------------------- Triton kernels
@@ -90,7 +82,7 @@ def _histogram_block(key, valid, prefix, counts, lo, hi, hist_row,
     elif num_taken > 0:
         # deep levels match a few scattered elements: direct atomics cost less than a ballot
         # histogram of the whole block (and empty blocks cost nothing)
-        tl.atomic_add(hist_row + digit, tl.full([BLOCK], 1, tl.int32), mask=take)
+        tl.atomic_add(hist_row + digit, tl.full([BLOCK], 1, tl.int32), mask=take, sem="relaxed")
     if num_taken > 0:
         lo = tl.minimum(lo, tl.where(take, key, 2147483647))
         hi = tl.maximum(hi, tl.where(take, key, -2147483648))
@@ -99,10 +91,10 @@ def _histogram_block(key, valid, prefix, counts, lo, hi, hist_row,
 
 @triton.jit
 def _flush_histogram(counts, lo, hi, hist_row, seg_lo, seg_hi, seg, NUM_BINS: tl.constexpr):
-    tl.atomic_add(hist_row + tl.arange(0, NUM_BINS), counts, mask=counts != 0)
+    tl.atomic_add(hist_row + tl.arange(0, NUM_BINS), counts, mask=counts != 0, sem="relaxed")
     # range of the keys under the prefix: one distinct key there ends the search at once
-    tl.atomic_min(seg_lo + seg, tl.min(lo))
-    tl.atomic_max(seg_hi + seg, tl.max(hi))
+    tl.atomic_min(seg_lo + seg, tl.min(lo), sem="relaxed")
+    tl.atomic_max(seg_hi + seg, tl.max(hi), sem="relaxed")
 
 
 @triton.jit
@@ -149,7 +141,7 @@ def _radix_histogram_kernel(
                 if copying & (num_taken > 0):
                     # reserve slots, then write in block order (the candidates' order is irrelevant:
                     # ties are cut by index in the full-data mask pass)
-                    slot = tl.atomic_add(seg_cand_count + seg, num_taken)
+                    slot = tl.atomic_add(seg_cand_count + seg, num_taken, sem="relaxed")
                     tl.store(cand_base + slot + tl.cumsum(taken, 0) - taken, key, mask=take)
         _flush_histogram(counts, lo, hi, hist_row, seg_lo, seg_hi, seg, NUM_BINS)
 
@@ -289,9 +281,9 @@ def _mask_kernel(
         tl.store(out_base + offs, keep.to(tl.uint8), mask=valid)
         min_kept = tl.minimum(min_kept, tl.where(keep, key, 2147483647))
         max_pruned = tl.maximum(max_pruned, tl.where(valid & ~keep, key, -2147483648))
-    tl.atomic_min(kth_keys + t, tl.min(min_kept))
-    tl.atomic_max(pruned_keys + t, tl.max(max_pruned))
-    tl.atomic_add(nan_counts + t, tl.sum(nans))
+    tl.atomic_min(kth_keys + t, tl.min(min_kept), sem="relaxed")
+    tl.atomic_max(pruned_keys + t, tl.max(max_pruned), sem="relaxed")
+    tl.atomic_add(nan_counts + t, tl.sum(nans), sem="relaxed")
 
 
 @triton.jit
@@ -323,10 +315,10 @@ def _bracket_kernel(
             taken = inside.to(tl.int32)
             num_inside = tl.sum(taken)
             if num_inside > 0:
-                slot = tl.atomic_add(seg_cand_count + seg, num_inside)
+                slot = tl.atomic_add(seg_cand_count + seg, num_inside, sem="relaxed")
                 pos = slot + tl.cumsum(taken, 0) - taken
                 tl.store(cand_base + pos, key, mask=inside & (pos < cap))
-        tl.atomic_add(seg_above + seg, tl.sum(above))
+        tl.atomic_add(seg_above + seg, tl.sum(above), sem="relaxed")
 
 
 @triton.jit

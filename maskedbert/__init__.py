@@ -22,12 +22,17 @@ _LAZY_ATTRS = {
     "load_masks": "maskedbert.masks",
     "load_mask_dict": "maskedbert.masks",
     "save_pretrained": "maskedbert.adapters",
-    "from_pretrained": "maskedbert.adapters",
+    "from_pretrained": "maskedbert.adapter_loading",
+    "disable_masks": "maskedbert.patching",
+    "trainable_parameters": "maskedbert.patching",
+    "print_trainable_parameters": "maskedbert.patching",
+    "masked_modules": "maskedbert.masks",
 }
 # public submodules reachable as attributes: mb.losses.product_of_experts, mb.optim.AdamW, ...
 _LAZY_SUBMODULES = {
     "kernels", "losses", "optim", "bias", "data", "metrics", "train", "experiments",
     "modules", "config", "patching", "masks", "pruning", "evaluation", "models", "adapters", "integrations",
+    "peft_format", "log",
 }
 
 __all__ = sorted(_LAZY_ATTRS) + sorted(_LAZY_SUBMODULES)

@@ -10,9 +10,18 @@ An adapter folder holds
   maskedbert's version, the adapter and mask format versions, and the names of the changed parameters;
 - masks.safetensors: every mask, bit-packed (maskedbert.masks; BERT-base's 85M masked weights ~ 10.6 MB);
 - changed_parameters.safetensors: only the parameters that differ from the base checkpoint (a trained
-  head; every weight when the weights trained, as in IMP), absent when nothing changed.
+  head; every weight when the weights trained, as in IMP), absent when nothing changed;
+- README.md: a model card with the Hub metadata `base_model`, `library_name: maskedbert` and
+  `mask_sparsity`, and how to load and merge the adapter (maskedbert.adapter_card).
 The mask scores themselves are not kept: the loaded model has scores 2*tau (kept) and 0 (pruned),
 which gives the same mask, so the logits are identical to the saved model's.
+
+Loading (`from_pretrained`) lives in maskedbert.adapter_loading: it applies masks (maskedbert.patching),
+whose save guard writes adapters with this module, so saving stays below patching and loading above it.
+
+A masked model's own `model.save_pretrained(dir)` writes the same adapter (maskedbert.save_guard), so
+`transformers.Trainer.save_model()` and `model.push_to_hub()` work on a masked model. PEFT's argument
+order `mb.from_pretrained(model, "adapter/")` is accepted too.
 
 Every file is written atomically, mask_config.json last, so a folder with mask_config.json is
 complete. `push_to_hub=True` uploads the folder with huggingface_hub (needs a network; here only its
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -30,8 +40,8 @@ from torch import nn
 from maskedbert._atomic import atomic_path, write_text_atomic
 from maskedbert.errors import UsageError
 
-__all__ = ["save_pretrained", "from_pretrained", "read_adapter_config", "ADAPTER_FORMAT_VERSION",
-           "CONFIG_NAME", "MASKS_NAME", "CHANGED_NAME"]
+__all__ = ["save_pretrained", "read_adapter_config", "BaseReference", "ADAPTER_FORMAT_VERSION",
+           "CONFIG_NAME", "MASKS_NAME", "CHANGED_NAME", "README_NAME", "SparsityDriftWarning"]
 
 ADAPTER_FORMAT_VERSION = 1
 CONFIG_NAME = "mask_config.json"
@@ -39,6 +49,14 @@ MASKS_NAME = "masks.safetensors"
 CHANGED_NAME = "changed_parameters.safetensors"
 _FORMAT = "maskedbert-mask-adapter"
 _MASK_STATE = ("scores", "threshold_tensor", "packed_mask")  # MaskedLinear state the masks file replaces
+README_NAME = "README.md"
+# set on a model whose sparsity a schedule or controller sets (MaskTrainingCallback): no drift warning then
+SPARSITY_CONTROLLED_ATTR = "maskedbert_sparsity_controlled"
+_DRIFT_TOLERANCE = 0.005  # |measured - MaskConfig.sparsity| above this after score training gets a warning
+
+
+class SparsityDriftWarning(UserWarning):
+    """A score mask trained with a fixed threshold no longer has the sparsity its MaskConfig asked for."""
 
 
 def save_pretrained(
@@ -53,6 +71,7 @@ def save_pretrained(
     private: bool | None = None,
     token: str | None = None,
     commit_message: str = "Upload maskedbert mask adapter",
+    base_reference: "BaseReference | None" = None,
 ) -> dict[str, Any]:
     """Write `model`'s mask adapter to `save_directory`; returns the content of mask_config.json.
 
@@ -61,8 +80,11 @@ def save_pretrained(
         an unmasked nn.Module holding the base weights (then base_model_name_or_path names it for
         from_pretrained; default its config._name_or_path).
     push_to_hub / repo_id / private / token / commit_message: upload the folder afterwards.
+    base_reference: a BaseReference of this model from an earlier save (instead of base_model and
+        revision): the base is not loaded again. The Trainer's checkpoints use it (maskedbert.save_guard).
     """
-    from maskedbert.patching import CONFIG_ATTR, masked_modules
+    from maskedbert.config import CONFIG_ATTR
+    from maskedbert.masks import masked_modules
 
     if not isinstance(model, nn.Module):
         raise UsageError(f"save_pretrained: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -79,8 +101,12 @@ def save_pretrained(
     if model_config is None or not hasattr(model_config, "to_dict"):
         raise UsageError("save_pretrained: model has no transformers config (model.config); mask adapters are "
                          "for Hugging Face models")
-    base, name_or_path, revision = _resolve_base_for_saving(model, base_model, base_model_name_or_path, revision)
-    changed = _changed_parameters(model, base)
+    if base_reference is None:
+        base_reference = BaseReference.resolve(model, base_model, base_model_name_or_path, revision)
+    elif base_model is not None or base_model_name_or_path is not None or revision is not None:
+        raise UsageError("save_pretrained: give base_reference or base_model/base_model_name_or_path/revision, not both")
+    name_or_path, revision = base_reference.name_or_path, base_reference.revision
+    changed = base_reference.changed(model)
 
     payload = {
         "format": _FORMAT,
@@ -108,65 +134,30 @@ def save_pretrained(
             save_file(changed, tmp, metadata={"format": _FORMAT})
     elif os.path.exists(changed_path):  # an older adapter in the same folder
         os.unlink(changed_path)
+    from maskedbert.adapter_card import write_model_card
+
+    write_model_card(folder, payload, repo_id=repo_id)
     write_text_atomic(os.path.join(folder, CONFIG_NAME), json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    if not getattr(model, SPARSITY_CONTROLLED_ATTR, False):
+        _warn_if_drifted(mask_config, payload["sparsity"])
     if push_to_hub:
         _push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
     return payload
 
 
-def from_pretrained(
-    adapter: str | os.PathLike,
-    base_model: str | os.PathLike | nn.Module | None = None,
-    *,
-    revision: str | None = None,
-    adapter_revision: str | None = None,
-    token: str | None = None,
-    **from_pretrained_kwargs,
-) -> nn.Module:
-    """The masked model saved in `adapter` (a folder, or a hub repo id when no such folder exists).
-
-    base_model: None loads the recorded base (name or path, at the recorded revision unless
-    `revision` is given) as the recorded task class with the recorded config; a name or path loads
-    that instead; an nn.Module (unmasked, same architecture) is used as is and changed in place.
-    Extra keyword arguments go to transformers' from_pretrained. Returns the model with the masks
-    applied and the changed parameters loaded; its logits equal the saved model's.
-    """
-    from maskedbert.config import MaskConfig
-    from maskedbert.masks import load_masks
-    from maskedbert.patching import CONFIG_ATTR, apply_masks_, masked_modules
-
-    folder = _adapter_folder(adapter, adapter_revision, token)
-    payload = read_adapter_config(folder)
-    mask_config = MaskConfig.from_dict(payload["mask_config"])
-    if isinstance(base_model, nn.Module):
-        if masked_modules(base_model):
-            raise UsageError("from_pretrained: base_model already has masks; pass the unmasked base model")
-        if from_pretrained_kwargs or revision is not None:
-            raise UsageError("from_pretrained: revision and loading options apply only when base_model is a name "
-                             "or path, not a module")
-        model = base_model
-    else:
-        model = _load_base(payload, base_model, revision, token, from_pretrained_kwargs)
-    changed_path = os.path.join(folder, CHANGED_NAME)
-    if payload["changed_parameters"]:
-        from safetensors.torch import load_file
-
-        if not os.path.isfile(changed_path):
-            raise UsageError(f"from_pretrained: {folder!r} lists changed parameters but has no {CHANGED_NAME}")
-        _load_changed_(model, load_file(changed_path), folder)
-    # the masks file sets every mask, so skip the initial magnitude top-k (the same layers are chosen)
-    apply_masks_(model, mask_config.replace(sparsity=0.0) if mask_config.score_init in ("magnitude", "uniform")
-                 else mask_config)
-    setattr(model, CONFIG_ATTR, mask_config)  # the config the masks were made with, for a later save
-    load_masks(model, os.path.join(folder, MASKS_NAME))
-    return model
-
-
 def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:
     """mask_config.json of an adapter folder, checked (format and versions)."""
-    path = os.path.join(os.fspath(folder), CONFIG_NAME)
+    folder = os.fspath(folder)
+    path = os.path.join(folder, CONFIG_NAME)
     if not os.path.isfile(path):
-        raise UsageError(f"from_pretrained: {os.fspath(folder)!r} is not a mask adapter (no {CONFIG_NAME}); "
+        if os.path.isfile(os.path.join(folder, "config.json")):
+            raise UsageError(f"from_pretrained: {folder!r} is a plain transformers checkpoint (config.json, no "
+                             f"{CONFIG_NAME}), not a mask adapter: load it with transformers' "
+                             "AutoModel...from_pretrained (or pass it as base_model=)")
+        if os.path.isfile(os.path.join(folder, "adapter_config.json")):
+            raise UsageError(f"from_pretrained: {folder!r} is a PEFT adapter (adapter_config.json): load it with "
+                             "peft.PeftModel.from_pretrained(base, folder)")
+        raise UsageError(f"from_pretrained: {folder!r} is not a mask adapter (no {CONFIG_NAME}); "
                          "write one with mb.save_pretrained(model, dir)")
     with open(path, encoding="utf-8") as f:
         try:
@@ -188,7 +179,7 @@ def _resolve_base_for_saving(model, base_model, base_name, revision):
     """(base state dict, missing-from-base names), name_or_path, revision."""
     config = model.config
     if isinstance(base_model, nn.Module):
-        from maskedbert.patching import masked_modules
+        from maskedbert.masks import masked_modules
 
         if masked_modules(base_model):
             raise UsageError("save_pretrained: base_model has masks; pass the unmasked base model")
@@ -216,22 +207,61 @@ def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.state_dict().items()}
 
 
-def _changed_parameters(model: nn.Module, base) -> dict[str, torch.Tensor]:
-    """Tensors of model.state_dict() that the base lacks or holds with other values (mask state excluded)."""
+class BaseReference:
+    """The base checkpoint an adapter is measured against, reduced to what can still differ: the base's
+    values of the trainable parameters and of the buffers, and the names of the frozen parameters that
+    already differ. A training run's checkpoints reuse one, so the base is loaded once per run, and
+    only the tensors that can change are kept (the head, in mask training)."""
+
+    def __init__(self, model: nn.Module, base_state: dict[str, torch.Tensor], missing_in_base: set[str],
+                 name_or_path: str | None, revision: str | None):
+        self.name_or_path, self.revision = name_or_path, revision
+        self.missing = set(missing_in_base)
+        self.watched: dict[str, torch.Tensor | None] = {}  # can change: compared at every save
+        self.frozen_changed: set[str] = set()               # frozen, and already different from the base
+        for key, value in _adapter_state(model, keep_vars=True):
+            if _can_change(value):
+                self.watched[key] = base_state.get(key)
+            elif not self._same(key, value, base_state.get(key)):
+                self.frozen_changed.add(key)
+
+    @classmethod
+    def resolve(cls, model, base_model=None, base_name=None, revision=None) -> "BaseReference":
+        (base_state, missing), name, revision = _resolve_base_for_saving(model, base_model, base_name, revision)
+        return cls(model, base_state, missing, name, revision)
+
+    def covers(self, model: nn.Module) -> bool:
+        """Whether every tensor of `model` that can change now was watched when this was built."""
+        return all(key in self.watched for key, value in _adapter_state(model, keep_vars=True) if _can_change(value))
+
+    def changed(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors of model.state_dict() that the base lacks or holds with other values (mask state excluded)."""
+        changed = {}
+        for key, value in _adapter_state(model):
+            differs = (not self._same(key, value, self.watched[key]) if key in self.watched
+                       else key in self.frozen_changed)
+            if differs:
+                changed[key] = value.detach().to("cpu").contiguous().clone()  # clone: safetensors refuses shared storage
+        return changed
+
+    def _same(self, key: str, value: torch.Tensor, reference: torch.Tensor | None) -> bool:
+        return (key not in self.missing and reference is not None and reference.shape == value.shape
+                and torch.equal(reference.to(value.device, value.dtype), value.detach()))
+
+
+def _adapter_state(model: nn.Module, keep_vars: bool = False):
+    """(name, tensor) of model.state_dict() without the MaskedLinear state the masks file replaces."""
     from maskedbert.modules import MaskedLinear
 
-    base_state, missing_in_base = base
-    changed = {}
-    for name, value in model.state_dict().items():
+    for name, value in model.state_dict(keep_vars=keep_vars).items():
         owner, _, leaf = name.rpartition(".")
-        if leaf in _MASK_STATE and isinstance(model.get_submodule(owner), MaskedLinear):
-            continue
-        reference = base_state.get(name)
-        same = (name not in missing_in_base and reference is not None and reference.shape == value.shape
-                and torch.equal(reference.to(value.device, value.dtype), value))
-        if not same:
-            changed[name] = value.detach().to("cpu").contiguous().clone()  # clone: safetensors refuses shared storage
-    return changed
+        if not (leaf in _MASK_STATE and isinstance(model.get_submodule(owner), MaskedLinear)):
+            yield name, value
+
+
+def _can_change(value: torch.Tensor) -> bool:
+    # a frozen parameter only changes if someone assigns to it; buffers (running statistics) may change anyway
+    return value.requires_grad if isinstance(value, nn.Parameter) else True
 
 
 def _plain_config(config) -> dict[str, Any]:
@@ -239,6 +269,19 @@ def _plain_config(config) -> dict[str, Any]:
     for key in ("_name_or_path", "_commit_hash"):
         data.pop(key, None)
     return data
+
+
+def _warn_if_drifted(mask_config, measured: float) -> None:
+    """Score masks under a fixed threshold drift from the sparsity they started at; say how to hold it."""
+    if mask_config.mode != "scores" or mask_config.sparsity == 0.0 or mask_config.score_init != "magnitude":
+        return
+    if abs(measured - mask_config.sparsity) > _DRIFT_TOLERANCE:
+        warnings.warn(
+            f"mask sparsity is {measured:.4f}, but MaskConfig.sparsity asked for {mask_config.sparsity:g}: with a "
+            "fixed threshold the number of scores above it moves as they train. To hold a sparsity exactly, train with "
+            "maskedbert.integrations.MaskTrainingCallback(method='exact_topk') or call "
+            "maskedbert.pruning.exact_sparsity_(model, sparsity) after each optimizer step",
+            SparsityDriftWarning, stacklevel=3)
 
 
 def _masked_sparsity(layers) -> float:
@@ -255,63 +298,7 @@ def _push_folder(folder: str, repo_id: str, *, private, token, commit_message) -
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message,
-                      allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
-
-
-# ---- loading -----------------------------------------------------------------------------------
-
-def _adapter_folder(adapter, adapter_revision, token) -> str:
-    path = os.fspath(adapter)
-    if os.path.isdir(path):
-        return path
-    if os.path.exists(path) or path.count("/") != 1:
-        raise UsageError(f"from_pretrained: adapter {path!r} is neither an adapter folder nor a hub repo id "
-                         "('user/name')")
-    import huggingface_hub
-
-    try:
-        return huggingface_hub.snapshot_download(path, revision=adapter_revision, token=token,
-                                                 allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
-    except Exception as err:  # offline, no such repo, no access: one message naming both readings
-        raise UsageError(f"from_pretrained: no adapter folder {path!r} here, and fetching it as a hub repo failed "
-                         f"({type(err).__name__}: {err})") from None
-
-
-def _load_base(payload, base_model, revision, token, kwargs) -> nn.Module:
-    import transformers
-
-    recorded = payload["base_model"]
-    name = os.fspath(base_model) if base_model is not None else recorded.get("name_or_path")
-    if not name:
-        raise UsageError("from_pretrained: the adapter records no base model; pass base_model= (name, path or module)")
-    if revision is None and base_model is None:
-        revision = recorded.get("revision")
-    config_data = dict(payload["model_config"])
-    model_type = config_data.pop("model_type", None)
-    config_cls = transformers.CONFIG_MAPPING[model_type] if model_type in transformers.CONFIG_MAPPING else None
-    if config_cls is None:
-        raise UsageError(f"from_pretrained: this transformers has no model type {model_type!r} (upgrade it)")
-    config = config_cls.from_dict(config_data)
-    model_cls = getattr(transformers, payload["model_class"], None) or transformers.AutoModel
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"  # renamed in v5
-    # the head may differ in size from the base checkpoint's: the adapter's changed parameters replace it
-    options = {dtype_key: getattr(torch, payload.get("dtype", "float32")), "ignore_mismatched_sizes": True}
-    options.update(kwargs)
-    if token is not None:
-        options["token"] = token
-    return model_cls.from_pretrained(name, config=config, revision=revision or "main", **options)
-
-
-@torch.no_grad()
-def _load_changed_(model: nn.Module, changed: dict[str, torch.Tensor], folder: str) -> None:
-    state = model.state_dict()
-    unknown = sorted(set(changed) - set(state))
-    wrong = [f"{k}: adapter {tuple(v.shape)}, model {tuple(state[k].shape)}" for k, v in changed.items()
-             if k in state and tuple(v.shape) != tuple(state[k].shape)]
-    if unknown or wrong:
-        raise UsageError(f"from_pretrained: the adapter in {folder!r} does not fit this base model: parameters it "
-                         f"lacks {unknown[:5]}; shape mismatches {wrong[:5]}")
-    model.load_state_dict(changed, strict=False)
+                      allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME, README_NAME])
 
 
 def _mask_format_version() -> int:

@@ -13,6 +13,15 @@ Bias models (small, CPU, seconds):
 
 Probabilities travel as {id: [p_0, ..., p_{C-1}]} and are attached to examples by id
 (`attach_probs` / `align_probs`), never by row order; a missing id is an error that names it.
+
+Column order. maskedbert writes probability files with their label names, {"labels": [...],
+"probs": {id: [...]}}, so a reader knows which column is which class. A .npy array (or a JSON file
+without "labels") does not say: its column order is declared with `label_order` (the file's label
+names, column by column), and `load_probs(..., label_names=task labels)` reorders the columns to the
+task's order. A file of more than two classes whose order is neither written nor declared is
+refused: the reference code's MNLI files, for one, order (contradiction, entailment, neutral) where
+maskedbert's MNLI is (entailment, neutral, contradiction). A two-class file without an order is read
+in the task's order.
 """
 from __future__ import annotations
 
@@ -263,13 +272,24 @@ def validate_probs(probs_by_id: Mapping, source: str = "probabilities") -> dict[
     return out
 
 
-def save_probs(path: str | os.PathLike, probs_by_id: Mapping) -> None:
-    """Write {id: probabilities} atomically: JSON object for *.json, one {"id", "probs"} per line for *.jsonl."""
+def save_probs(path: str | os.PathLike, probs_by_id: Mapping, *, label_names: Sequence[str] | None = None) -> None:
+    """Write {id: probabilities} atomically: JSON object for *.json, one {"id", "probs"} per line for *.jsonl.
+
+    With `label_names` (the classes, column by column) the file carries them: *.json becomes
+    {"labels": [...], "probs": {id: [...]}} and *.jsonl starts with a {"labels": [...]} line.
+    """
     probs = validate_probs(probs_by_id)
+    labels = None
+    if label_names is not None:
+        labels = [str(name) for name in label_names]
+        width = len(next(iter(probs.values()))) if probs else len(labels)
+        if width != len(labels) or len(set(labels)) != len(labels):
+            raise ValueError(f"label_names must name each of the {width} columns once, got {labels}")
     if os.fspath(path).endswith(".jsonl"):
-        text = "".join(json.dumps({"id": key, "probs": row}) + "\n" for key, row in probs.items())
+        header = json.dumps({"labels": labels}) + "\n" if labels is not None else ""
+        text = header + "".join(json.dumps({"id": key, "probs": row}) + "\n" for key, row in probs.items())
     else:
-        text = json.dumps(probs)
+        text = json.dumps(probs if labels is None else {"labels": labels, "probs": probs})
     write_text_atomic(path, text)
 
 
@@ -349,16 +369,32 @@ def _load_npy(path: str, ids: Sequence | None) -> dict[str, list[float]]:
     return dict(zip(keys, probs.tolist()))
 
 
-def _load_json_probs(path: str, raw: bytes) -> dict[str, list[float]]:
+def _file_labels(value, path: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{path}: 'labels' must be a list of label names, got {value!r}")
+    return value
+
+
+def _load_json_probs(path: str, raw: bytes) -> tuple[dict[str, list[float]], list[str] | None]:
+    """({id: row}, the label names the file declares or None)."""
     text = raw.decode("utf-8")
     pairs: list[tuple[str, object]] = []
+    labels = None
     if path.endswith(".jsonl"):
         for line_no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                pairs.append(_row_probs(json.loads(line), path, line_no))
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not pairs and labels is None and isinstance(record, dict) and set(record) == {"labels"}:
+                labels = _file_labels(record["labels"], path)
+                continue
+            pairs.append(_row_probs(record, path, line_no))
     else:
         data = json.loads(text)
-        if isinstance(data, dict):
+        if isinstance(data, dict) and set(data) == {"labels", "probs"} and isinstance(data["probs"], dict):
+            labels = _file_labels(data["labels"], path)
+            pairs = list(data["probs"].items())
+        elif isinstance(data, dict):
             pairs = list(data.items())
         elif isinstance(data, list):
             pairs = [_row_probs(rec, path, i) for i, rec in enumerate(data, 1)]
@@ -369,37 +405,118 @@ def _load_json_probs(path: str, raw: bytes) -> dict[str, list[float]]:
         if key in seen:
             raise ValueError(f"{path}: duplicate id {key!r}")
         seen[key] = row
-    return validate_probs(seen, source=path)
+    return validate_probs(seen, source=path), labels
 
 
-def load_probs(path: str | os.PathLike, ids: Sequence | None = None) -> dict[str, list[float]]:
+def parse_label_order(value: str | Sequence[str] | None, flag: str = "label_order") -> tuple[str, ...] | None:
+    """A column order given as "a,b,c" or a sequence of names; None stays None."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
+    if len(names) < 2 or any(not n for n in names) or len(set(names)) != len(names):
+        raise UsageError(f"{flag}: expected the file's label names column by column, comma-separated and "
+                         f"distinct (e.g. contradiction,entailment,neutral), got {value!r}")
+    return tuple(names)
+
+
+def _reorder_columns(probs: dict[str, list[float]], path: str, file_labels: Sequence[str] | None,
+                     label_order: Sequence[str] | None, label_names: Sequence[str] | None,
+                     order_flag: str) -> dict[str, list[float]]:
+    """Columns from the file's order to `label_names`' order (see the module docstring)."""
+    if label_order is not None and file_labels is not None and list(label_order) != list(file_labels):
+        raise UsageError(f"{order_flag}: {path} names its columns {list(file_labels)}, "
+                         f"but the declared order is {list(label_order)}; drop {order_flag}")
+    order = file_labels if file_labels is not None else label_order
+    order = list(order) if order is not None else None
+    width = len(next(iter(probs.values()))) if probs else None
+    if order is not None and width is not None and len(order) != width:
+        raise UsageError(f"{order_flag}: {path} has {width} columns but the order names {len(order)}: {order}")
+    if label_names is None:
+        return probs
+    names = list(label_names)
+    if width is not None and width != len(names):
+        raise UsageError(f"{path}: {width} columns, but the task has {len(names)} labels {names}")
+    if order is None:
+        if len(names) > 2:
+            raise UsageError(f"{path} does not say which column is which label; declare its column order with "
+                             f"{order_flag} (the file's label names, column by column, e.g. "
+                             f"{','.join(sorted(names))}; the task's own order is {','.join(names)})")
+        return probs  # two classes: the task's order
+    if sorted(order) != sorted(names):
+        raise UsageError(f"{order_flag}: {order} must name each of the task's labels {names} once")
+    if order == names:
+        return probs
+    columns = [order.index(name) for name in names]
+    return {key: [row[c] for c in columns] for key, row in probs.items()}
+
+
+def load_probs(path: str | os.PathLike, ids: Sequence | None = None, *, label_names: Sequence[str] | None = None,
+               label_order: str | Sequence[str] | None = None,
+               order_flag: str = "label_order") -> dict[str, list[float]]:
     """Read {id: probabilities} from JSON / JSONL keyed by id, or from a .npy array in training-file order.
 
-    JSON: {id: [...]} or a list of records; JSONL: one record per line; a record is
-    {"id": ..., "probs": [...]} ("bias_probs", "teacher_probs" or "log_probs" also read).
+    JSON: {id: [...]}, {"labels": [...], "probs": {id: [...]}} or a list of records; JSONL: one record
+    per line (optionally after a {"labels": [...]} line); a record is {"id": ..., "probs": [...]}
+    ("bias_probs", "teacher_probs" or "log_probs" also read).
     .npy ([N, C], read with allow_pickle=False): probabilities or log-probabilities, told apart by
     sign; row i belongs to ids[i], so `ids` lists the training file's example ids in file order (a
     length mismatch is an error); without ids the keys are the row numbers "0".."N-1".
     With ids, the result holds exactly those ids (one missing from a JSON file is an error).
+    `label_names`: the task's labels; the result's columns follow them, reordered from the file's
+    "labels" or from `label_order` (the file's column order, "a,b,c" or a sequence). More than two
+    labels and neither given: a UsageError naming `order_flag` (the option that declares the order).
     Pickle files (.pkl, .pickle, or pickled content) are refused with the command that converts them.
     """
     path = os.fspath(path)
+    label_order = parse_label_order(label_order, order_flag)
     if path.lower().endswith(PICKLE_SUFFIXES):
         raise _pickle_refusal(path, "is a pickle file")
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such probability file")
     if path.lower().endswith(".npy"):
-        return _load_npy(path, ids)
+        probs = _load_npy(path, ids)
+        return _reorder_columns(probs, path, None, label_order, label_names, order_flag)
     with open(path, "rb") as f:
         raw = f.read()
     if raw.startswith(_PICKLE_MAGIC):
         raise _pickle_refusal(path, "holds pickled data")
-    probs = _load_json_probs(path, raw)
+    probs, file_labels = _load_json_probs(path, raw)
+    probs = _reorder_columns(probs, path, file_labels, label_order, label_names, order_flag)
     if ids is None:
         return probs
     keys = [str(i) for i in ids]
     align_probs(keys, probs, name=path)  # raises naming the missing ids
     return {k: probs[k] for k in keys}
+
+
+def check_column_order(path: str | os.PathLike, label_names: Sequence[str], label_order=None,
+                       order_flag: str = "label_order") -> None:
+    """Raise the UsageError `load_probs(path, label_names=..., label_order=...)` would raise about the
+    column order, reading only the file's header (for checks before a run starts)."""
+    path = os.fspath(path)
+    order = parse_label_order(label_order, order_flag)
+    file_labels = read_file_labels(path)
+    width = len(file_labels) if file_labels is not None else None
+    if width is None and path.lower().endswith(".npy") and os.path.isfile(path):
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            width = shape[1] if len(shape) == 2 else None
+        except ValueError:
+            width = None  # load_probs says what is wrong with the file
+    probs = {"": [0.0] * width} if width else {}
+    _reorder_columns(probs, path, file_labels, order, label_names, order_flag)
+
+
+def read_file_labels(path: str | os.PathLike) -> list[str] | None:
+    """The label names a probability file declares ({"labels": [...]}), or None (.npy, plain JSON)."""
+    path = os.fspath(path)
+    if path.lower().endswith(".npy") or path.lower().endswith(PICKLE_SUFFIXES) or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw.startswith(_PICKLE_MAGIC):
+        return None
+    return _load_json_probs(path, raw)[1]
 
 
 def align_probs(ids: Sequence, probs_by_id: Mapping[str, Sequence[float]], name: str = "bias_probs") -> torch.Tensor:

@@ -20,15 +20,18 @@ import os
 import sys
 import traceback
 
+from maskedbert.errors import UsageError
+from maskedbert.experiments import cli_common
+
 # command -> (module, one-line description)
 COMMANDS = {
     "demo": ("maskedbert.experiments.demo", "offline CPU demo: sparse and robust subnetworks on a synthetic NLI task"),
     "example": ("maskedbert.experiments.example", "a small masked-layer example: train mask scores of one layer"),
     "finetune": ("maskedbert.experiments.finetune", "fine-tune one model on one task"),
-    "stability": ("maskedbert.sweep.stability_command", "many-seed fine-tuning stability study (Mosbach et al.)"),
-    "srnet": ("maskedbert.sweep.srnet_command", "sparse and robust subnetworks: IMP, mask training, debiasing (Liu et al.)"),
+    "stability": ("maskedbert.experiments.stability.command", "many-seed fine-tuning stability study (Mosbach et al.)"),
+    "srnet": ("maskedbert.experiments.srnet.command", "sparse and robust subnetworks: IMP, mask training, debiasing (Liu et al.)"),
     "status": ("maskedbert.sweep.status_cli", "where each run of a study stands: done, running, failed, pending"),
-    "report": ("maskedbert.sweep.report_cli", "rebuild a study's tables and plots from its finished runs"),
+    "report": ("maskedbert.experiments.report", "rebuild a study's tables and plots from its finished runs"),
     "convert-probs": ("maskedbert.experiments.convert_probs", "bias-model predictions (.pkl, .npy) -> JSONL of probabilities by id"),
 }
 # where internal errors are to be reported (the project's issue tracker)
@@ -111,9 +114,6 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"maskedbert: error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n\n{_usage()}",
               file=sys.stderr)
         return EXIT_USAGE
-    from maskedbert.errors import UsageError
-    from maskedbert.experiments import cli_common
-
     prog = f"maskedbert {command}"
     cli_common.set_interrupt_note(None)
     try:

@@ -15,11 +15,15 @@ from typing import Any
 from maskedbert._atomic import write_text_atomic
 from maskedbert.errors import UsageError
 
+# the MaskConfig apply_masks_ used, kept on the model until merge_and_unload (read when saving an adapter)
+CONFIG_ATTR = "maskedbert_config"
+
 MODES = ("scores", "fixed")
 SCORE_INITS = ("magnitude", "magnitude_soft", "constant", "uniform", "kaiming")
 SCOPES = ("layer", "global")
 BACKENDS = ("auto", "torch", "triton", "triton_dense", "triton_fused")
 ALL_LINEAR = "all-linear"
+ADAPTER_CONFIG_NAME = "mask_config.json"  # the file of a mask adapter folder (maskedbert.adapters) that holds the config
 SPARSITY_RULE = "a fraction of weights pruned, 0 <= sparsity < 1 (0 keeps every weight)"
 # inits whose initial sparsity the `sparsity` field controls (exactly for magnitude, in expectation for uniform)
 _SPARSITY_INITS = ("magnitude", "uniform")
@@ -138,8 +142,26 @@ class MaskConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MaskConfig":
+        """Read a config written by `save`, or the one inside a mask adapter: its folder or its
+        mask_config.json (mb.save_pretrained's, which also records the base model and more)."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            inner = os.path.join(path, ADAPTER_CONFIG_NAME)
+            if not os.path.isfile(inner):
+                raise UsageError(f"MaskConfig.load: {path!r} is a folder without {ADAPTER_CONFIG_NAME}; give a file "
+                                 "written by MaskConfig.save or a mask adapter folder (mb.save_pretrained)")
+            path = inner
+        if not os.path.isfile(path):
+            raise UsageError(f"MaskConfig.load: no such file {path!r}")
         with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
+            text = f.read()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"MaskConfig.load: {path!r} is not valid JSON ({err})") from err
+        if isinstance(data, dict) and "mask_config" in data and "format" in data:  # an adapter's mask_config.json
+            return cls.from_dict(data["mask_config"])
+        return cls.from_dict(data)
 
     @classmethod
     def resolve(cls, config: "MaskConfig | None") -> "MaskConfig":

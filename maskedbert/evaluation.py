@@ -1,4 +1,5 @@
-"""Out-of-distribution evaluation: HANS, PAWS and FEVER-Symmetric.
+"""Out-of-distribution evaluation: HANS, PAWS and FEVER-Symmetric (the Trainer's evaluator on an encoded
+dev set is maskedbert.train.evaluator).
 
 Predictions are the model's output indices (argmax of its logits). They are turned into label names
 with the model's own label order (config.id2label), so a RoBERTa MNLI head that orders
@@ -23,11 +24,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from maskedbert._atomic import atomic_path
 from maskedbert._atomic import write_text_atomic as _write_text_atomic
 from maskedbert.progress import track
 
-HANS_HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
 HANS_DATASET_LABELS = ("entailment", "non-entailment")
 PAWS_DATASET_LABELS = ("not_paraphrase", "paraphrase")
 FEVER_DATASET_LABELS = ("SUPPORTS", "REFUTES", "NOT ENOUGH INFO")
@@ -231,90 +230,7 @@ def evaluate_ood(model, tokenizer, kind: str, examples: Sequence, *, fallback_la
     return ood_metrics(kind, preds, examples, names, **kwargs)
 
 
-# ---- results tables and plots -----------------------------------------------------------------------
+# ---- writing files ------------------------------------------------------------------------------------
 def write_text_atomic(path: str, text: str) -> None:
     """Write text to `path` through a temporary file in the same folder and os.replace."""
     _write_text_atomic(path, text)
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
-def results_csv(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
-    return buffer.getvalue()
-
-
-def results_markdown(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def results_text_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
-    """A fixed-width table for the terminal."""
-    cells = [[c for c in columns]] + [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    fmt = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths))  # noqa: E731
-    return "\n".join([fmt(cells[0]), "-" * len(fmt(cells[0]))] + [fmt(r) for r in cells[1:]])
-
-
-def write_results(rows: Sequence[Mapping], out_dir: str, columns: Sequence[str], stem: str = "results") -> list[str]:
-    """results.csv and results.md in out_dir (atomic); returns the paths."""
-    import os
-
-    paths = [os.path.join(out_dir, f"{stem}.csv"), os.path.join(out_dir, f"{stem}.md")]
-    write_text_atomic(paths[0], results_csv(rows, columns))
-    write_text_atomic(paths[1], results_markdown(rows, columns))
-    return paths
-
-
-def plot_metrics_vs_sparsity(rows: Sequence[Mapping], path: str, *, metrics: Sequence[tuple[str, str]],
-                             series_key: str = "method", title: str | None = None,
-                             references: Sequence[Mapping] = (), reference_key: str = "loss") -> str:
-    """One panel per (metric key, axis label): metric vs sparsity, one line per series; PNG written atomically.
-
-    `references` (e.g. dense models) are drawn as dashed horizontal lines labelled by `reference_key`.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
-    series: dict[str, list[Mapping]] = defaultdict(list)
-    for row in rows:
-        series[str(row[series_key])].append(row)
-    for ax, (key, label) in zip(axes[0], metrics):
-        for name, points in sorted(series.items()):
-            points = sorted((p for p in points if p.get(key) is not None), key=lambda p: p["sparsity"])
-            if points:
-                ax.plot([100 * p["sparsity"] for p in points], [100 * p[key] for p in points], marker="o", label=name)
-        for i, ref in enumerate(references):
-            if ref.get(key) is not None:
-                ax.axhline(100 * ref[key], linestyle="--", linewidth=1, color=f"C{(i + len(series)) % 10}",
-                           label=f"dense {ref[reference_key]}")
-        ax.set_xlim(-2, 100)  # the whole sparsity range: single-level runs stay readable
-        ax.set_xlabel("sparsity (%)")
-        ax.set_ylabel(f"{label} (%)")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120)
-    finally:
-        plt.close(fig)
-    return path

@@ -12,16 +12,23 @@ fine-tuned teacher; both are treated as constants (no gradient flows into them).
 Annealing (Utama et al. 2020, as the SRNet code uses it): the bias probabilities are flattened towards
 uniform over training, p_b ** alpha renormalised, with alpha going linearly from 1 to a floor (0.8).
 
+The registry (name, function, needs bias, needs teacher) is maskedbert.loss_registry, re-exported here.
 `make_loss_fn(name, ...)` adapts a loss to the Trainer's `loss_fn(logits, batch)` hook; the batch
 carries "labels" and, where the loss needs them, "bias_probs" / "teacher_probs" tensors that were
 attached to the examples by id (maskedbert.bias.attach_probs), never by row order.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
+
+from maskedbert.loss_registry import LOSSES, LossEntry, canonical_loss_name, loss_entry, register_loss
+
+__all__ = ["cross_entropy", "product_of_experts", "reweight", "confidence_regularization", "check_probs",
+           "anneal_probs", "annealing_alpha", "LOSSES", "LossEntry", "register_loss", "canonical_loss_name",
+           "get_loss", "NEEDS_BIAS", "NEEDS_TEACHER", "BatchLoss", "make_loss_fn"]
 
 # floor for probabilities before taking logs: a bias model that puts exactly 0 on a class must not
 # turn the PoE logits into -inf (and NaN gradients)
@@ -127,37 +134,30 @@ def annealing_alpha(step: int, total_steps: int, floor: float = 0.8) -> float:
     return 1.0 - (1.0 - floor) * progress
 
 
-# ---- registry -------------------------------------------------------------------------------------
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "ce": cross_entropy,
-    "poe": product_of_experts,
-    "reweight": reweight,
-    "conf_reg": confidence_regularization,
-}
-ALIASES = {
-    "cross_entropy": "ce",
-    "product_of_experts": "poe",
-    "reweighting": "reweight",
-    "confidence_regularization": "conf_reg",
-    "regularization": "conf_reg",
-}
-NEEDS_BIAS = {"ce": False, "poe": True, "reweight": True, "conf_reg": True}
-NEEDS_TEACHER = {"ce": False, "poe": False, "reweight": False, "conf_reg": True}
-
-
-def canonical_loss_name(name: str) -> str:
-    """Map a loss name or alias to its registry key ("ce", "poe", "reweight", "conf_reg")."""
-    if not isinstance(name, str):
-        raise TypeError(f"loss name must be a string, got {type(name).__name__}")
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)} (aliases: {sorted(ALIASES)})")
-    return key
-
-
+# ---- registry (maskedbert.loss_registry: one entry per loss) -----------------------------------------
 def get_loss(name: str) -> Callable[..., torch.Tensor]:
     """The loss function registered under `name` (or an alias)."""
-    return LOSSES[canonical_loss_name(name)]
+    return loss_entry(name).resolve()
+
+
+class _EntryFlag(Mapping):
+    """{loss name: one flag of its registry entry}, read from the registry on every lookup (not a copy)."""
+
+    def __init__(self, flag: str):
+        self._flag = flag
+
+    def __getitem__(self, name: str) -> bool:
+        return getattr(LOSSES[name], self._flag)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(LOSSES)
+
+    def __len__(self) -> int:
+        return len(LOSSES)
+
+
+NEEDS_BIAS: Mapping[str, bool] = _EntryFlag("needs_bias")
+NEEDS_TEACHER: Mapping[str, bool] = _EntryFlag("needs_teacher")
 
 
 class BatchLoss:
@@ -170,9 +170,10 @@ class BatchLoss:
 
     def __init__(self, name: str, *, anneal_floor: float | None = None, total_steps: int | None = None):
         self.name = canonical_loss_name(name)
-        self.fn = LOSSES[self.name]
+        self.entry = LOSSES[self.name]
+        self.fn = self.entry.resolve()
         if anneal_floor is not None:
-            if not NEEDS_BIAS[self.name]:
+            if not self.entry.needs_bias:
                 raise ValueError(f"anneal_floor only applies to losses that use bias probabilities, not {self.name!r}")
             if total_steps is None:
                 raise ValueError("total_steps is required when anneal_floor is set")
@@ -183,11 +184,11 @@ class BatchLoss:
 
     @property
     def needs_bias(self) -> bool:
-        return NEEDS_BIAS[self.name]
+        return self.entry.needs_bias
 
     @property
     def needs_teacher(self) -> bool:
-        return NEEDS_TEACHER[self.name]
+        return self.entry.needs_teacher
 
     def current_alpha(self) -> float:
         if self.anneal_floor is None:

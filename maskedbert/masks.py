@@ -22,12 +22,16 @@ from torch import nn
 from maskedbert._atomic import atomic_path
 from maskedbert.errors import UsageError
 from maskedbert.kernels import PACKED_FORMAT_VERSION, pack_mask, unpack_mask
+from maskedbert.kernels._describe import describe as _describe
 
 METADATA_KEY = "maskedbert"
 
 
 def masked_modules(model: nn.Module, module_types: tuple[type, ...] | None = None) -> dict[str, nn.Module]:
-    """Masked layers of `model` by name (named_modules drops repeats: ALBERT's shared layer appears once)."""
+    """The masked layers of `model`: {name: layer}, each layer once under the first name that reaches it
+    (ALBERT's shared layer appears once), in model order. `module_types`: the classes that count as
+    masked layers (default maskedbert.modules.MaskedLinear). The one definition: maskedbert.patching
+    re-exports it."""
     if module_types is None:
         from maskedbert.modules import MaskedLinear
 
@@ -155,7 +159,7 @@ def load_masks(
         raise UsageError(
             f"load_masks: model ({type(model).__name__}) has no masked layers yet; call "
             "mb.apply_masks_(model, config) first (with the MaskConfig the masks were made with, e.g. "
-            "MaskConfig.load('mask_config.json')), then load_masks; mb.from_pretrained(adapter_dir) does both"
+            "MaskConfig.load(adapter_dir) or its mask_config.json), then load_masks; mb.from_pretrained(adapter_dir) does both"
         )
     masks = load_mask_dict(path)
     missing = sorted(set(modules) - set(masks))
@@ -215,9 +219,3 @@ def _package_version() -> str:
     import maskedbert
 
     return str(getattr(maskedbert, "__version__", "unknown"))
-
-
-def _describe(t) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"{t.dtype} tensor of shape {tuple(t.shape)}"
-    return type(t).__name__

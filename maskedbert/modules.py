@@ -13,8 +13,12 @@ import torch
 from torch import nn
 
 from maskedbert.config import MaskConfig
-from maskedbert.kernels import masked_linear, pack_mask, topk_mask, unpack_mask
-from maskedbert.kernels.masked_linear import check_threshold
+from maskedbert.kernels import pack_mask, topk_mask, unpack_mask
+from maskedbert.kernels._describe import describe as _describe
+from maskedbert.kernels.masked_linear import check_threshold, masked_linear_checked, validate_arguments
+
+# attributes the op's argument check depends on: assigning one re-checks on the next forward
+_CHECKED_ATTRIBUTES = frozenset({"weight", "bias", "scores", "packed_mask", "threshold_tensor", "backend", "mode"})
 
 
 class MaskedLinear(nn.Module):
@@ -44,6 +48,7 @@ class MaskedLinear(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
+        self._arguments_checked = False
         if not isinstance(weight, nn.Parameter) or weight.dim() != 2:
             raise TypeError(f"weight must be a 2-D nn.Parameter [out_features, in_features], got {_describe(weight)}")
         if bias is not None and (not isinstance(bias, nn.Parameter) or bias.shape != (weight.shape[0],)):
@@ -72,6 +77,11 @@ class MaskedLinear(nn.Module):
             self.register_buffer("packed_mask", packed)
         self.set_mask_(torch.ones(weight.shape, dtype=torch.bool, device=weight.device))
 
+    def __setattr__(self, name, value):
+        if name in _CHECKED_ATTRIBUTES:
+            self.__dict__["_arguments_checked"] = False
+        super().__setattr__(name, value)
+
     # ---- the threshold ---------------------------------------------------------------------------
     @property
     def threshold(self) -> float:
@@ -97,9 +107,19 @@ class MaskedLinear(nn.Module):
             missing_keys.remove(key)
 
     def _apply(self, fn, recurse=True):
-        # model.half() casts every floating buffer; tau stays float32 (the kernels compare in float32)
-        threshold = self.threshold_tensor
-        super()._apply(fn, recurse)
+        # model.half() / .to(dtype) cast every floating tensor; tau and the scores (and their grads) stay
+        # float32: the kernels compare in float32, and in bf16 a score of 0.02 (spacing ~1.2e-4) would
+        # not move under a 5e-5 step, so mask training would silently stop. Devices still move.
+        threshold, scores = self.threshold_tensor, self.scores
+
+        def keep_scores_float32(t):
+            out = fn(t)
+            if scores is not None and (t is scores or t is scores.grad) and out.dtype != t.dtype:
+                out = t.to(device=out.device)
+            return out
+
+        super()._apply(keep_scores_float32, recurse)
+        self.__dict__["_arguments_checked"] = False  # dtypes and devices may have changed
         if self.threshold_tensor.dtype != torch.float32:
             self.threshold_tensor = threshold.to(device=self.threshold_tensor.device, dtype=torch.float32)
         return self
@@ -214,13 +234,21 @@ class MaskedLinear(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the op's arguments are checked on the first call and after anything they depend on changes
+        # (an assignment, .to()/.half()), not on every call: per-step host time matters at 73 layers
         if self.mode == "scores":
             scores = self.scores
             if scores.dtype != torch.float32:  # model.half() casts every parameter; the op wants fp32 scores
                 scores = scores.float()
-            return masked_linear(x, self.weight, self.bias, scores=scores, threshold=self.threshold_tensor,
-                                 backend=self.backend)
-        return masked_linear(x, self.weight, self.bias, mask=self.packed_mask, backend=self.backend)
+            mask = None
+        else:
+            scores, mask = None, self.packed_mask
+        if not self._arguments_checked:
+            validate_arguments(x, self.weight, self.bias, scores, mask, self.threshold_tensor, self.backend)
+            self._arguments_checked = True
+        elif x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have last dimension in_features={self.in_features}, got shape {tuple(x.shape)}")
+        return masked_linear_checked(x, self.weight, self.bias, scores, mask, self.threshold_tensor, self.backend)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -243,9 +271,3 @@ def _kept_value(threshold: float) -> float:
 
 def _pruned_value(threshold: float) -> float:
     return 0.0 if threshold >= 0 else threshold - 1.0
-
-
-def _describe(t) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"{type(t).__name__} {str(t.dtype).removeprefix('torch.')} of shape {tuple(t.shape)}"
-    return type(t).__name__

@@ -5,6 +5,9 @@
     optimizer = AdamW(mask_param_groups(model, lr_scores=1e-4, lr_weights=2e-5, weight_decay=0.01))
     ...train...
     print(sparsity_report(model))
+    print_trainable_parameters(model)                    # trainable params: ... (mask scores ...) || all params ...
+    with disable_masks(model):                           # the unmasked model (PEFT's disable_adapter)
+        dense_logits = model(**batch).logits
     merge_and_unload(model).save_pretrained(out_dir)     # plain transformers model, weights W*M
 
 Layers are chosen by MaskConfig.target_modules (the architecture's defaults when None, see
@@ -14,17 +17,20 @@ MaskedLinear that replaces it everywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from maskedbert.architectures import CONV1D_MODEL_TYPES, UnsupportedLayerError, default_target_modules
-from maskedbert.config import ALL_LINEAR, MaskConfig
+from maskedbert.config import ALL_LINEAR, CONFIG_ATTR, MaskConfig
 from maskedbert.kernels import topk_masks
+from maskedbert.masks import masked_modules  # one definition for the package; re-exported here
 from maskedbert.modules import MaskedLinear
 from maskedbert.save_guard import install_save_guard, remove_save_guard
 
@@ -37,10 +43,17 @@ __all__ = [
     "masked_modules",
     "mask_param_groups",
     "magnitude_prune_",
+    "disable_masks",
+    "trainable_parameters",
+    "print_trainable_parameters",
+    "MaskSparsityWarning",
 ]
 
-CONFIG_ATTR = "maskedbert_config"  # the MaskConfig apply_masks_ used, kept on the model until merge
 _REQUIRES_GRAD_ATTR = "_maskedbert_requires_grad"  # parameter name -> requires_grad before apply_masks_
+
+
+class MaskSparsityWarning(UserWarning):
+    """A score mask config that prunes nothing at the start (sparsity 0)."""
 
 
 @dataclass
@@ -66,6 +79,12 @@ def apply_masks_(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     config = MaskConfig.resolve(config)
+    if config.mode == "scores" and config.sparsity == 0.0 and config.score_init in ("magnitude", "uniform"):
+        warnings.warn(
+            f"MaskConfig(sparsity=0, score_init={config.score_init!r}): every weight starts kept and nothing is "
+            "pruned until the scores train below the threshold. Give MaskConfig(sparsity=...) for a starting "
+            "sparsity, or let a schedule set it (maskedbert.integrations.MaskTrainingCallback, "
+            "maskedbert.pruning.exact_sparsity_)", MaskSparsityWarning, stacklevel=2)
     if filter_fn is not None and not callable(filter_fn):
         raise TypeError(f"filter_fn must be None or a callable (module, fqn) -> bool, got {type(filter_fn).__name__}")
     if masked_modules(model):
@@ -117,9 +136,54 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return model
 
 
-def masked_modules(model: nn.Module) -> dict[str, MaskedLinear]:
-    """fqn -> MaskedLinear, each shared module once (under its first name)."""
-    return {names[0]: module for module, names in _module_aliases(model, lambda m: isinstance(m, MaskedLinear))}
+@contextlib.contextmanager
+def disable_masks(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside this block `model` computes with its unmasked weights (PEFT's `disable_adapter()`); the
+    masks are back on exit, even after an error.
+
+    Each MaskedLinear is swapped for a plain nn.Linear that holds the same weight and bias Parameters
+    (no copy; optimizers keep pointing at them), and swapped back afterwards.
+    """
+    aliases = _module_aliases(model, lambda m: isinstance(m, MaskedLinear))
+    if not aliases:
+        raise ValueError("disable_masks: model has no MaskedLinear layers (was apply_masks_ called on it?)")
+    swapped = []
+    try:
+        for module, names in aliases:
+            plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
+            plain.weight = module.weight
+            if module.bias is not None:
+                plain.bias = module.bias
+            for name in names:
+                _set_submodule(model, name, plain)
+            swapped.append((module, names))
+        yield model
+    finally:
+        for module, names in swapped:
+            for name in names:
+                _set_submodule(model, name, module)
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, int | float]:
+    """Counts of `model`'s parameters (shared ones once): trainable, of which mask scores, and all."""
+    scores = {id(m.scores) for m in masked_modules(model).values() if m.scores is not None}
+    params = list(model.parameters())  # parameters() yields a shared Parameter once
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    trainable_scores = sum(p.numel() for p in params if p.requires_grad and id(p) in scores)
+    total = sum(p.numel() for p in params)
+    return {"trainable": trainable, "trainable_mask_scores": trainable_scores,
+            "trainable_other": trainable - trainable_scores, "all": total,
+            "trainable_percent": 100.0 * trainable / total if total else 0.0}
+
+
+def print_trainable_parameters(model: nn.Module) -> str:
+    """Print (and return) PEFT's one-line summary, with the mask scores counted separately."""
+    counts = trainable_parameters(model)
+    line = (f"trainable params: {counts['trainable']:,} (mask scores {counts['trainable_mask_scores']:,}, other "
+            f"{counts['trainable_other']:,}) || all params: {counts['all']:,} || "
+            f"trainable%: {counts['trainable_percent']:.4f}")
+    print(line)
+    return line
 
 
 def mask_param_groups(

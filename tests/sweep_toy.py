@@ -1,11 +1,16 @@
-"""A toy sweep runner for tests/test_sweep.py: no torch, milliseconds per cell.
+"""A toy sweep runner for tests/test_sweep.py: no torch, milliseconds per cell. KINDS names it "toy";
+`python -m sweep_toy STUDY_DIR CELL_ID` is its worker (tests/ on the path).
 
 spec: {"value": x, "fail": bool (raise), "sleep": seconds, "kill_self": bool (SIGKILL its own process)}.
 Every attempt appends a line to <cell dir>/attempts.txt so tests can count reruns.
 """
 import os
 import signal
+import sys
 import time
+
+from maskedbert.errors import UsageError
+from maskedbert.sweep import StudyKinds, worker
 
 
 
@@ -28,3 +33,21 @@ def report(study):
     with open(path, "w") as f:
         f.write("\n".join(rows) + "\n")
     return {"table": path}
+
+
+def _runner(name):
+    if name != "toy":
+        raise UsageError(f"unknown runner {name!r}")
+    return run
+
+
+def _reporter(name):
+    if name != "toy":
+        raise UsageError(f"unknown reporter {name!r}")
+    return report
+
+
+KINDS = StudyKinds(runner=_runner, reporter=_reporter, worker_module="sweep_toy")
+
+if __name__ == "__main__":
+    sys.exit(worker.main(kinds=KINDS))

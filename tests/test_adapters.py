@@ -9,7 +9,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 import maskedbert as mb  # noqa: E402
-from maskedbert.adapters import CHANGED_NAME, CONFIG_NAME, MASKS_NAME  # noqa: E402
+from maskedbert.adapters import CHANGED_NAME, CONFIG_NAME, MASKS_NAME, README_NAME  # noqa: E402
 from maskedbert.errors import UsageError  # noqa: E402
 from maskedbert.patching import masked_modules  # noqa: E402
 
@@ -59,7 +59,7 @@ def test_round_trip_gives_identical_logits_and_only_the_head_as_changed(base_dir
     expected = _logits(model)
     out = tmp_path / "adapter"
     payload = mb.save_pretrained(model, out)
-    assert sorted(os.listdir(out)) == sorted([CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
+    assert sorted(os.listdir(out)) == sorted([CONFIG_NAME, MASKS_NAME, CHANGED_NAME, README_NAME])
     config = json.loads((out / CONFIG_NAME).read_text())
     assert config == payload
     assert config["base_model"] == {"name_or_path": base_dir, "revision": None}
@@ -108,12 +108,14 @@ def test_fixed_mode_with_trained_weights_stores_the_changed_weights(base_dir, tm
     torch.testing.assert_close(_logits(mb.from_pretrained(tmp_path / "adapter")), expected, rtol=0, atol=0)
 
 
-def test_models_own_save_pretrained_refuses_until_merged(base_dir, tmp_path):
+def test_models_own_save_pretrained_writes_the_adapter_until_merged(base_dir, tmp_path):
     model = _trained(base_dir)
-    with pytest.raises(UsageError, match=r"mb\.save_pretrained\(model, dir\).*mb\.merge_and_unload"):
-        model.save_pretrained(tmp_path / "dense")
-    assert not (tmp_path / "dense").exists()
     expected = _logits(model)
+    model.save_pretrained(tmp_path / "own")  # what Trainer.save_model() calls
+    assert sorted(os.listdir(tmp_path / "own")) == sorted([CONFIG_NAME, MASKS_NAME, CHANGED_NAME, README_NAME])
+    torch.testing.assert_close(_logits(mb.from_pretrained(tmp_path / "own")), expected, rtol=0, atol=0)
+    model.save_pretrained(tmp_path / "other_rank", is_main_process=False)  # only the main process writes
+    assert not (tmp_path / "other_rank").exists()
     mb.merge_and_unload(model).save_pretrained(tmp_path / "merged")
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
     torch.testing.assert_close(_logits(reloaded), expected)
@@ -156,14 +158,58 @@ def test_push_to_hub_uploads_the_folder(base_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     mb.save_pretrained(_trained(base_dir), tmp_path / "a", push_to_hub=True, repo_id="me/tiny-mask", private=True,
                        token="t")
-    files = sorted([CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
+    files = sorted([CONFIG_NAME, MASKS_NAME, CHANGED_NAME, README_NAME])
     assert calls == [("token", "t"), ("create_repo", "me/tiny-mask", True, True),
+                     ("upload_folder", files, "me/tiny-mask", files)]
+    # the model's own push_to_hub (transformers' PushToHubMixin) uploads the same adapter
+    calls.clear()
+    _trained(base_dir).push_to_hub("me/tiny-mask", token="t")
+    assert calls == [("token", "t"), ("create_repo", "me/tiny-mask", None, True),
                      ("upload_folder", files, "me/tiny-mask", files)]
 
 
+def test_model_card_has_base_model_and_sparsity_and_keeps_foreign_text(base_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    model = _trained(base_dir)
+    payload = mb.save_pretrained(model, tmp_path / "a")
+    card = ModelCard.load(tmp_path / "a" / README_NAME)
+    # a local base folder is named in the text only: the Hub refuses base_model metadata that is no model id
+    assert card.data.base_model is None and f"`{base_dir}`" in card.text and card.data.library_name == "maskedbert"
+    assert card.data.mask_sparsity == pytest.approx(payload["sparsity"], abs=1e-6)
+    assert "maskedbert" in card.data.tags and f"{payload['sparsity']:.2%}" in card.text
+    assert "mb.from_pretrained" in card.text and "merge_and_unload" in card.text
+    # a card someone else wrote (e.g. the Trainer's training summary) keeps its text; ours is added once
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / README_NAME).write_text("---\nlicense: mit\n---\n\n# My run\n\nTrained on my data.\n")
+    for _ in range(2):
+        mb.save_pretrained(model, tmp_path / "b")
+    card = ModelCard.load(tmp_path / "b" / README_NAME)
+    assert card.data.license == "mit" and card.data.base_model is None
+    assert card.text.count("# maskedbert mask adapter") == 1 and "Trained on my data." in card.text
+    # a hub base goes into the metadata
+    mb.save_pretrained(model, tmp_path / "c", base_model=_task_model(base_dir), base_model_name_or_path="org/tiny-bert")
+    assert ModelCard.load(tmp_path / "c" / README_NAME).data.base_model == "org/tiny-bert"
+
+
+def test_from_pretrained_takes_peft_argument_order(base_dir, tmp_path):
+    model = _trained(base_dir)
+    mb.save_pretrained(model, tmp_path / "adapter")
+    base = transformers.BertForSequenceClassification.from_pretrained(base_dir, num_labels=3)
+    loaded = mb.from_pretrained(base, tmp_path / "adapter")  # peft.PeftModel.from_pretrained(model, path)
+    assert loaded is base
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+    with pytest.raises(UsageError, match="second argument must be the adapter folder"):
+        mb.from_pretrained(base, base)
+
+
 def test_from_pretrained_errors(base_dir, tmp_path):
-    with pytest.raises(UsageError, match="not a mask adapter"):
+    with pytest.raises(UsageError, match="plain transformers checkpoint.*AutoModel"):
         mb.from_pretrained(base_dir)  # a model folder, not an adapter
+    (tmp_path / "peft").mkdir()
+    (tmp_path / "peft" / "adapter_config.json").write_text("{}")
+    with pytest.raises(UsageError, match="PEFT adapter.*PeftModel.from_pretrained"):
+        mb.from_pretrained(tmp_path / "peft")
     with pytest.raises(UsageError, match="neither an adapter folder nor a hub repo id"):
         mb.from_pretrained(tmp_path / "no" / "such" / "dir")
     model = _trained(base_dir)
@@ -214,3 +260,23 @@ def test_adapter_from_the_hub_by_repo_id(base_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(UsageError, match="no adapter folder 'me/other' here.*OSError: offline"):
         mb.from_pretrained("me/other")
+
+
+def test_a_base_reference_keeps_only_what_can_change_and_is_reused(base_dir, tmp_path):
+    from maskedbert.adapters import BaseReference
+
+    model = _task_model(base_dir)
+    mb.apply_masks_(model, mb.MaskConfig(sparsity=0.5))  # body frozen, head trains
+    reference = BaseReference.resolve(model)
+    assert sorted(k for k in reference.watched if not k.endswith("position_ids") and "token_type" not in k) == [
+        "classifier.bias", "classifier.weight"]  # trainable parameters (and buffers), not the frozen body
+    with torch.no_grad():
+        model.classifier.weight.add_(1.0)
+    first = mb.save_pretrained(model, tmp_path / "a", base_reference=reference)
+    assert first["changed_parameters"] == ["classifier.bias", "classifier.weight"]
+    assert torch.equal(mb.from_pretrained(tmp_path / "a").classifier.weight, model.classifier.weight)
+    assert reference.covers(model)
+    model.bert.pooler.dense.weight.requires_grad_(True)  # newly trainable: the reference no longer covers it
+    assert not reference.covers(model)
+    with pytest.raises(UsageError, match="not both"):
+        mb.save_pretrained(model, tmp_path / "b", base_reference=reference, base_model=base_dir)

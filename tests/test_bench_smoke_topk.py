@@ -6,9 +6,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "topk.py")
 
 
+@pytest.mark.slow
 def test_topk_bench_tiny_mode(tmp_path):
     out_csv = tmp_path / "topk.csv"
     result = subprocess.run(

@@ -4,9 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_train_step_cpu_smoke(tmp_path):
     out_csv, out_png = tmp_path / "ts.csv", tmp_path / "ts.png"
     cmd = [sys.executable, os.path.join(ROOT, "bench", "train_step.py"), "--cpu-smoke",

@@ -88,6 +88,9 @@ def test_convert_probs_round_trip(tmp_path, capsys, log):
     expected = _qqp_like_pickle(pkl, log=log)
     assert convert_probs.main(["--trust-pickle", str(pkl), str(out)]) == 0
     assert "3 rows" in capsys.readouterr().out
+    prefixed = tmp_path / "prefixed.jsonl"  # maskedbert's QQP example ids: qqp-train-<id column>
+    assert convert_probs.main(["--trust-pickle", str(pkl), str(prefixed), "--id-prefix", "qqp-train-"]) == 0
+    assert sorted(bias.load_probs(prefixed)) == sorted(f"qqp-train-{k}" for k in expected)
     loaded = bias.load_probs(out)
     assert sorted(loaded) == sorted(expected)
     for key, row in expected.items():
@@ -137,3 +140,72 @@ def test_json_with_ids_returns_exactly_those_ids(tmp_path):
         bias.load_probs(path, ids=["a", "zz"])
     with pytest.raises(UsageError, match="no such probability file"):
         bias.load_probs(tmp_path / "missing.json")
+
+
+# ---- column order ---------------------------------------------------------------------------------
+MNLI_LABELS = ("entailment", "neutral", "contradiction")  # maskedbert's MNLI order (data/tasks.py)
+# the reference's MNLI order, hg_transformers/data/processors/glue.py:233 of llyx97/sparse-and-robust-PLM
+REFERENCE_MNLI_ORDER = ("contradiction", "entailment", "neutral")
+
+
+def test_reference_ordered_npy_reads_entailment_where_the_file_says_entailment(tmp_path):
+    # rows as the reference writes them: columns (contradiction, entailment, neutral)
+    rows = np.array([[0.05, 0.90, 0.05], [0.7, 0.1, 0.2]], dtype=np.float32)
+    path = tmp_path / "log_probs.npy"
+    np.save(path, np.log(rows))
+    loaded = bias.load_probs(path, ids=["a", "b"], label_names=MNLI_LABELS, label_order=REFERENCE_MNLI_ORDER)
+    assert loaded["a"][MNLI_LABELS.index("entailment")] == pytest.approx(0.90, abs=1e-6)
+    assert loaded["b"][MNLI_LABELS.index("contradiction")] == pytest.approx(0.7, abs=1e-6)
+    assert loaded["b"] == pytest.approx([0.1, 0.2, 0.7], abs=1e-6)
+    # the same order given as the option's text
+    assert bias.load_probs(path, ids=["a", "b"], label_names=MNLI_LABELS,
+                           label_order="contradiction,entailment,neutral") == loaded
+
+
+def test_undeclared_order_of_a_three_class_npy_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "probs.npy"
+    np.save(path, PROBS[:2])
+    with pytest.raises(UsageError, match="--bias-label-order") as info:
+        bias.load_probs(path, ids=["a", "b"], label_names=MNLI_LABELS, order_flag="--bias-label-order")
+    assert "\n" not in str(info.value)
+    plain = tmp_path / "plain.json"  # a JSON file without "labels" says no more than a .npy
+    bias.save_probs(plain, {"a": [0.2, 0.3, 0.5]})
+    with pytest.raises(UsageError, match="which column is which"):
+        bias.load_probs(plain, label_names=MNLI_LABELS)
+    for bad in ("entailment,neutral", "entailment,neutral,neutral", ""):
+        with pytest.raises(UsageError, match="label_order"):
+            bias.load_probs(path, ids=["a", "b"], label_names=MNLI_LABELS, label_order=bad)
+    with pytest.raises(UsageError, match="must name each of the task's labels"):
+        bias.load_probs(path, ids=["a", "b"], label_names=MNLI_LABELS, label_order="yes,no,maybe")
+    two = tmp_path / "two.npy"  # two classes: read in the task's order without a declaration
+    np.save(two, np.array([[0.9, 0.1]]))
+    assert bias.load_probs(two, label_names=("not_duplicate", "duplicate")) == {"0": [0.9, 0.1]}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_files_written_with_labels_carry_their_order(tmp_path, suffix):
+    path = tmp_path / f"bias_probs{suffix}"
+    bias.save_probs(path, {"a": [0.05, 0.9, 0.05]}, label_names=REFERENCE_MNLI_ORDER)
+    assert bias.read_file_labels(path) == list(REFERENCE_MNLI_ORDER)
+    assert bias.load_probs(path) == {"a": [0.05, 0.9, 0.05]}  # no task given: columns as written
+    assert bias.load_probs(path, label_names=MNLI_LABELS) == {"a": [0.9, 0.05, 0.05]}
+    assert bias.load_probs(path, label_names=MNLI_LABELS, label_order=REFERENCE_MNLI_ORDER)["a"][0] == 0.9
+    with pytest.raises(UsageError, match="names its columns"):
+        bias.load_probs(path, label_names=MNLI_LABELS, label_order=MNLI_LABELS)
+    if suffix == ".json":
+        assert json.loads(path.read_text()) == {"labels": list(REFERENCE_MNLI_ORDER),
+                                                "probs": {"a": [0.05, 0.9, 0.05]}}
+    with pytest.raises(ValueError, match="label_names must name each of the 3 columns"):
+        bias.save_probs(path, {"a": [0.05, 0.9, 0.05]}, label_names=("x", "y"))
+
+
+def test_convert_probs_label_order_writes_the_labels(tmp_path):
+    npy, ids, out = tmp_path / "log_probs.npy", tmp_path / "ids.txt", tmp_path / "bias.jsonl"
+    np.save(npy, np.log(np.array([[0.05, 0.90, 0.05]], dtype=np.float32)))
+    ids.write_text("pair-1\n")
+    assert convert_probs.main([str(npy), str(out), "--ids-from", str(ids), "--label-order",
+                               ",".join(REFERENCE_MNLI_ORDER)]) == 0
+    assert bias.read_file_labels(out) == list(REFERENCE_MNLI_ORDER)
+    assert bias.load_probs(out, label_names=MNLI_LABELS)["pair-1"] == pytest.approx([0.9, 0.05, 0.05], abs=1e-6)
+    with pytest.raises(UsageError, match="--label-order.*3 columns"):
+        convert_probs.main([str(npy), str(tmp_path / "b.jsonl"), "--label-order", "a,b"])

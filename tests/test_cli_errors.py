@@ -3,12 +3,10 @@ traceback and nothing on disk; Ctrl-C says how to resume (exit 130); bugs keep t
 --version; help shows every default and answers fast."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -100,10 +98,14 @@ def test_finetune_config_file_with_unknown_setting(workdir, capsys):
     assert not (workdir / "run").exists()
 
 
-def test_finetune_hub_task_without_network_names_data_dir_and_files_at_once(workdir, capsys, hub_unreachable):
-    start = time.perf_counter()
+def test_finetune_hub_task_without_network_names_data_dir_and_files_at_once(workdir, capsys, hub_unreachable,
+                                                                             monkeypatch):
+    from maskedbert.data import tasks
+
+    hub_loads = []
+    monkeypatch.setattr(tasks, "_load_hub", lambda *args, **kwargs: hub_loads.append(args))
     status, _, err = run_cli(["finetune", "--task", "mnli", "--out", "run"], capsys)
-    assert time.perf_counter() - start < 5  # no retry loop: datasets is never asked
+    assert hub_loads == []  # no retry loop: datasets is never asked
     assert_usage_error(status, err, "--data-dir", "mnli", "unreachable", "train.tsv", "dev_matched.tsv")
     assert "data_dir" not in err
     assert files_under(workdir) == ["afile"]
@@ -268,21 +270,20 @@ def test_finetune_help_lists_tasks_and_models(capsys):
     assert "offline-minilm" in flat and "tiny-bert" in flat and "(default: synthetic-pair)" in flat
 
 
-@pytest.mark.parametrize("command", ["finetune", "example", "srnet", "stability", "demo"])
+HEAVY_MODULES = ("torch", "transformers", "datasets", "matplotlib", "safetensors")
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
 def test_help_is_fast_because_nothing_heavy_loads(command):
-    """--help in a fresh interpreter: torch, transformers and datasets stay unloaded, and it answers in < 1 s."""
+    """--help in a fresh interpreter leaves torch, transformers, datasets, matplotlib and safetensors unloaded
+    (seconds of import each): the parsers and their choices come from torch-free modules."""
     code = ("import sys\nfrom maskedbert import cli\n"
             f"try:\n    cli.main([{command!r}, '--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules), file=sys.stderr)")
-    seconds = []
-    for _ in range(3):  # the best of three: a shared CI machine can stall any single run
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        seconds.append(time.perf_counter() - start)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
-        assert "usage: maskedbert " + command in proc.stdout
-    assert min(seconds) < 1.0, seconds
+            f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
+    assert "usage: maskedbert " + command in proc.stdout
 
 
 def test_hub_check_is_one_quick_connection(monkeypatch):
@@ -290,14 +291,18 @@ def test_hub_check_is_one_quick_connection(monkeypatch):
     monkeypatch.delenv("https_proxy", raising=False)
     monkeypatch.delenv("ALL_PROXY", raising=False)
     monkeypatch.delenv("all_proxy", raising=False)
-    start = time.perf_counter()
+    connections = []
+    real_connect = _hub.socket.create_connection
+
+    def connect(address, timeout=None, *args, **kwargs):
+        connections.append((address, timeout))
+        return real_connect(address, timeout, *args, **kwargs)
+
+    monkeypatch.setattr(_hub.socket, "create_connection", connect)
     reason = _hub._unreachable_reason("http://127.0.0.1:9")  # the discard port: nothing listens there
     assert reason and "127.0.0.1:9" in reason
-    assert time.perf_counter() - start < 4
-
-
-def test_help_formatter_is_an_argparse_formatter():
-    assert issubclass(HelpFormatter, argparse.HelpFormatter)
+    assert connections == [(("127.0.0.1", 9), _hub._CONNECT_TIMEOUT_S)]  # one attempt, a short timeout, no retry
+    assert _hub._CONNECT_TIMEOUT_S <= 5
 
 
 def test_flags_given_override_the_config_file_even_when_they_equal_the_default():
@@ -307,12 +312,6 @@ def test_flags_given_override_the_config_file_even_when_they_equal_the_default()
     given = explicit_args(parser, ["--config", "c.json", "--lr", "2e-5", "--no-progress"])
     assert given == {"config": "c.json", "lr": 2e-5, "progress": False}
     assert parser.parse_args([]).lr == finetune.FinetuneConfig().lr  # the real defaults are back afterwards
-
-
-def test_finetune_choices_match_the_library():
-    from maskedbert.train.schedules import SCHEDULES
-
-    assert sorted(finetune.CHOICES["schedule"]) == sorted(SCHEDULES)
 
 
 def test_finetune_config_file_values_are_checked_like_flags(workdir, capsys):

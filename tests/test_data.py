@@ -133,6 +133,20 @@ def test_encode_and_collate_batches():
         encode_examples(examples, tokenizer, max_length=1)
 
 
+def test_segment_ids_none_sends_no_token_type_ids():
+    # uds-lsv/bert-stable-fine-tuning run_finetuning.py:307-310 passes token_type_ids only for model_type
+    # bert/xlnet/albert; its configs say pooler-bert etc. (:24), so the model sees all-zero segment ids
+    tokenizer = build_word_tokenizer(synthetic_pair_vocabulary())
+    examples = synthetic_pair_examples("validation", size=3)
+    dataset = encode_examples(examples, tokenizer, max_length=12, segment_ids="none")
+    batch = PadCollator(tokenizer.pad_token_id)([dataset[i] for i in range(3)])
+    assert "token_type_ids" not in batch
+    with_ids = encode_examples(examples, tokenizer, max_length=12)
+    assert with_ids.input_ids == dataset.input_ids
+    with pytest.raises(ValueError, match="segment_ids"):
+        encode_examples(examples, tokenizer, segment_ids="zeros")
+
+
 def test_synthetic_nli_is_registered_when_present():
     pytest.importorskip("maskedbert.data.synthetic_nli")
     spec = get_task("synthetic-nli")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from maskedbert.train import Trainer
@@ -45,6 +46,7 @@ SETUP = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_single_process(tmp_path):
     (tmp_path / "worker.py").write_text(WORKER)
     (tmp_path / "setup_ddp.py").write_text(SETUP)

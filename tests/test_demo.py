@@ -9,7 +9,7 @@ import pytest
 from maskedbert import cli
 from maskedbert.experiments import demo
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # end-to-end demo runs
 
 
 def _rows(out):

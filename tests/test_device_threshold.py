@@ -20,6 +20,8 @@ from maskedbert.kernels.topk import num_pruned, topk_masks
 from maskedbert.modules import MaskedLinear
 from maskedbert.patching import masked_modules
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 TAU = 0.25  # exactly representable in every float dtype, so the number and tensor paths must agree bit for bit
 SRN_TAU = 0.01  # SRN's threshold: magnitude init puts every score at 0 or 2 * tau
 BACKENDS = ["torch", "triton_dense", "triton_fused"]
@@ -279,9 +281,11 @@ def test_no_host_reads_after_topk(monkeypatch, scope):
     model = _model("tied")
     armed = _forbid_host_reads(monkeypatch)
     topk = pruning.topk_masks
+    topk_calls = []
 
     def topk_then_arm(*args, **kwargs):  # top-k's own NaN check is its one allowed synchronisation
         result = topk(*args, **kwargs)
+        topk_calls.append(sparsity)
         armed["on"] = True
         return result
 
@@ -291,6 +295,7 @@ def test_no_host_reads_after_topk(monkeypatch, scope):
             pruning.exact_sparsity_(model, sparsity, scope)
         finally:
             armed["on"] = False
+        assert sparsity in topk_calls, "exact_sparsity_ no longer goes through topk_masks: the guard never armed"
     armed["on"] = True
     try:
         pruning.reset_thresholds_(model, 0.5, scope)

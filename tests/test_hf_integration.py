@@ -94,6 +94,7 @@ DDP_WORKER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_ddp_ranks_keep_identical_masks(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(DDP_WORKER)
@@ -140,7 +141,8 @@ def test_imp_rounds_with_the_hf_trainer(tmp_path, one_torch_thread):
     imp = IMPRounds(model, final_sparsity=0.5, per_round=0.25)
     assert imp.levels == [0.25, 0.5]
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
-    # without the callback the Trainer's checkpoint would silently hold dense weights: refused
+    # without the callback a checkpoint is only the mask adapter, which needs a recorded base (this model
+    # is built from a config): refused, pointing at the callback that keeps the full state for resuming
     with pytest.raises(UsageError, match="MaskCheckpointCallback|MaskTrainingCallback"):
         _trainer(model, tokenizer, tmp_path / "no-callback", save_steps=1).train()
     model.load_state_dict({k: v for k, v in start.items()}, strict=False)

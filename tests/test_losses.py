@@ -60,7 +60,7 @@ def test_confidence_regularization_matches_formula(seed):
     for row, brow, trow, y in zip(logits.tolist(), bias.tolist(), teacher.tolist(), labels.tolist()):
         scaled = [t ** (1 - brow[y]) for t in trow]
         target = [s / sum(scaled) for s in scaled]
-        total += -sum(t * l for t, l in zip(target, _log_softmax_row(row)))
+        total += -sum(t * log_p for t, log_p in zip(target, _log_softmax_row(row)))
     expected = total / len(labels)
     got = losses.confidence_regularization(logits, labels, bias, teacher).item()
     assert got == pytest.approx(expected, rel=1e-12)

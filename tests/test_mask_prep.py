@@ -17,6 +17,8 @@ from maskedbert.kernels.mask_prep import (
     unpack_bits_torch,
 )
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 # odd sizes: not multiples of 8 (byte boundary), of the 32-row / 16-byte prep tile, or of each other
 SHAPES = [(1, 1), (1, 9), (7, 8), (33, 17), (5, 123), (40, 130)]
 PREP_FUNCS = {"triton": mask_prep_triton, "torch": mask_prep_torch}

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from maskedbert.kernels import masked_linear, pack_mask
 from maskedbert.kernels.mask_prep import unpack_bits_torch
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 BACKENDS = ["torch", "triton_dense", "triton_fused"]
 TRITON_BACKENDS = ["triton_dense", "triton_fused"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -183,7 +185,8 @@ def test_scores_matches_float64_reference(backend, dtype, shape):
     assert_matches_reference(got, case, dy, dtype, f"{backend} {dtype} {shape}")
 
 
-@pytest.mark.parametrize("backend,dtype", [("triton_fused", torch.float32), ("triton_dense", torch.bfloat16)])
+@pytest.mark.parametrize("backend,dtype", [pytest.param("triton_fused", torch.float32, marks=pytest.mark.slow),
+                                           ("triton_dense", torch.bfloat16)])
 def test_odd_shape_5x7x123(backend, dtype):
     # the 5x123x123-style odd shape: 35 tokens, N = K = 123 (not a multiple of any tile size)
     case = make_case((5, 7), 123, 123, dtype, train_weight=True, seed=11)

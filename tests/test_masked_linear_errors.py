@@ -7,6 +7,8 @@ import torch
 from maskedbert.kernels import masked_linear
 from maskedbert.kernels._runtime import check_triton_tensors
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 N, K = 3, 10  # packed masks need ceil(10/8) = 2 bytes per row
 
 

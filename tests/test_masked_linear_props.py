@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from maskedbert.kernels import masked_linear, pack_mask, unpack_mask
 from test_masked_linear import BACKENDS, DTYPES, assert_matches_reference, make_case, run_op
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 FUZZ = settings(max_examples=15, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow])
 

@@ -65,3 +65,15 @@ def test_label_mapping_roberta_mnli_head():
     assert metrics.label_mapping(["entailment", "not_entailment"], {"non-entailment": 0, "entailment": 1}) == [1, 0]
     with pytest.raises(ValueError, match="no entry"):
         metrics.label_mapping(["entailment", "neutral"], {"yes": 0, "no": 1})
+
+
+def test_best_step_rule_settles_ties_as_asked():
+    from maskedbert.metrics import is_new_best
+
+    assert is_new_best(0.5, None, ties="earlier") and is_new_best(0.5, None, ties="later")
+    assert not is_new_best(0.5, 0.5, ties="earlier") and is_new_best(0.5, 0.5, ties="later")
+    assert is_new_best(0.6, 0.5, ties="earlier") and not is_new_best(0.4, 0.5, ties="later")
+    assert is_new_best(0.4, 0.5, ties="earlier", greater_is_better=False)
+    assert not is_new_best(float("nan"), 0.5, ties="later")
+    with pytest.raises(ValueError, match="ties must be one of"):
+        is_new_best(0.5, 0.4, ties="first")

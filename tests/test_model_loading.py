@@ -31,6 +31,7 @@ def _load(path, capfd, **kwargs):
     return model, out + err, [str(w.message) for w in caught if "weights were not loaded" in str(w.message)]
 
 
+@pytest.mark.slow
 def test_new_head_and_cut_layers_load_quietly(checkpoint):
     """In a fresh process, as a command runs (pytest's log capture would hide transformers' report)."""
     code = ("import warnings; warnings.simplefilter('error')\n"
@@ -57,3 +58,31 @@ def test_transformers_verbosity_is_restored(checkpoint, capfd):
     level = transformers.utils.logging.get_verbosity()
     _load(checkpoint, capfd)
     assert transformers.utils.logging.get_verbosity() == level
+
+
+def test_pooler_head_drops_robertas_first_dropout():
+    # uds-lsv/bert-stable-fine-tuning pooling_roberta.py:52-57: with pooler_dropout false the [CLS]
+    # vector goes straight into the dense layer; Hugging Face's RoBERTa head applies dropout first
+    import torch
+
+    from maskedbert.models import load_model_and_tokenizer, use_pooler_head_
+
+    torch.manual_seed(0)
+    model, _ = load_model_and_tokenizer("tiny-roberta", 2, config_overrides={"hidden_dropout_prob": 0.5,
+                                                                             "classifier_dropout": 0.5})
+    head = model.classifier
+    features = torch.randn(4, 3, 32)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert use_pooler_head_(model) and not use_pooler_head_(model)
+    assert {k for k in model.state_dict()} == set(state)
+    model.classifier.train()
+    torch.manual_seed(1)
+    got = model.classifier(features)
+    torch.manual_seed(1)  # the same dropout draw, applied after tanh only
+    expected = head.out_proj(head.dropout(torch.tanh(head.dense(features[:, 0, :]))))
+    torch.testing.assert_close(got, expected)
+    model.classifier.eval()
+    head.eval()
+    torch.testing.assert_close(model.classifier(features), head(features))  # no dropout: the same function
+    bert, _ = load_model_and_tokenizer("tiny-bert", 2)
+    assert not use_pooler_head_(bert)

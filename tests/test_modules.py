@@ -171,6 +171,7 @@ def test_fixed_mode_gradients_reach_weights_only():
     assert [name for name, p in layer.named_parameters()] == ["weight", "bias"]
 
 
+@pytest.mark.triton
 def test_triton_backend_matches_torch_backend():
     lin = _linear(9, 21)
     layer = MaskedLinear.from_linear(lin, sparsity=0.5, backend="triton_fused")

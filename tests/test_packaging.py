@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -70,6 +72,7 @@ def test_repo_root_without_another_kernels_raises_module_not_found():
     assert out.stdout.split() == ["missing", "kernels", "False"]
 
 
+@pytest.mark.slow
 def test_transformers_bert_imports_from_repo_root():
     """transformers >= 5.25 imports the PyPI `kernels` when a model module loads."""
     code = ("import transformers.models.bert.modeling_bert\nimport sys\n"

@@ -26,6 +26,7 @@ def test_the_python_api_section_has_one_runnable_snippet():
         assert step in blocks[0], step
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_python_api_snippet_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the snippet writes its files into the working directory

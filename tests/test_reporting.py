@@ -147,7 +147,7 @@ def test_report_to_flag_and_errors(tmp_path, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    with pytest.raises(UsageError, match=r"pip install wandb \(or maskedbert\[wandb\]\)"):
+    with pytest.raises(UsageError, match=r"pip install wandb \(or, in a maskedbert clone, pip install -e .\.\[wandb\]."):
         check_report_to("wandb", "--report-to")
     from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
 
@@ -196,3 +196,108 @@ def test_a_resumed_run_continues_the_tensorboard_run_without_duplicate_steps(tmp
     losses = acc.Scalars("train/loss")
     assert [e.step for e in losses] == [1, 2, 3, 4, 5]  # the interrupted run's step 3 was purged
     assert [e.value for e in losses] == pytest.approx([r["loss"] for r in log], rel=1e-6)
+
+
+def test_report_to_takes_several_backends(tmp_path, monkeypatch, one_torch_thread):
+    from maskedbert.train.reporting import MultiReporter, TensorBoardReporter, make_reporter, parse_report_to
+
+    parser = argparse.ArgumentParser()
+    add_report_to_argument(parser)
+    for argv in (["--report-to", "wandb", "tensorboard"], ["--report-to", "tensorboard,wandb"]):
+        assert parser.parse_args(argv).report_to == "tensorboard,wandb"
+    assert parser.parse_args(["--report-to", "none"]).report_to == "none"
+    for bad in (["--report-to", "none", "wandb"], ["--report-to", "tensorboard,mlflow"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+    assert parse_report_to(["tensorboard"]) == check_report_to("tensorboard") == "tensorboard"
+    with pytest.raises(UsageError, match="combines 'none'"):
+        check_report_to("none,wandb")
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def log(self, scalars, step):
+            self.calls.append((scalars, step))
+
+        def close(self):
+            self.calls.append("closed")
+
+    a, b = Recorder(), Recorder()
+    both = MultiReporter([a, b])
+    both.log({"train/loss": 1.0}, 3)
+    both.close()
+    assert a.calls == b.calls == [({"train/loss": 1.0}, 3), "closed"]
+    assert isinstance(make_reporter("tensorboard", str(tmp_path / "one")), TensorBoardReporter)
+    # a whole run with two backends: TensorBoard event files and the W&B run both appear
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    _masked_run(tmp_path / "run", "tensorboard,wandb", steps=2)
+    assert glob.glob(str(tmp_path / "run" / "tensorboard" / "events.out.tfevents.*"))
+    assert os.path.isfile(tmp_path / "run" / "wandb_run_id")
+
+
+def test_wandb_runs_of_a_study_share_a_group_and_are_named_by_cell(tmp_path, monkeypatch):
+    from maskedbert.train import reporting
+
+    study = tmp_path / "stability-rte"
+    (study / "lr_2e-5" / "seed_3").mkdir(parents=True)
+    (study / "sweep.json").write_text("{}")
+    assert reporting.wandb_group_and_name(str(study / "lr_2e-5" / "seed_3")) == ("stability-rte", "lr_2e-5/seed_3")
+    assert reporting.wandb_group_and_name(str(tmp_path / "alone")) == (None, "alone")
+
+    seen = {}
+
+    class FakeWandb:  # records what wandb.init is given
+        @staticmethod
+        def init(**kwargs):
+            seen.update(kwargs)
+            return object()
+
+    monkeypatch.setitem(__import__("sys").modules, "wandb", FakeWandb)
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+    reporting.WandbReporter(str(study / "lr_2e-5" / "seed_3"))
+    assert seen["group"] == "stability-rte" and seen["name"] == "lr_2e-5/seed_3"
+    monkeypatch.setenv("WANDB_RUN_GROUP", "mine")
+    reporting.WandbReporter(str(study / "lr_2e-5" / "seed_3"), run_name="explicit")
+    assert seen["group"] == "mine" and seen["name"] == "explicit"
+
+
+def test_progress_goes_through_the_maskedbert_logger(capsys):
+    import logging
+
+    from maskedbert.log import logger, propagate_to_root, status
+
+    status("[sweep] %s: done", "seed_1")
+    logger.warning("something to see")
+    out = capsys.readouterr()
+    assert out.out == "[sweep] seed_1: done\n" and out.err == "something to see\n"  # like print, by default
+    level = logger.level
+    try:
+        logger.setLevel(logging.WARNING)  # a library user turning progress down
+        status("quiet now")
+        assert capsys.readouterr().out == ""
+    finally:
+        logger.setLevel(level)
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    root = logging.getLogger()
+    keep = Keep()
+    root.addHandler(keep)
+    handlers, propagate = list(logger.handlers), logger.propagate
+    try:
+        propagate_to_root()  # route through the application's own handlers instead
+        status("to the root")
+        assert records == ["to the root"] and capsys.readouterr().out == ""
+    finally:
+        root.removeHandler(keep)
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.propagate = propagate

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from maskedbert import pruning
-from maskedbert.experiments import srnet, srnet_pipelines
+from maskedbert.experiments.srnet import pipelines as srnet_pipelines
+from maskedbert.experiments.srnet import options as srnet
 from maskedbert.errors import UsageError
 from maskedbert.masks import read_metadata
-from maskedbert.sweep import srnet_command
+from maskedbert.experiments.srnet import command as srnet_command
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,6 +36,7 @@ def _rows(out):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_every_pipeline_method_and_loss_has_a_row(full_run):
     out, _ = full_run
     rows = _rows(out)
@@ -57,6 +59,7 @@ def test_every_pipeline_method_and_loss_has_a_row(full_run):
     assert any(float(r["mask_change"]) > 0 for r in rows if r["method"] == "mask")
 
 
+@pytest.mark.slow
 def test_outputs_written(full_run):
     out, _ = full_run
     for name in ("results.csv", "results.md", "srnet_sparsity.png", "config.json", "bias_probs.json",
@@ -69,6 +72,7 @@ def test_outputs_written(full_run):
         assert f.readline().startswith("| pipeline | method | loss | sparsity")
 
 
+@pytest.mark.slow
 def test_saved_masks_have_the_requested_sparsity(full_run):
     out, _ = full_run
     masks = os.path.join(out, "masks")
@@ -76,8 +80,9 @@ def test_saved_masks_have_the_requested_sparsity(full_run):
         level = float(name.rsplit("-s", 1)[1][:4]) if "-level" not in name else float(name.split("level")[1][:4])
         sparsity = read_metadata(os.path.join(masks, name))["sparsity"]
         assert sparsity == pytest.approx(level, abs=2e-3), name
-    # IMP saved a mask at every level of its schedule (0.6 is the largest sweep level)
-    levels = sorted(n for n in os.listdir(masks) if n.startswith("prune_ft-imp-ce-level"))
+    # IMP saved a mask at every level of its schedule (0.6 is the largest sweep level); (b)'s search is
+    # named by its search loss (the cell's: --imp-search-loss same), its tickets fine-tune from these
+    levels = sorted(n for n in os.listdir(masks) if n.startswith("prune_ft-imp-search-ce-level"))
     assert [n.split("level")[1][:4] for n in levels] == ["0.30", "0.60"]
 
 
@@ -92,6 +97,7 @@ def test_imp_sweep_levels_join_the_round_schedule(tmp_path):
     assert float(row["measured_sparsity"]) == pytest.approx(0.25, abs=2e-3)
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_training(full_run, monkeypatch):
     out, argv = full_run
     before = _rows(out)
@@ -104,6 +110,7 @@ def test_rerun_resumes_without_training(full_run, monkeypatch):
     assert _rows(out) == before
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_reruns_only_missing_cells(full_run, monkeypatch, tmp_path):
     out, argv = full_run
     import shutil
@@ -155,6 +162,7 @@ def test_collapsed_nli_loss_is_binary_cross_entropy():
     assert loss.item() == pytest.approx(-p_label.log().mean().item())
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config(full_run):
     out, argv = full_run
     with pytest.raises(ValueError, match="different settings.*lr_scores"):
@@ -195,20 +203,14 @@ def test_interrupted_imp_resumes_at_its_next_round(tmp_path, monkeypatch):
     monkeypatch.setattr(pruning, "train_steps", dies_in_round_two)
     with pytest.raises(KeyboardInterrupt):
         srnet_command.main(["--out", out, *base])
-    assert os.path.isfile(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
+    assert os.path.isfile(os.path.join(out, "resume", "prune_ft-imp-search-ce.pt"))
     calls.clear()
     calls.extend([None] * 10)  # let round 2 through this time
     assert srnet_command.main(["--out", out, *base]) == 0
-    assert [c for c in calls if c] == ["IMP prune_ft ce round 2", "IMP prune_ft ce round 3"]
-    assert not os.path.exists(os.path.join(out, "resume", "prune_ft-imp-ce.pt"))
+    # the search resumes at round 2 (its last level needs no training), then the ticket is fine-tuned
+    assert [c for c in calls if c] == ["IMP prune_ft ce round 2", "prune_ft-imp-ce-s0.25 ticket"]
+    assert not os.path.exists(os.path.join(out, "resume", "prune_ft-imp-search-ce.pt"))
     (a,), (b,) = ([r for r in _rows(d) if r["method"] == "imp"] for d in (whole, out))
     for column in ("id_accuracy", "ood_accuracy", "measured_sparsity"):
         assert a[column] == b[column], column
 
-
-def test_light_choice_lists_match_the_pruning_package():
-    from maskedbert.experiments import srnet_config
-
-    assert srnet_config.SPARSITY_METHODS == pruning.SPARSITY_METHODS
-    assert srnet_config.SELECT_MODES == pruning.SELECT_MODES
-    assert srnet_config.AMOUNT_OF == pruning.AMOUNT_OF

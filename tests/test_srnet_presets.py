@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from maskedbert.errors import UsageError
-from maskedbert.experiments import srnet_presets as sp
-from maskedbert.sweep import srnet_command
+from maskedbert.experiments.srnet import presets as sp
+from maskedbert.experiments.srnet import command as srnet_command
 
 PIPELINE_METHODS = {"ft_prune": {"imp", "mask"}, "prune_ft": {"imp", "mask"}, "mask_pretrained": {"mask"}}
 LOSSES = {"ce", "poe", "reweight", "conf_reg"}
@@ -43,7 +43,7 @@ def test_every_leaf_is_a_setting_with_a_source():
 
 
 def test_names_are_known_and_config_names_are_srnet_fields():
-    from maskedbert.experiments.srnet_config import SRNetConfig
+    from maskedbert.experiments.srnet.config import SRNetConfig
 
     fields = {f.name for f in dataclasses.fields(SRNetConfig)}
     assert set(sp.CONFIG_NAMES) <= fields
@@ -127,13 +127,13 @@ def test_describe_presets_rows():
     assert set(rows[0]) == {"preset", "section", "setting", "value", "source"}
     lookup = {(r["section"], r["setting"]): r for r in rows}
     assert lookup[("finetune", "warmup_steps")]["value"] == "3400"
-    assert lookup[("common", "ood_tasks")]["value"] == "paws-qqp:validation,paws-wiki:test"
+    assert lookup[("common", "ood_tasks")]["value"] == "paws-qqp:dev,paws-wiki:test"  # README.md:64-67
     assert lookup[("ft_prune/imp/prune", "rewind")]["source"].startswith("scripts/imp/prune_after_ft/std/qqp.sh")
     assert len(sp.describe_presets()) == sum(1 for _ in all_settings())
 
 
 def test_presets_module_does_not_import_torch():
-    code = "import sys, maskedbert.experiments.srnet_presets; print('torch' in sys.modules)"
+    code = "import sys, maskedbert.experiments.srnet.presets; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -144,7 +144,7 @@ OFFLINE = ["--task", "synthetic-nli", "--ood-task", "hans", "--model", "tiny-ber
 
 
 def test_preset_sets_the_papers_values_and_flags_win(tmp_path):
-    from maskedbert.experiments import srnet
+    from maskedbert.experiments.srnet import options as srnet
 
     cfg = srnet.parse_args(["--preset", "mnli", "--out", str(tmp_path), *OFFLINE])
     assert (cfg.lr, cfg.lr_scores, cfg.warmup_steps, cfg.batch_size, cfg.max_length) == (5e-5, 5e-5, 3600, 32, 128)
@@ -174,7 +174,7 @@ def test_preset_dry_run_resolves_epochs_per_pipeline(tmp_path):
 
 def test_unknown_preset_and_list_presets(capsys):
     from maskedbert.errors import UsageError
-    from maskedbert.experiments import srnet
+    from maskedbert.experiments.srnet import options as srnet
 
     with pytest.raises(UsageError, match="--preset.*fever, mnli, qqp"):
         srnet.parse_args(["--preset", "sst2"])

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from maskedbert import pruning
-from maskedbert.experiments import srnet
-from maskedbert.experiments.srnet_config import SRNetConfig
-from maskedbert.sweep import srnet_command
+from maskedbert.experiments.srnet import options as srnet
+from maskedbert.experiments.srnet.config import SRNetConfig
+from maskedbert.experiments.srnet import command as srnet_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -68,8 +68,9 @@ def test_ft_prune_imp_does_not_rewind(tmp_path, recorded_training):
 
 
 def test_prune_ft_imp_prunes_the_pretrained_weights_first_and_rewinds_to_them(tmp_path, recorded_training):
+    # --prune-ft-ticket round: the level's number is its IMP round (rewound to the pre-trained weights)
     argv = ["--out", str(tmp_path), "--losses", "ce", "--pipelines", "prune_ft", "--methods", "imp",
-            "--sparsities", "0.3", "--imp-per-round", "0.15", *TINY]
+            "--sparsities", "0.3", "--imp-per-round", "0.15", "--prune-ft-ticket", "round", *TINY]
     cfg = srnet.parse_args(argv)
     runner = srnet.SRNetRunner(cfg, log=lambda *_: None)
     pretrained = _snapshot(runner.pristine)

@@ -10,10 +10,10 @@ import pytest
 
 from maskedbert.data import Example, TaskSpec, register_task
 from maskedbert.errors import UsageError
-from maskedbert.experiments import stability
+from maskedbert.experiments.stability import cells as stability
 from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
 from maskedbert.train.runlog import read_jsonl
-from maskedbert.sweep import stability_command
+from maskedbert.experiments.stability import command as stability_command
 
 WORDS = ("red", "blue", "green", "cat", "dog", "box")
 # "learns": the tiny model finds the rule within ~40 steps; "stuck": lr 0 keeps the random head (one epoch)
@@ -41,6 +41,7 @@ def easy_task():
                            metrics=("accuracy",), generator=_easy_pair), overwrite=True)
 
 
+@pytest.mark.slow
 def test_stability_end_to_end_and_resume(tmp_path, capsys):
     out = str(tmp_path / "study")
     argv = ["--preset", "tiny", "--out", out, "--seeds", "1,2", "--no-progress", "--set", "task='easy-pair'",
@@ -203,7 +204,7 @@ def test_bad_arguments(tmp_path, capsys):
 
 def test_report_to_reaches_every_run(tmp_path):
     pytest.importorskip("tensorboard")
-    from maskedbert.sweep import stability_command
+    from maskedbert.experiments.stability import command as stability_command
 
     out = tmp_path / "study"
     argv = ["--preset", "tiny", "--seeds", "1", "--out", str(out), "--report-to", "tensorboard", "--no-progress"]

@@ -12,15 +12,20 @@ import torch
 import transformers
 
 from maskedbert.errors import UsageError
-from maskedbert.experiments import stability, stability_presets
+from maskedbert.experiments.stability import presets as stability_presets
+from maskedbert.experiments.stability import cells as stability
 from maskedbert.train import TrainConfig, Trainer
 from maskedbert.train.schedules import resolve_warmup_steps
-from maskedbert.sweep import stability_command
+from maskedbert.experiments.stability import command as stability_command
 
 # Shared by every REF config: :30 max_seq_length, :48 batch, :60 warmup-linear, :61 warmup 0.1,
 # :63 eps 1e-6, :64 beta1 0.9, :73 eval batch 100; :51 evaluates 3x per epoch.
 REF_COMMON = dict(max_length=128, batch_size=16, schedule="linear", warmup_ratio=0.1, adam_eps=1e-6, adam_beta1=0.9,
-                  eval_batch_size=100, evals_per_epoch=3, warmup_rounding="floor")
+                  eval_batch_size=100, evals_per_epoch=3, warmup_rounding="floor",
+                  # REF run_finetuning.py:250-260 evaluates before training, :601-608 after every epoch;
+                  # :307-310 sends no token_type_ids to the configs' pooler-* models (:24): all-zero segments;
+                  # pooling_roberta.py:52-57 with :36 pooler_dropout false: no dropout before the pooler's dense
+                  eval_at_start=True, eval_at_epoch_end=True, segment_ids="none", pooler_head=True)
 # Per model: :62 weight decay, :65 beta2, :66 max_grad_norm (-1: none), :39-41 dropout, from
 # configs/rte/pooler-{bert-large-uncased,roberta-large,albert-large-v2}_bsz_16_lr_2e-05_adamW_bias-correct.yaml
 REF_MODEL = {
@@ -150,3 +155,18 @@ def test_bad_choices_are_refused_before_a_study_starts():
     with pytest.raises(UsageError, match="selection_metric.*'mcc'.*accuracy"):
         stability.resolve_study("tiny", overrides={"selection_metric": "mcc"})
     assert stability.resolve_study("mosbach-mrpc-bert", overrides={"selection_metric": "f1"})
+
+
+def test_a_run_with_the_reference_evaluation_points_segments_and_head(tmp_path):
+    from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
+    from maskedbert.train.runlog import read_jsonl
+
+    config = FinetuneConfig(model="tiny-roberta", task="synthetic-pair", output_dir=str(tmp_path), train_limit=40,
+                            dev_limit=16, num_epochs=2, batch_size=16, evals_per_epoch=1.5, eval_at_start=True,
+                            eval_at_epoch_end=True, segment_ids="none", pooler_head=True, progress=False, log_every=1)
+    result = run_finetune(config)
+    evals = [r["step"] for r in read_jsonl(str(tmp_path / "log.jsonl")) if r["type"] == "eval"]
+    assert evals == [0, 2, 3, 4, 6]  # step 0, every floor(3 / 1.5) = 2 steps, and each epoch's end (3 updates)
+    assert result["best_step"] is not None and result["steps"] == 6
+    with pytest.raises(UsageError, match="segment_ids"):
+        stability_presets.resolve_study("mosbach-rte-bert", overrides={"segment_ids": "zeros"})

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import pytest
 
@@ -14,9 +13,10 @@ from maskedbert import sweep
 from maskedbert.errors import UsageError
 from maskedbert.sweep import report_cli, status_cli
 from maskedbert.sweep.launchers import _parse_minutes
+from sweep_toy import KINDS
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-RUNNER, REPORTER = "sweep_toy:run", "sweep_toy:report"
+RUNNER, REPORTER = "toy", "toy"
 
 
 @pytest.fixture(autouse=True)
@@ -43,13 +43,13 @@ def _attempts(study, cell_id):
 
 def test_inline_runs_each_cell_once_and_records_results(tmp_path, capsys):
     study = _prepare(tmp_path, _cells())
-    outcome = sweep.launch(study, sweep.LaunchOptions())
+    outcome = sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS)
     assert outcome.ran == {f"toy/v{i}": "done" for i in range(3)}
     assert [result["double"] for _, result in study.finished()] == [0, 2, 4]
     # the done marker is the last write: it holds the runner's result
     with open(os.path.join(study.cell_dir("toy/v2"), "sweep_done.json")) as f:
         assert json.load(f)["result"]["double"] == 4
-    again = sweep.launch(_prepare(tmp_path, _cells()), sweep.LaunchOptions())
+    again = sweep.launch(_prepare(tmp_path, _cells()), sweep.LaunchOptions(), kinds=KINDS)
     assert again.ran == {} and [_attempts(study, c) for c in study.cells] == [1, 1, 1]
     assert capsys.readouterr().out.count("finished earlier, not rerun") == 3
 
@@ -69,9 +69,9 @@ def test_other_settings_are_refused_before_anything_is_written(tmp_path):
 def test_a_cell_failing_twice_is_reported_not_retried(tmp_path, capsys):
     cells = _cells(2, {1: {"fail": True}})
     study = _prepare(tmp_path, cells)
-    assert sweep.launch(study, sweep.LaunchOptions()).ran == {"toy/v0": "done", "toy/v1": "pending"}
-    assert sweep.launch(study, sweep.LaunchOptions()).ran == {"toy/v1": "failed"}
-    third = sweep.launch(study, sweep.LaunchOptions())
+    assert sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS).ran == {"toy/v0": "done", "toy/v1": "pending"}
+    assert sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS).ran == {"toy/v1": "failed"}
+    third = sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS)
     assert third.ran == {} and "failed" in third.skipped["toy/v1"]
     assert _attempts(study, "toy/v1") == 2
     capsys.readouterr()
@@ -80,14 +80,14 @@ def test_a_cell_failing_twice_is_reported_not_retried(tmp_path, capsys):
     assert "2 cells: 1 done, 0 running, 1 failed, 0 pending" in text
     assert "RuntimeError: toy cell 1 fails on purpose" in text and "log:" in text
     # --retry-failed forgets the record: one more attempt
-    assert sweep.launch(study, sweep.LaunchOptions(retry_failed=True)).ran == {"toy/v1": "pending"}
+    assert sweep.launch(study, sweep.LaunchOptions(retry_failed=True), kinds=KINDS).ran == {"toy/v1": "pending"}
     assert _attempts(study, "toy/v1") == 3
 
 
 def test_a_cell_waits_for_the_cells_it_needs(tmp_path):
     cells = [sweep.Cell("base", {"value": 1, "fail": True}), sweep.Cell("derived", {"value": 2}, needs=("base",))]
     study = _prepare(tmp_path, cells)
-    outcome = sweep.launch(study, sweep.LaunchOptions())
+    outcome = sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS)
     assert outcome.ran == {"base": "pending"} and "derived" in outcome.skipped
     assert _attempts(study, "derived") == 0
     with pytest.raises(ValueError, match="needs cells that are not in the study"):
@@ -96,9 +96,9 @@ def test_a_cell_waits_for_the_cells_it_needs(tmp_path):
 
 def test_local_workers_match_inline_and_pin_gpus(tmp_path, capsys):
     inline = _prepare(tmp_path / "inline", _cells(4))
-    sweep.launch(inline, sweep.LaunchOptions())
+    sweep.launch(inline, sweep.LaunchOptions(), kinds=KINDS)
     local = _prepare(tmp_path / "local", _cells(4))
-    outcome = sweep.launch(local, sweep.LaunchOptions(launcher="local", gpus=["0", "1"], runs_per_gpu=2, threads=1))
+    outcome = sweep.launch(local, sweep.LaunchOptions(launcher="local", gpus=["0", "1"], runs_per_gpu=2, threads=1), kinds=KINDS)
     assert set(outcome.ran.values()) == {"done"}
     results = [r for _, r in local.finished()]
     assert [r["double"] for r in results] == [r["double"] for _, r in inline.finished()]
@@ -108,7 +108,7 @@ def test_local_workers_match_inline_and_pin_gpus(tmp_path, capsys):
 
 def test_a_killed_worker_counts_as_a_failure_with_its_log(tmp_path):
     study = _prepare(tmp_path, _cells(2, {0: {"kill_self": True}}))
-    outcome = sweep.launch(study, sweep.LaunchOptions(launcher="local", workers=2))
+    outcome = sweep.launch(study, sweep.LaunchOptions(launcher="local", workers=2), kinds=KINDS)
     assert outcome.ran == {"toy/v0": "pending", "toy/v1": "done"}
     failure = study.failures("toy/v0")[0]
     assert failure["error"] == "worker killed by signal 9" and failure["log"].endswith("sweep_worker.log")
@@ -117,18 +117,37 @@ def test_a_killed_worker_counts_as_a_failure_with_its_log(tmp_path):
 
 def test_report_and_status_on_a_partial_study(tmp_path, capsys):
     study = _prepare(tmp_path, _cells(3))
-    assert report_cli.main([str(tmp_path)]) == 2
+    assert report_cli.main([str(tmp_path)], kinds=KINDS) == 2
     assert "no cell of" in capsys.readouterr().err
-    sweep.execute_cell(study.dir, "toy/v1")
+    sweep.execute_cell(study.dir, "toy/v1", kinds=KINDS)
     assert status_cli.main([str(tmp_path)]) == 0
     assert "3 cells: 1 done, 0 running, 0 failed, 2 pending" in capsys.readouterr().out
-    assert report_cli.main([str(tmp_path)]) == 0
+    assert report_cli.main([str(tmp_path)], kinds=KINDS) == 0
     out = capsys.readouterr().out
     assert "1 of 3 cells finished; 2 missing (toy/v0, toy/v2)" in out
     assert open(tmp_path / "toy_report.txt").read() == "toy/v1=2\n"
     assert status_cli.main([str(tmp_path / "nothing")]) == 2
     assert "holds no study" in capsys.readouterr().err
 
+
+
+def test_an_unknown_runner_or_reporter_name_is_refused_and_never_imported(tmp_path, capsys):
+    from maskedbert.experiments import study_kinds
+
+    study = sweep.prepare_study(str(tmp_path), kind="toy", runner="sweep_toy_absent:run",
+                                reporter="sweep_toy_absent:report", settings={}, cells=_cells(1))
+    for kinds in (KINDS, study_kinds.KINDS):
+        with pytest.raises(UsageError, match="sweep_toy_absent:run"):
+            sweep.launch(study, sweep.LaunchOptions(), kinds=kinds)
+        assert not os.path.exists(os.path.join(study.cell_dir("toy/v0"), "sweep_running.json"))
+    with pytest.raises(UsageError, match="runner 'sweep_toy:run' is not a study maskedbert knows; expected one of "
+                                         "stability, srnet"):
+        study_kinds.runner("sweep_toy:run")
+    sweep.execute_cell(_prepare(tmp_path / "done", _cells(1)).dir, "toy/v0", kinds=KINDS)
+    done = sweep.load_study(str(tmp_path / "done"))
+    with pytest.raises(UsageError, match="reporter 'toy' is not a study maskedbert knows"):
+        report_cli.build_report(done, kinds=study_kinds.KINDS)
+    assert "sweep_toy_absent" not in sys.modules
 
 def _launch_args(argv):
     parser = argparse.ArgumentParser()
@@ -154,7 +173,8 @@ def test_launcher_flags_are_checked():
 
 def test_slurm_without_submitit_or_scheduler_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "submitit", None)
-    with pytest.raises(UsageError, match=r"needs the optional package submitit; pip install 'maskedbert\[slurm\]'"):
+    with pytest.raises(UsageError, match=r"needs the optional package submitit; pip install submitit \(or, in a maskedbert clone, "
+                                        r"pip install -e '\.\[slurm\]'\)"):
         sweep.check_launcher(sweep.LaunchOptions(launcher="slurm"))
     monkeypatch.delitem(sys.modules, "submitit")
     pytest.importorskip("submitit")
@@ -185,13 +205,14 @@ def test_an_attempt_killed_without_a_trace_reads_as_interrupted(tmp_path):
     study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING), record)
     assert study.state("toy/v0").status == "running"
     os.kill(child.pid, signal.SIGKILL)
-    time.sleep(0.2)  # not reaped yet: a zombie with the same pid is not a live attempt
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie is not a live attempt
+    assert study_module._process_start(child.pid)[0] == "Z"
     assert study.state("toy/v0").status == "pending" and "interrupted" in study.state("toy/v0").detail
     child.wait()
     study_module._write_json(os.path.join(study.cell_dir("toy/v0"), study_module.RUNNING),
                              dict(record, pid=os.getpid(), pid_start="1"))  # our pid, another start: reused
     assert study.state("toy/v0").status == "pending"
-    assert sweep.launch(study, sweep.LaunchOptions()).ran == {"toy/v0": "done"}
+    assert sweep.launch(study, sweep.LaunchOptions(), kinds=KINDS).ran == {"toy/v0": "done"}
 
 
 def test_slurm_flags_become_sbatch_options(tmp_path):

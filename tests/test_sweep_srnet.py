@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from maskedbert import cli
-from maskedbert.sweep import load_study, report_cli, status_cli
+from maskedbert.experiments import report
+from maskedbert.sweep import load_study, status_cli
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--model", "tiny-bert", "--ft-steps", "3", "--prune-steps", "4", "--train-size", "60", "--dev-size", "18",
         "--challenge-per-cell", "3", "--batch-size", "12", "--max-length", "32", "--reset-every", "2",
         "--lr", "1e-3", "--lr-scores", "1e-2"]
@@ -60,6 +60,7 @@ def inline_study(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_study_cells_and_their_needs(inline_study):
     study = load_study(inline_study)
     assert list(study.cells) == CELLS
@@ -70,6 +71,7 @@ def test_study_cells_and_their_needs(inline_study):
     assert len(_cells(inline_study)) == 4 and os.path.isfile(os.path.join(inline_study, "teacher_probs.json"))
 
 
+@pytest.mark.slow
 def test_local_workers_match_inline_and_a_rerun_runs_nothing(inline_study, tmp_path):
     out = str(tmp_path / "local")
     argv = [sys.executable, "-m", "maskedbert.cli", "srnet", "--out", out, *STUDY, "--launcher", "local",
@@ -92,6 +94,7 @@ def test_local_workers_match_inline_and_a_rerun_runs_nothing(inline_study, tmp_p
     assert {n: os.stat(os.path.join(out, "cells", n)).st_mtime_ns for n in cells_before} == cells_before
 
 
+@pytest.mark.slow
 def test_report_status_and_other_settings(inline_study, tmp_path, capsys):
     import shutil
 
@@ -99,11 +102,11 @@ def test_report_status_and_other_settings(inline_study, tmp_path, capsys):
     shutil.copytree(inline_study, out)
     os.unlink(os.path.join(out, "results.csv"))
     capsys.readouterr()
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "all 4 cells finished" in capsys.readouterr().out
     assert _read(os.path.join(out, "results.csv")) == _read(os.path.join(inline_study, "results.csv"))
     os.unlink(os.path.join(out, "ft_prune", "imp", "conf_reg", "sweep_done.json"))
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "3 of 4 cells finished; 1 missing (ft_prune/imp/conf_reg)" in capsys.readouterr().out
     assert not any(",imp," in line for line in _table(out))
     assert status_cli.main([out]) == 0
@@ -124,27 +127,8 @@ def test_launcher_flags_are_checked_before_anything_is_written(tmp_path, capsys)
     assert not os.path.exists(out)
 
 
-# ---- a real SLURM scheduler on this machine (the fixture of tests/test_sweep_stability.py) ------------------
-@pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory):
-    pytest.importorskip("submitit", reason="submitit not installed (pip install 'maskedbert[slurm]')")
-    sys.path.insert(0, TESTS)
-    try:
-        import slurm_cluster as cluster
-    finally:
-        sys.path.remove(TESTS)
-    folder = str(tmp_path_factory.mktemp("slurm"))
-    try:
-        started = cluster.start(folder)
-    except cluster.ClusterUnavailable as exc:
-        pytest.skip(f"no local SLURM cluster: {exc}")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SLURM_CONF", started["conf"])
-        patch.setenv("OMP_NUM_THREADS", "1")
-        yield started
-    cluster.stop(folder)
-
-
+# ---- a real SLURM scheduler on this machine (the slurm_cluster fixture: tests/conftest.py) -----------------
+@pytest.mark.slow
 def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, slurm_cluster, tmp_path, capsys):
     out = str(tmp_path / "slurm-study")
     capsys.readouterr()
@@ -164,7 +148,7 @@ def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, 
     assert not study.missing(), status_cli.describe(out)[1]
     for cell in CELLS:
         assert json.loads(_read(os.path.join(out, *cell.split("/"), "sweep_done.json")))["job_id"], cell
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "all 4 cells finished" in capsys.readouterr().out
     assert _cells(out) == _cells(inline_study)
     assert _table(out) == _table(inline_study)

@@ -14,14 +14,15 @@ import time
 import pytest
 import torch
 
-from maskedbert.sweep import load_study, report_cli, status_cli
-from maskedbert.sweep import stability_command
+from maskedbert.experiments import report
+from maskedbert.sweep import load_study, status_cli
+from maskedbert.experiments.stability import command as stability_command
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 # 64 examples, batch 16, 2 epochs: 8 steps, a checkpoint every 2 (so a kill lands between checkpoints)
 TINY = ["--preset", "tiny", "--seeds", "1,2,3", "--no-progress", "--set", "train_limit=64", "--set", "dev_limit=32",
         "--set", "num_epochs=2", "--set", "lr=3e-3", "--set", "checkpoint_every=2", "--set", "log_every=1"]
 CELLS = [f"default/seed_{s}" for s in (1, 2, 3)]
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def _cli(*args: str) -> list[str]:
@@ -85,20 +86,30 @@ def _wait_until_group_gone(pgid: int, timeout: float = 60.0) -> None:
     raise AssertionError(f"processes of the killed launch still run: {alive}")
 
 
+def _held_env(out: str, markers: str) -> dict[str, str]:
+    """Workers that stop after a checkpoint once another cell is done, each leaving a file in `markers`
+    (tests/hold_after_checkpoint/)."""
+    path = os.pathsep.join(p for p in (os.path.join(TESTS, "hold_after_checkpoint"), os.environ.get("PYTHONPATH"))
+                           if p)
+    return {**_worker_env(), "PYTHONPATH": path, "MASKEDBERT_TEST_HOLD_STUDY": out,
+            "MASKEDBERT_TEST_HOLD_MARKERS": markers}
+
+
+@pytest.mark.slow
 def test_local_workers_match_inline_and_a_killed_launch_resumes(inline_study, tmp_path):
     out = str(tmp_path / "local")
     argv = _cli("stability", *TINY, "--out", out, "--launcher", "local", "--workers", "2")
-    launch = subprocess.Popen(argv, env=_worker_env(), start_new_session=True, stdout=subprocess.PIPE,
+    markers = tmp_path / "held"
+    markers.mkdir()
+    launch = subprocess.Popen(argv, env=_held_env(out, str(markers)), start_new_session=True, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-    # kill the launcher and its workers once one cell is done and another is mid-run (has a checkpoint)
+    # once one cell is done, a cell that writes a checkpoint holds there (mid-run) until killed: wait for the
+    # last cell to hold, then kill the launcher and its workers (the state holds: no race with the poll)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and launch.poll() is None:
-        done = [c for c in CELLS if os.path.exists(os.path.join(out, c, "sweep_done.json"))]
-        mid_run = [c for c in CELLS if c not in done and os.path.exists(os.path.join(out, c, "checkpoint.pt"))]
-        if done and mid_run:
-            break
-        time.sleep(0.05)
-    assert launch.poll() is None, "the study finished before it could be killed:\n" + launch.stdout.read()
+    while time.monotonic() < deadline and launch.poll() is None and "default_seed_3" not in os.listdir(markers):
+        time.sleep(0.5)
+    assert launch.poll() is None, "the launch ended before it could be killed:\n" + launch.stdout.read()
+    assert "default_seed_3" in os.listdir(markers), "the last cell never held after a checkpoint"
     os.killpg(launch.pid, signal.SIGKILL)
     launch.wait()
     _wait_until_group_gone(launch.pid)
@@ -121,17 +132,18 @@ def test_local_workers_match_inline_and_a_killed_launch_resumes(inline_study, tm
         assert _read(os.path.join(out, table)) == _read(os.path.join(inline_study, table))
 
 
+@pytest.mark.slow
 def test_report_and_status_from_finished_cells(inline_study, tmp_path, capsys):
     import shutil
 
     out = str(tmp_path / "copy")
     shutil.copytree(inline_study, out)
     os.unlink(os.path.join(out, "summary.csv"))
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert _read(os.path.join(out, "summary.csv")) == _read(os.path.join(inline_study, "summary.csv"))
     os.unlink(os.path.join(out, "default/seed_2/sweep_done.json"))
     capsys.readouterr()
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "2 of 3 cells finished; 1 missing (default/seed_2)" in capsys.readouterr().out
     assert "| 2 |" in _read(os.path.join(out, "results.md")).split("## Per run")[0]  # runs: 2
     assert status_cli.main([out]) == 0
@@ -143,26 +155,8 @@ def test_report_and_status_from_finished_cells(inline_study, tmp_path, capsys):
     assert _read(os.path.join(out, "sweep.json")) == before
 
 
-# ---- a real SLURM scheduler on this machine ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory):
-    pytest.importorskip("submitit", reason="submitit not installed (pip install 'maskedbert[slurm]')")
-    sys.path.insert(0, TESTS)
-    try:
-        import slurm_cluster as cluster
-    finally:
-        sys.path.remove(TESTS)
-    folder = str(tmp_path_factory.mktemp("slurm"))
-    try:
-        started = cluster.start(folder)
-    except cluster.ClusterUnavailable as exc:
-        pytest.skip(f"no local SLURM cluster: {exc}")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SLURM_CONF", started["conf"])
-        yield started
-    cluster.stop(folder)
-
-
+# ---- a real SLURM scheduler on this machine (the slurm_cluster fixture: tests/conftest.py) -------------
+@pytest.mark.slow
 def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, slurm_cluster, tmp_path, capsys):
     out = str(tmp_path / "slurm-study")
     capsys.readouterr()
@@ -181,7 +175,7 @@ def test_slurm_runs_every_cell_as_a_job_and_report_matches_inline(inline_study, 
     for cell in CELLS:
         done = json.loads(_read(os.path.join(out, cell, "sweep_done.json")))
         assert done["job_id"] and "setup line ran" in _read(done["log"])
-    assert report_cli.main([out]) == 0
+    assert report.main([out]) == 0
     assert "all 3 cells finished" in capsys.readouterr().out
     _assert_same_cells(out, inline_study)
     for table in ("runs.csv", "summary.csv"):

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from maskedbert.kernels import magnitude_masks, nm_mask, num_pruned, topk_mask, topk_masks
 from maskedbert.kernels.topk import float_to_key, key_to_float
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 BACKENDS = ["torch", "triton"]
 SPARSITIES = [0.0, 0.1, 0.5, 0.73, 0.9, 1.0]
 

@@ -13,6 +13,8 @@ from maskedbert.kernels import TopkTracker, num_pruned, topk_masks
 
 from test_topk import reference_topk
 
+pytestmark = pytest.mark.triton  # runs Triton kernels (interpreter or GPU)
+
 
 def _layer_bracket(kth: torch.Tensor, below: float, above: float):
     return kth - below, kth + above

@@ -55,6 +55,7 @@ class _Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_is_bit_for_bit(tmp_path):
     model, data, collate = _setup()
     reference = Trainer(model, _config(tmp_path / "a"), data, collate).train(resume=False)
@@ -82,7 +83,9 @@ def test_resume_is_bit_for_bit(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     model, data, collate = _setup()
 
-    def loss_fn(logits, batch, calls=[0]):
+    calls = [0]
+
+    def loss_fn(logits, batch):
         calls[0] += 1
         loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
         return loss * float("nan") if calls[0] == 7 else loss
@@ -146,3 +149,21 @@ def test_bf16_autocast_runs_on_cpu(tmp_path):
     assert result["global_step"] == 2
     with pytest.raises(ValueError, match="fp16"):
         Trainer(model, _config(tmp_path / "x", precision="fp16", device="cpu"), data, collate)
+
+
+def test_eval_at_start_and_at_epoch_ends(tmp_path):
+    # uds-lsv/bert-stable-fine-tuning run_finetuning.py:250-260 evaluates before training (step 0 is a
+    # best-step candidate) and :601-608 after every epoch, beside every eval_logging_steps (:514)
+    model, data, collate = _setup(n=40)  # batch 8: 5 updates per epoch
+    scores = iter([0.9, 0.1, 0.2, 0.3, 0.4, 0.5])
+    steps = []
+
+    def evaluate(m):
+        return {"accuracy": next(scores)}
+
+    cfg = _config(tmp_path, num_epochs=2, eval_every=3, best_metric="accuracy", eval_at_start=True,
+                  eval_at_epoch_end=True, checkpoint_every=None)
+    result = Trainer(model, cfg, data, collate, evaluate_fn=evaluate).train()
+    steps = [r["step"] for r in read_jsonl(tmp_path / "log.jsonl") if r["type"] == "eval"]
+    assert steps == [0, 3, 5, 6, 9, 10]
+    assert (result["best_value"], result["best_step"]) == (0.9, 0)  # the untrained model stays best

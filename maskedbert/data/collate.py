@@ -16,7 +16,7 @@ import torch
 
 from .examples import UNLABELED, Example
 
-__all__ = ["EncodedDataset", "encode_examples", "PadCollator"]
+__all__ = ["EncodedDataset", "encode_examples", "PadCollator", "SEGMENT_IDS"]
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -64,15 +64,23 @@ class EncodedDataset(torch.utils.data.Dataset):
                               {k: v[indices] for k, v in self.extra_fields.items()})
 
 
+SEGMENT_IDS = ("tokenizer", "none")
+
+
 def encode_examples(examples: Sequence[Example], tokenizer, max_length: int = 128,
                     label_map: Sequence[int] | None = None, is_regression: bool = False,
-                    batch_size: int = 1000) -> EncodedDataset:
+                    batch_size: int = 1000, segment_ids: str = "tokenizer") -> EncodedDataset:
     """Tokenize (text_a, text_b) pairs with a Hugging Face tokenizer, truncating to `max_length`.
 
     label_map[i] is the model's index for dataset label i (metrics.label_mapping); UNLABELED stays.
+    segment_ids: "tokenizer" sends the token_type_ids the tokenizer makes (0 for the first text, 1 for
+    the second); "none" sends none, so the model uses all-zero segment ids (what
+    uds-lsv/bert-stable-fine-tuning does for its pooler-* models, run_finetuning.py:307-310).
     """
     if not isinstance(max_length, int) or max_length < 2:
         raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+    if segment_ids not in SEGMENT_IDS:
+        raise ValueError(f"segment_ids must be one of {SEGMENT_IDS}, got {segment_ids!r}")
     examples = list(examples)
     if any(not isinstance(e, Example) for e in examples):
         raise TypeError("examples must be a sequence of maskedbert.data.Example")
@@ -87,7 +95,7 @@ def encode_examples(examples: Sequence[Example], tokenizer, max_length: int = 12
         encoded = tokenizer([e.text_a for e in chunk], texts_b, truncation=True, max_length=max_length,
                             padding=False)
         input_ids.extend(list(ids) for ids in encoded["input_ids"])
-        if "token_type_ids" in encoded and token_type_ids is not None:
+        if segment_ids == "tokenizer" and "token_type_ids" in encoded and token_type_ids is not None:
             token_type_ids.extend(list(t) for t in encoded["token_type_ids"])
         else:
             token_type_ids = None

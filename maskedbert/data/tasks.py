@@ -20,6 +20,7 @@ from maskedbert.errors import UsageError
 from . import formats
 from .examples import Example
 from .synthetic import SYNTHETIC_PAIR_LABELS, synthetic_pair_examples
+from .synthetic_nli_task import HANS_LABELS, NLI3_LABELS, challenge_examples, nli_examples
 
 __all__ = ["TaskSpec", "TASKS", "register_task", "get_task", "list_tasks", "load_examples", "check_data_source"]
 
@@ -69,12 +70,10 @@ def register_task(spec: TaskSpec, *, overwrite: bool = False) -> TaskSpec:
 
 
 def list_tasks() -> list[str]:
-    _register_optional_tasks()
     return sorted(TASKS)
 
 
 def get_task(name: str) -> TaskSpec:
-    _register_optional_tasks()
     key = name.lower() if isinstance(name, str) else name
     if key not in TASKS:
         raise UsageError(f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}")
@@ -127,10 +126,13 @@ register_task(TaskSpec(
     local_files={"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}, local_reader="paws",
     hub=("google-research-datasets/paws", "labeled_final"), ood=True,
 ))
-# PAWS-QQP is not redistributed: it is generated from QQP with the PAWS scripts (local files only)
+# PAWS-QQP is not redistributed: it is generated from QQP with the PAWS scripts (local files only). The
+# generator writes train.tsv and dev_and_test.tsv; the srnet reference (llyx97/sparse-and-robust-PLM,
+# README.md:64-67) keeps that set as dev.tsv and test.tsv and evaluates dev.tsv ("dev" here)
 register_task(TaskSpec(
     name="paws-qqp", label_names=("not_paraphrase", "paraphrase"), metric="accuracy", metrics=("accuracy", "f1"),
-    local_files={"train": "train.tsv", "validation": "dev_and_test.tsv"}, local_reader="paws", ood=True,
+    local_files={"train": "train.tsv", "validation": "dev_and_test.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+    local_reader="paws", ood=True,
 ))
 register_task(TaskSpec(
     name="fever", label_names=formats.FEVER_LABELS, metric="accuracy", metrics=("accuracy",),
@@ -150,20 +152,15 @@ register_task(TaskSpec(
     generator=synthetic_pair_examples,
 ))
 
-
-_optional_checked = False
-
-
-def _register_optional_tasks() -> None:
-    """Register "synthetic-nli" and "synthetic-hans" when maskedbert.data.synthetic_nli is present."""
-    global _optional_checked
-    if _optional_checked or "synthetic-nli" in TASKS:
-        return
-    _optional_checked = True
-    from . import synthetic_nli_task  # local import: the adapter imports the optional module lazily
-
-    for spec in synthetic_nli_task.build_specs():
-        register_task(spec, overwrite=True)
+# 3-label in-distribution NLI with a planted lexical-overlap shortcut, and its HANS-style challenge set
+register_task(TaskSpec(
+    name="synthetic-nli", label_names=tuple(NLI3_LABELS), metric="accuracy", metrics=("accuracy",),
+    generator=nli_examples,
+))
+register_task(TaskSpec(
+    name="synthetic-hans", label_names=tuple(HANS_LABELS), metric="accuracy", metrics=("accuracy",),
+    generator=challenge_examples, ood=True,
+))
 
 
 # how messages from the loaders name the data folder: the commands' flag and the Python argument

@@ -22,8 +22,11 @@ import os
 import re
 from typing import Any, Callable, Iterable, Sequence
 
+from maskedbert import _hub
+from maskedbert.data.tasks import check_data_source, get_task, list_tasks
 from maskedbert.errors import UsageError
 from maskedbert.help_text import default_text
+from maskedbert.models import OFFLINE_MINILM, TINY_MODELS, offline_minilm_path
 
 __all__ = [
     "HelpFormatter", "explicit_args", "set_interrupt_note", "interrupt_note", "check_model", "check_task",
@@ -125,9 +128,6 @@ def check_model(name: str, flag: str = "--model") -> str:
 
     A hub name that is not in the local cache needs the hub: one quick connection check (no retries).
     """
-    from maskedbert import _hub
-    from maskedbert.models import OFFLINE_MINILM, TINY_MODELS, offline_minilm_path
-
     what_works = f"a local model directory (with config.json), a hub name such as bert-base-uncased, {_TINY_HINT}"
     if not isinstance(name, str) or not name.strip():
         raise UsageError(f"{flag}: no model given; give {what_works}")
@@ -163,8 +163,6 @@ def check_model(name: str, flag: str = "--model") -> str:
 
 def check_task(name: str, flag: str = "--task"):
     """The registered TaskSpec of `name`; an unknown name lists the tasks."""
-    from maskedbert.data.tasks import get_task, list_tasks
-
     try:
         return get_task(name)
     except ValueError:
@@ -173,8 +171,6 @@ def check_task(name: str, flag: str = "--task"):
 
 def check_data_dir(spec, splits: Iterable[str], data_dir: str | None, flag: str = "--data-dir") -> None:
     """The task's data can be read: generated, files in `data_dir`, or the hub (quick offline check)."""
-    from maskedbert.data.tasks import check_data_source
-
     check_data_source(spec, list(splits), data_dir, flag=flag)
 
 

@@ -1,13 +1,16 @@
 """`maskedbert convert-probs`: turn a bias model's predictions into the JSONL that `bias.load_probs` reads.
 
-    maskedbert convert-probs --trust-pickle bias_model_preds/QQP/log_probs.pkl qqp_bias.jsonl
-    maskedbert convert-probs bias_model_preds/MNLI/probs.npy mnli_bias.jsonl --ids-from mnli_ids.txt
+    maskedbert convert-probs --trust-pickle bias_model_preds/QQP/log_probs.pkl qqp_bias.jsonl --id-prefix qqp-train-
+    maskedbert convert-probs bias_model_preds/MNLI/probs.npy mnli_bias.jsonl --ids-from mnli_ids.txt \
+        --label-order contradiction,entailment,neutral
 
 The reference code (llyx97/sparse-and-robust-PLM) ships QQP's bias predictions as a pickled dict
 {QQP id: [score per class]} (it indexes it by the number in each example's id, run_glue.py:316-343),
 and MNLI's and FEVER's as .npy arrays, one row per training example in file order. Scores may be
 probabilities or log-probabilities; both are written as probabilities, {"id": ..., "probs": [...]}
-per line. Unpickling runs whatever code the file holds, so a pickle is read only with --trust-pickle.
+per line, after a {"labels": [...]} line when --label-order names the columns (the reference orders
+MNLI's as contradiction, entailment, neutral). Unpickling runs whatever code the file holds, so a
+pickle is read only with --trust-pickle.
 """
 from __future__ import annotations
 
@@ -63,9 +66,12 @@ def _read_ids(path: str) -> list[str]:
 
 
 def convert_probs(source: str, target: str, *, trust_pickle: bool = False, ids: list[str] | None = None,
-                  overwrite: bool = False) -> int:
-    """Write `source`'s predictions to `target` (.jsonl or .json) as probabilities by id; returns the row count."""
+                  overwrite: bool = False, label_order: str | None = None, id_prefix: str = "") -> int:
+    """Write `source`'s predictions to `target` (.jsonl or .json) as probabilities by id, labelled with
+    `label_order` (the source's column names) when given; returns the row count."""
     from maskedbert import bias
+
+    labels = bias.parse_label_order(label_order, "--label-order")
 
     if not target.endswith(OUTPUT_SUFFIXES):
         raise UsageError(f"OUT: {target!r} must end in .jsonl or .json (the formats bias.load_probs reads by id)")
@@ -87,7 +93,12 @@ def convert_probs(source: str, target: str, *, trust_pickle: bool = False, ids: 
         probs = _probs_from_pickled(obj, source)
     else:
         probs = bias.load_probs(source, ids=ids)
-    bias.save_probs(target, probs)
+    width = len(next(iter(probs.values())))
+    if labels is not None and len(labels) != width:
+        raise UsageError(f"--label-order: {source} has {width} columns, the order names {len(labels)}: {list(labels)}")
+    if id_prefix:  # the reference keys QQP by its id column; maskedbert's example ids are "qqp-train-<id>"
+        probs = {f"{id_prefix}{key}": row for key, row in probs.items()}
+    bias.save_probs(target, probs, label_names=labels)
     return len(probs)
 
 
@@ -100,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow unpickling IN (runs any code the file holds; without it: refuse)")
     p.add_argument("--ids-from", metavar="FILE",
                    help="for a .npy IN: one example id per line, in training-file order (default: row numbers)")
+    p.add_argument("--label-order", default=None,
+                   help="IN's column order as label names, e.g. contradiction,entailment,neutral; OUT then names its "
+                        "labels (default: OUT names none)")
+    p.add_argument("--id-prefix", default="", help="prepended to every id, e.g. qqp-train- (maskedbert's QQP example "
+                   "ids are qqp-train-<id column>; the reference's pickle is keyed by the id column alone)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)")
     return p
 
@@ -107,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ids = _read_ids(args.ids_from) if args.ids_from else None
-    count = convert_probs(args.source, args.target, trust_pickle=args.trust_pickle, ids=ids, overwrite=args.overwrite)
+    count = convert_probs(args.source, args.target, trust_pickle=args.trust_pickle, ids=ids, overwrite=args.overwrite,
+                          label_order=args.label_order, id_prefix=args.id_prefix)
     print(f"maskedbert convert-probs: {count} rows of probabilities by id -> {args.target}")
     return 0

@@ -21,11 +21,16 @@ import shutil
 import sys
 from dataclasses import dataclass
 from typing import Any
+
 from maskedbert._atomic import write_text_atomic
+from maskedbert.choices import CLIP_MODES, SCHEDULE_NAMES
+from maskedbert.data import tasks
+from maskedbert.data.tasks import list_tasks
 from maskedbert.errors import UsageError
 from maskedbert.experiments.cli_common import (HelpFormatter, check_data_dir, check_device, check_model,
                                                check_number, check_out_dir, check_task, explicit_args,
                                                set_interrupt_note)
+from maskedbert.train.reporting import add_report_to_argument, check_report_to
 
 __all__ = ["FinetuneConfig", "run_finetune", "check_finetune_config", "build_parser", "main", "write_json"]
 
@@ -59,6 +64,10 @@ class FinetuneConfig:
     precision: str = "fp32"
     evals_per_epoch: float | None = None  # evaluation frequency; None: only at the end (or eval_every)
     eval_every: int | None = None
+    eval_at_start: bool = False          # also evaluate the untrained model (a best-step candidate)
+    eval_at_epoch_end: bool = False      # also evaluate after every epoch
+    segment_ids: str = "tokenizer"       # "tokenizer": 0/1 token_type_ids of sentence pairs; "none": send none
+    pooler_head: bool = False            # RoBERTa: BERT's pooler head (no dropout before its dense layer)
     select_best_after: float = 0.0
     selection_metric: str | None = None  # dev metric that picks the best checkpoint; None: the task's metric
     eval_batch_size: int = 64
@@ -89,8 +98,6 @@ def _task_vocabulary(task_name: str):
         from maskedbert.data import synthetic_pair_vocabulary
 
         return synthetic_pair_vocabulary()
-    from maskedbert.data import tasks
-
     spec = tasks.get_task(task_name)
     vocabulary = getattr(spec.generator, "vocabulary", None)
     return vocabulary() if callable(vocabulary) else None
@@ -104,11 +111,9 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     """
     from maskedbert.data import PadCollator, encode_examples, get_task, load_examples
     from maskedbert.metrics import label_mapping, majority_baseline
-    from maskedbert.models import TINY_MODELS, load_model_and_tokenizer
+    from maskedbert.models import TINY_MODELS, load_model_and_tokenizer, use_pooler_head_
     from maskedbert.train import NonFiniteLossError, TrainConfig, Trainer, make_evaluator, set_seed
     from maskedbert.train import distributed as dist_utils
-
-    from maskedbert.train.reporting import check_report_to
 
     check_report_to(config.report_to, "--report-to")  # before anything is written
     out = config.output_dir
@@ -130,13 +135,17 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     model, tokenizer = load_model_and_tokenizer(
         config.model, spec.num_labels, label_names=spec.label_names or None, vocab=vocab,
         problem_type="regression" if spec.is_regression else None, config_overrides=config.config_overrides)
+    if config.pooler_head:
+        use_pooler_head_(model)
     # the run folder appears only once the data and the model have loaded: a mistake leaves nothing behind
     os.makedirs(out, exist_ok=True)
     if dist_utils.is_main_process():
         write_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
     label_map = None if spec.is_regression else label_mapping(spec.label_names, model.config.label2id)
-    train_set = encode_examples(train_examples, tokenizer, config.max_length, label_map, spec.is_regression)
-    dev_set = encode_examples(dev_examples, tokenizer, config.max_length, label_map, spec.is_regression)
+    train_set = encode_examples(train_examples, tokenizer, config.max_length, label_map, spec.is_regression,
+                                segment_ids=config.segment_ids)
+    dev_set = encode_examples(dev_examples, tokenizer, config.max_length, label_map, spec.is_regression,
+                              segment_ids=config.segment_ids)
     collate = PadCollator(tokenizer.pad_token_id)
     baseline = majority_baseline(spec.metric, [e.label for e in train_examples], [e.label for e in dev_examples])
     train_config = TrainConfig(
@@ -146,6 +155,7 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         schedule=config.schedule, warmup_ratio=config.warmup_ratio, warmup_rounding=config.warmup_rounding,
         max_grad_norm=config.max_grad_norm, clip_mode=config.clip_mode,
         precision=config.precision, eval_every=config.eval_every, best_metric=selection_metric,
+        eval_at_start=config.eval_at_start, eval_at_epoch_end=config.eval_at_epoch_end,
         select_best_after=config.select_best_after, save_best_model=config.save_best_model,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every, seed=config.seed,
         progress=config.progress, device=config.device, report_to=config.report_to)
@@ -193,7 +203,7 @@ def _optional_float(text: str) -> float | None:
 
 
 # settings with a fixed set of values (flags and --config files alike); schedules: maskedbert.train.schedules
-CHOICES = {"schedule": ("linear", "constant"), "clip_mode": ("global", "per_parameter"),
+CHOICES = {"schedule": SCHEDULE_NAMES, "clip_mode": CLIP_MODES,
            "precision": ("fp32", "bf16", "fp16")}
 
 
@@ -202,8 +212,6 @@ def _optional_int(text: str) -> int | None:
 
 
 def build_parser(prog: str = "maskedbert finetune") -> argparse.ArgumentParser:
-    from maskedbert.data.tasks import list_tasks
-
     d = FinetuneConfig()
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", default=None, metavar="JSON",
@@ -256,8 +264,6 @@ def build_parser(prog: str = "maskedbert finetune") -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=d.progress,
                    help="no progress bar")
-    from maskedbert.train.reporting import add_report_to_argument
-
     add_report_to_argument(p)
     return p
 

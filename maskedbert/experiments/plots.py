@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -12,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from maskedbert._atomic import atomic_path
 
 __all__ = ["save_figure", "box_plot", "layer_of", "layer_grad_norms", "grad_norm_plot", "loss_vs_metric_plot",
-           "FAILED_COLOR", "SUCCESS_COLOR"]
+           "plot_metrics_vs_sparsity", "FAILED_COLOR", "SUCCESS_COLOR"]
 
 FAILED_COLOR, SUCCESS_COLOR = "tab:red", "tab:blue"
 
@@ -143,3 +144,39 @@ def loss_vs_metric_plot(runs: Sequence[tuple[Sequence[Mapping[str, Any]], bool, 
         right.legend(fontsize=8)
     right.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def plot_metrics_vs_sparsity(rows: Sequence[Mapping], path: str, *, metrics: Sequence[tuple[str, str]],
+                             series_key: str = "method", title: str | None = None,
+                             references: Sequence[Mapping] = (), reference_key: str = "loss") -> str:
+    """One panel per (metric key, axis label): metric vs sparsity, one line per series; PNG written atomically.
+
+    `references` (e.g. dense models) are drawn as dashed horizontal lines labelled by `reference_key`.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    series: dict[str, list[Mapping]] = defaultdict(list)
+    for row in rows:
+        series[str(row[series_key])].append(row)
+    for ax, (key, label) in zip(axes[0], metrics):
+        for name, points in sorted(series.items()):
+            points = sorted((p for p in points if p.get(key) is not None), key=lambda p: p["sparsity"])
+            if points:
+                ax.plot([100 * p["sparsity"] for p in points], [100 * p[key] for p in points], marker="o", label=name)
+        for i, ref in enumerate(references):
+            if ref.get(key) is not None:
+                ax.axhline(100 * ref[key], linestyle="--", linewidth=1, color=f"C{(i + len(series)) % 10}",
+                           label=f"dense {ref[reference_key]}")
+        ax.set_xlim(-2, 100)  # the whole sparsity range: single-level runs stay readable
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel(f"{label} (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
+    return path

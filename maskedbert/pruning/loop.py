@@ -9,7 +9,11 @@ from typing import Callable
 
 from torch import nn
 
+from maskedbert.choices import CLIP_MODES
+from maskedbert.patching import mask_param_groups
 from maskedbert.pruning._checks import _check_fraction, _check_int
+from maskedbert.train.runlog import read_jsonl
+from maskedbert.train.trainer import TrainConfig, Trainer
 
 
 @dataclass
@@ -24,6 +28,7 @@ class TrainSettings:
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None  # given: wins over warmup_ratio
     schedule: str = "linear"
+    schedule_steps: int | None = None  # the schedule's horizon (default: steps); the reference's IMP: the budget
     max_grad_norm: float = 1.0
     clip_mode: str = "global"  # or "per_parameter" (each parameter clipped to max_grad_norm on its own)
     adam_eps: float = 1e-6
@@ -33,7 +38,7 @@ class TrainSettings:
     def __post_init__(self):
         _check_int("steps", self.steps, 1)
         _check_int("batch_size", self.batch_size, 1)
-        if self.clip_mode not in ("global", "per_parameter"):
+        if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be 'global' or 'per_parameter', got {self.clip_mode!r}")
         for name in ("lr", "lr_scores", "weight_decay", "max_grad_norm", "adam_eps"):
             value = getattr(self, name)
@@ -42,6 +47,8 @@ class TrainSettings:
         _check_fraction("warmup_ratio", self.warmup_ratio)
         if self.warmup_steps is not None:
             _check_int("warmup_steps", self.warmup_steps, 0)
+        if self.schedule_steps is not None:
+            _check_int("schedule_steps", self.schedule_steps, 1)
 
 
 def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settings: TrainSettings, *,
@@ -60,10 +67,6 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
     import shutil
     import tempfile
 
-    from maskedbert.patching import mask_param_groups
-    from maskedbert.train.runlog import read_jsonl
-    from maskedbert.train.trainer import TrainConfig, Trainer
-
     if not isinstance(settings, TrainSettings):
         raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
     if len(dataset) == 0:
@@ -79,6 +82,7 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
             output_dir=run_dir, max_steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
             weight_decay=settings.weight_decay, schedule=settings.schedule, warmup_steps=settings.warmup_steps,
             warmup_ratio=None if settings.warmup_steps is not None else settings.warmup_ratio,
+            schedule_steps=settings.schedule_steps,
             max_grad_norm=settings.max_grad_norm or None, clip_mode=settings.clip_mode, adam_eps=settings.adam_eps,
             seed=settings.seed, log_every=1, log_grad_norms=False, device=str(next(model.parameters()).device),
             progress=progress, report_to=settings.report_to)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from maskedbert.choices import AMOUNT_OF
 from maskedbert.pruning._checks import _check_fraction, _check_int
-
-AMOUNT_OF = ("original", "remaining")
 
 
 def cubic_sparsity(step: int, total_steps: int, initial: float = 0.7, final: float = 0.9) -> float:

@@ -2,8 +2,7 @@
 
 Liu et al. (2022) follow the reference code: evaluate the mask every few steps and keep the best one
 seen after 70% of training (llyx97/sparse-and-robust-PLM, mask_trainer.py). `BestMaskSelector` is a
-step callback that does this; ties go to the later step (a later mask has trained longer at the same
-metric). `mode="last"` keeps the final mask and never evaluates.
+step callback that does this; `ties` chooses the tie rule (maskedbert.metrics.is_new_best). `mode="last"` keeps the final mask and never evaluates.
 """
 from __future__ import annotations
 
@@ -13,25 +12,34 @@ from typing import Callable
 import torch
 from torch import nn
 
+from maskedbert.choices import SELECT_MODES
+from maskedbert.metrics import TIE_RULES, is_new_best
 from maskedbert.patching import masked_modules
 from maskedbert.pruning._checks import _check_fraction, _check_int
 
-SELECT_MODES = ("best", "last")
+TIES = TIE_RULES
 
 
 class BestMaskSelector:
     """Step callback: evaluate every `every` steps from `after * total_steps` on (and at the last
-    step), and remember the state with the best metric (higher is better).
+    step unless evaluate_last=False), and remember the state with the best metric (higher is better).
 
-    The state kept is what mask training changes: each score mask's scores and threshold, and every
-    other parameter that trains (e.g. a task head with train_classifier). `restore()` puts the best
-    state back and says which step it came from.
+    The state kept is what training changes: each score mask's scores and threshold, and every other
+    parameter that trains (a task head with train_classifier; all weights in weight training, which
+    makes this the best dev checkpoint of a fine-tuning run). `restore()` puts the best state back and
+    says which step it came from. ties="later": an equal metric moves the choice to the later step;
+    "earlier": only a strictly better one does (the reference's `best_score < value`,
+    hg_transformers/trainer.py:601). No evaluation at all keeps the last state.
     """
 
     def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], float], *, total_steps: int,
-                 every: int, after: float = 0.7, mode: str = "best"):
+                 every: int, after: float = 0.7, mode: str = "best", ties: str = "later",
+                 evaluate_last: bool = True):
         if mode not in SELECT_MODES:
             raise ValueError(f"mode must be one of {SELECT_MODES}, got {mode!r}")
+        if ties not in TIES:
+            raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+        self.ties, self.evaluate_last = ties, evaluate_last
         _check_int("total_steps", total_steps, 1)
         _check_int("every", every, 1)
         after = _check_fraction("after", after)
@@ -46,14 +54,14 @@ class BestMaskSelector:
     def due(self, step: int) -> bool:
         if self.mode != "best" or step < self.first_step:
             return False
-        return step % self.every == 0 or step == self.total_steps
+        return step % self.every == 0 or (self.evaluate_last and step == self.total_steps)
 
     def __call__(self, step: int, *_args) -> None:
         if not self.due(step):
             return
         metric = float(self.evaluate(self.model))
         self.history.append((step, metric))
-        if self.best_metric is None or metric >= self.best_metric:  # ties: the later step
+        if is_new_best(metric, self.best_metric, ties=self.ties):
             self.best_step, self.best_metric = step, metric
             self._best_state = self._state()
 

@@ -7,13 +7,12 @@ import math
 import torch
 from torch import nn
 
+from maskedbert.choices import SPARSITY_METHODS
 from maskedbert.kernels.topk import TopkTracker, num_pruned, topk_masks
 from maskedbert.modules import MaskedLinear
 from maskedbert.patching import masked_modules
 from maskedbert.pruning._checks import _check_fraction, _check_int
 from maskedbert.pruning.schedules import CubicSparsitySchedule
-
-SPARSITY_METHODS = ("threshold_reset", "exact_topk")
 
 
 def _score_layers(model: nn.Module) -> dict[str, MaskedLinear]:

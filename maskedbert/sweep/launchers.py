@@ -4,7 +4,7 @@ this machine, optionally pinned to GPUs) or `slurm` (one SLURM array task per ce
     add_launcher_arguments(parser)             # --launcher, --workers, --gpus, --runs-per-gpu, --slurm-*
     options = launch_options_from_args(args)   # checked: UsageError on a bad flag
     check_launcher(options)                    # before writing anything: submitit there? scheduler answers?
-    outcome = launch(study, options)           # runs (inline/local) or submits (slurm) what is not done yet
+    outcome = launch(study, options, kinds=kinds)   # runs (inline/local) or submits (slurm) what is not done yet
 
 Cells run in the study's order; a cell starts only when the cells it `needs` are done. Each launch
 attempts every cell that is not done, not failed for good and not running elsewhere, once.
@@ -23,7 +23,8 @@ from typing import Any, Callable
 from maskedbert.errors import UsageError
 from maskedbert.help_text import default_text
 
-from .study import MAX_FAILURES, Study, execute_cell
+from . import slurm
+from .study import MAX_FAILURES, Study, StudyKinds, execute_cell
 
 __all__ = ["LaunchOptions", "LaunchOutcome", "add_launcher_arguments", "launch_options_from_args", "check_launcher",
            "launch", "cells_to_run"]
@@ -142,8 +143,6 @@ def launch_options_from_args(args: argparse.Namespace, *, progress: bool = True)
 def check_launcher(options: LaunchOptions) -> None:
     """Fail now, with one line, when the launcher cannot work here (before the study writes anything)."""
     if options.launcher == "slurm":
-        from . import slurm
-
         slurm.check_available()
 
 
@@ -151,9 +150,7 @@ def cells_to_run(study: Study, *, retry_failed: bool = False, live_jobs: set[str
                  ) -> tuple[list[str], dict[str, str]]:
     """(cell ids to attempt now, {cell id: why not} for the others that are not done)."""
     if live_jobs is None and any(study.was_submitted(c) for c in study.cells):
-        from .slurm import live_jobs as ask_slurm
-
-        live_jobs = ask_slurm()  # cells queued on SLURM are not run here as well
+        live_jobs = slurm.live_jobs()  # cells queued on SLURM are not run here as well
     todo, skipped = [], {}
     for cell_id in study.cells:
         if retry_failed and len(study.failures(cell_id)) >= MAX_FAILURES:
@@ -168,12 +165,13 @@ def cells_to_run(study: Study, *, retry_failed: bool = False, live_jobs: set[str
     return todo, skipped
 
 
-def launch(study: Study, options: LaunchOptions, *, on_done: Callable[[str, Any], None] | None = None) -> LaunchOutcome:
-    """Run (inline, local) or submit (slurm) every cell of `study` that is not done, failed for good or running."""
+def launch(study: Study, options: LaunchOptions, *, kinds: StudyKinds,
+           on_done: Callable[[str, Any], None] | None = None) -> LaunchOutcome:
+    """Run (inline, local) or submit (slurm) every cell of `study` that is not done, failed for good or running;
+    `kinds` says what the study's runner name means (here, in local workers and in SLURM jobs)."""
     if options.launcher == "slurm":
-        from . import slurm
-
-        return slurm.submit(study, options)
+        todo, skipped = cells_to_run(study, retry_failed=options.retry_failed, live_jobs=slurm.live_jobs())
+        return LaunchOutcome(skipped=skipped, submitted=slurm.submit(study, options, kinds, todo, skipped))
     todo, skipped = cells_to_run(study, retry_failed=options.retry_failed)
     for cell_id in study.cells:
         if study.is_done(cell_id):
@@ -186,10 +184,10 @@ def launch(study: Study, options: LaunchOptions, *, on_done: Callable[[str, Any]
             if any(need in outcome.ran and outcome.ran[need] != "done" for need in study.cells[cell_id].needs):
                 outcome.skipped[cell_id] = "a cell it needs did not finish"
                 continue
-            outcome.ran[cell_id] = execute_cell(study.dir, cell_id, progress=options.progress)
+            outcome.ran[cell_id] = execute_cell(study.dir, cell_id, kinds=kinds, progress=options.progress)
             _announce(study, cell_id, outcome.ran[cell_id], on_done)
     else:
-        _run_local(study, todo, options, outcome, on_done)
+        _run_local(study, todo, options, outcome, on_done, kinds.worker_module)
     return outcome
 
 
@@ -243,8 +241,9 @@ def _will_not_finish(study: Study, cell_id: str, outcome: LaunchOutcome, waiting
     return cell_id not in waiting and all(entry[0] != cell_id for entry in running.values())
 
 
-def _run_local(study: Study, todo: list[str], options: LaunchOptions, outcome: LaunchOutcome, on_done) -> None:
-    """A small scheduler: each cell runs in a fresh `python -m maskedbert.sweep.worker` process (so a crash
+def _run_local(study: Study, todo: list[str], options: LaunchOptions, outcome: LaunchOutcome, on_done,
+               worker_module: str) -> None:
+    """A small scheduler: each cell runs in a fresh `python -m <worker_module>` process (so a crash
     or a kill takes only that cell), at most one per slot, its output in <cell dir>/sweep_worker.log."""
     slots = _worker_slots(options, len(todo))
     free = list(range(len(slots)))
@@ -266,7 +265,7 @@ def _run_local(study: Study, todo: list[str], options: LaunchOptions, outcome: L
                 os.makedirs(os.path.dirname(log_path), exist_ok=True)
                 log_file = open(log_path, "a", encoding="utf-8")
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "maskedbert.sweep.worker", study.dir, cell_id, "--log", log_path],
+                    [sys.executable, "-m", worker_module, study.dir, cell_id, "--log", log_path],
                     stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     env={**os.environ, **slots[slot]})
                 running[slot] = (cell_id, process, len(study.failures(cell_id)), log_file)

@@ -10,11 +10,12 @@ import sys
 
 from maskedbert.errors import UsageError
 
-from .study import Study, load_study, resolve_callable
+from .study import Study, StudyKinds, load_study
 
 
-def build_report(study: Study) -> dict[str, str]:
-    """Call the study's reporter on its finished cells; returns {artifact: path}. UsageError when none is done."""
+def build_report(study: Study, *, kinds: StudyKinds) -> dict[str, str]:
+    """Call the study's reporter (looked up in `kinds`) on its finished cells; returns {artifact: path}.
+    UsageError when none is done or the reporter's name is unknown."""
     finished = study.finished()
     if not finished:
         raise UsageError(f"DIR: no cell of {study.dir!r} has finished yet ({len(study.cells)} pending); "
@@ -28,22 +29,18 @@ def build_report(study: Study) -> dict[str, str]:
         print(f"[report] all {len(study.cells)} cells finished")
     if not study.reporter:
         raise UsageError(f"DIR: the {study.kind} study in {study.dir!r} names no reporter")
-    return resolve_callable(study.reporter)(study)
+    return kinds.reporter(study.reporter)(study)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, kinds: StudyKinds) -> int:
     parser = argparse.ArgumentParser(prog="maskedbert report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", metavar="DIR", help="the study directory (the --out of the study's command)")
     args = parser.parse_args(argv)
     try:
-        paths = build_report(load_study(args.dir))
+        paths = build_report(load_study(args.dir), kinds=kinds)
     except UsageError as exc:
         print(f"maskedbert report: {exc}", file=sys.stderr)
         return 2
     for name, path in paths.items():
         print(f"[report] {name}: {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

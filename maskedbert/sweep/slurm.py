@@ -2,11 +2,12 @@
 submitit`, or `pip install -e ".[slurm]"` in a clone). Cells that need other cells go in a later array that starts
 after the earlier one ends (`--dependency=afterany`); a cell whose needs did not finish does nothing.
 
-Jobs run `maskedbert.sweep.study.execute_cell(study_dir, cell_id)` with this Python (the study
+Jobs run `maskedbert.sweep.study.execute_cell(study_dir, cell_id, kinds=...)` with this Python (the study
 directory must be on a file system the nodes share). Logs: <study>/slurm/<job id>/.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import sys
 
 from maskedbert.errors import UsageError
 
-from .study import Study, execute_cell
+from .study import Study, StudyKinds, execute_cell
 
 __all__ = ["check_available", "live_jobs", "submit"]
 
@@ -87,20 +88,17 @@ def executor_parameters(options, kind: str) -> dict:
     return parameters
 
 
-def submit(study: Study, options):
-    import submitit
+def submit(study: Study, options, kinds: StudyKinds, todo: list[str], skipped: dict[str, str]) -> list[str]:
+    """Submit the cells `todo` (one array job per level of needs); returns the array job ids."""
+    import submitit  # optional: only this launcher needs it (check_available says how to install it)
 
-    from .launchers import LaunchOutcome, cells_to_run
-
-    live = live_jobs()
-    todo, skipped = cells_to_run(study, retry_failed=options.retry_failed, live_jobs=live)
     for cell_id, why in skipped.items():
         print(f"[sweep] {cell_id}: not submitted ({why})", flush=True)
     done = sum(study.is_done(c) for c in study.cells)
-    outcome = LaunchOutcome(skipped=skipped)
+    submitted: list[str] = []
     if not todo:
         print(f"[sweep] nothing to submit: {done} of {len(study.cells)} cells done, {len(skipped)} running or failed")
-        return outcome
+        return submitted
     executor = submitit.SlurmExecutor(folder=os.path.join(study.dir, "slurm", "%j"), python=sys.executable)
     parameters = executor_parameters(options, study.kind)
     previous_array = None
@@ -109,17 +107,17 @@ def submit(study: Study, options):
             parameters["dependency"] = f"afterany:{previous_array}"
         executor.update_parameters(**parameters)
         try:
-            jobs = executor.map_array(execute_cell, [study.dir] * len(group), group)
+            jobs = executor.map_array(functools.partial(execute_cell, kinds=kinds), [study.dir] * len(group), group)
         except Exception as exc:  # sbatch refused or the controller went away: submitit wraps its stderr
             raise UsageError(f"--launcher slurm: sbatch failed: {_one_line(exc)}") from None
         for cell_id, job in zip(group, jobs):
             study.record_submission(cell_id, job.job_id, str(job.paths.stdout))
         previous_array = jobs[0].job_id.split("_")[0]
-        outcome.submitted.append(previous_array)
+        submitted.append(previous_array)
         print(f"[sweep] submitted {len(group)} cells as SLURM array job {previous_array} "
               f"({jobs[0].job_id} .. {jobs[-1].job_id}); logs in {os.path.join(study.dir, 'slurm', previous_array)}/",
               flush=True)
-    print(f"[sweep] follow: squeue -j {','.join(outcome.submitted)}   |   maskedbert status {study.dir}\n"
+    print(f"[sweep] follow: squeue -j {','.join(submitted)}   |   maskedbert status {study.dir}\n"
           f"[sweep] when they are done: maskedbert report {study.dir}   (resubmitting the same command "
           f"runs only cells that are missing)", flush=True)
-    return outcome
+    return submitted

@@ -10,6 +10,7 @@ import sys
 
 from maskedbert.errors import UsageError
 
+from . import slurm
 from .study import load_study
 
 STATES = ("done", "running", "failed", "pending")
@@ -17,8 +18,6 @@ STATES = ("done", "running", "failed", "pending")
 
 def describe(study_dir: str, *, tail_lines: int = 8) -> tuple[dict[str, list[str]], str]:
     """({state: [cell ids]}, the printable text)."""
-    from . import slurm
-
     study = load_study(study_dir)
     live = slurm.live_jobs() if any(study.was_submitted(c) for c in study.cells) else None
     by_state: dict[str, list[str]] = {s: [] for s in STATES}

@@ -11,12 +11,15 @@ A cell is done when sweep_done.json exists; it is never rerun. A cell whose atte
 MAX_FAILURES times is `failed` and no launcher retries it (`forget_failures` clears the record). A
 cell whose attempt died without a trace (killed, preempted, out of time) goes back to pending; its
 runner resumes from whatever checkpoint it left.
+
+The runner and reporter are recorded by name and looked up through a `StudyKinds` that the caller
+hands in (the experiments layer holds the registry), so this package imports no experiment and
+never imports a module named in sweep.json.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 import os
 import re
@@ -29,7 +32,7 @@ from typing import Any, Callable
 from maskedbert._atomic import write_text_atomic
 from maskedbert.errors import UsageError
 
-__all__ = ["Cell", "Study", "CellState", "prepare_study", "load_study", "execute_cell", "resolve_callable",
+__all__ = ["Cell", "Study", "CellState", "StudyKinds", "prepare_study", "load_study", "execute_cell",
            "MAX_FAILURES", "STUDY_FILE"]
 
 STUDY_FILE = "sweep.json"
@@ -73,10 +76,19 @@ def _normalized(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def resolve_callable(dotted: str) -> Callable:
-    """"package.module:function" -> the function (imported here, so it works in any worker process)."""
-    module, _, name = dotted.partition(":")
-    return getattr(importlib.import_module(module), name)
+@dataclasses.dataclass(frozen=True)
+class StudyKinds:
+    """What the runner and reporter names recorded in sweep.json mean, from a fixed registry.
+
+    `runner(name)` -> runner(spec, cell_dir, progress=...) -> JSON result; `reporter(name)` ->
+    reporter(study) -> {artifact: path}; both raise UsageError for a name they do not know.
+    `worker_module` is started by the local launcher as `python -m <worker_module> STUDY_DIR CELL_ID
+    --log PATH` and runs `maskedbert.sweep.worker.main` with these kinds. Module-level functions keep
+    it picklable for SLURM jobs.
+    """
+    runner: Callable[[str], Callable]
+    reporter: Callable[[str], Callable]
+    worker_module: str
 
 
 def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -269,13 +281,15 @@ def _slurm_log() -> str | None:
         return None
 
 
-def execute_cell(study_dir: str, cell_id: str, *, progress: bool = False, log: str | None = None) -> str:
+def execute_cell(study_dir: str, cell_id: str, *, kinds: StudyKinds, progress: bool = False,
+                 log: str | None = None) -> str:
     """Run one cell here, now, unless it is done or failed for good; returns its status afterwards
     ("done", "failed", "pending" after a first failure, or "blocked" when a needed cell is not done).
 
     The one function every launcher calls (in process, in a local worker, in a SLURM job). An
     exception in the runner is recorded with its traceback; KeyboardInterrupt (Ctrl-C, SIGTERM in a
-    worker) is not a failure and propagates.
+    worker) is not a failure and propagates. A runner name `kinds` does not know raises UsageError
+    before anything is written.
     """
     study = load_study(study_dir)
     cell = study.cells[cell_id]
@@ -287,6 +301,7 @@ def execute_cell(study_dir: str, cell_id: str, *, progress: bool = False, log: s
     if missing:
         print(f"[sweep] {cell_id}: not run, it needs {', '.join(missing)} (not done)", flush=True)
         return "blocked"
+    runner = kinds.runner(study.runner)
     job_id = _job_id()
     if job_id and os.environ.get("SLURM_CPUS_PER_TASK") and "torch" not in sys.modules:
         os.environ.setdefault("OMP_NUM_THREADS", os.environ["SLURM_CPUS_PER_TASK"])  # not the node's every core
@@ -300,7 +315,7 @@ def execute_cell(study_dir: str, cell_id: str, *, progress: bool = False, log: s
                                                    "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     start = time.monotonic()
     try:
-        result = resolve_callable(study.runner)(cell.spec, directory, progress=progress)
+        result = runner(cell.spec, directory, progress=progress)
     except Exception as exc:
         tail = "".join(traceback.format_exception(exc))[-4000:]
         study.record_failure(cell_id, f"{type(exc).__name__}: {exc}".splitlines()[0][:300], tail, log)

@@ -4,7 +4,7 @@ The names below load on first use (PEP 562), so light submodules such as train.r
 by the commands' parsers) do not pull in torch: `--help` stays fast."""
 import importlib
 
-_WHERE = {"make_evaluator": "evaluation", "predict": "evaluation", "build_schedule": "schedules",
+_WHERE = {"make_evaluator": "evaluator", "predict": "evaluator", "build_schedule": "schedules",
           "Trainer": "trainer", "TrainConfig": "trainer", "NonFiniteLossError": "trainer",
           "default_forward": "trainer", "default_loss": "trainer", "set_seed": "trainer"}
 

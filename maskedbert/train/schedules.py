@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from maskedbert.choices import SCHEDULE_NAMES
 from maskedbert.errors import UsageError
 
 __all__ = ["SCHEDULES", "WARMUP_ROUNDINGS", "WarmupLinearDecay", "WarmupConstant", "resolve_warmup_steps",
@@ -43,7 +44,7 @@ class WarmupConstant:
         return 1.0
 
 
-SCHEDULES = {"linear": WarmupLinearDecay, "constant": WarmupConstant}
+SCHEDULES = dict(zip(SCHEDULE_NAMES, (WarmupLinearDecay, WarmupConstant), strict=True))
 
 
 def resolve_warmup_steps(total_steps: int, warmup_steps: int | None = None, warmup_ratio: float | None = None,

@@ -55,6 +55,8 @@ import numpy as np
 import torch
 
 from maskedbert._atomic import write_text_atomic
+from maskedbert.choices import CLIP_MODES
+from maskedbert.metrics import is_new_best
 from maskedbert.progress import progress_bar
 
 from . import distributed as dist_utils
@@ -91,10 +93,14 @@ class TrainConfig:
     warmup_steps: int | None = None
     warmup_ratio: float | None = None
     warmup_rounding: str = "floor"          # warmup_ratio * steps: "floor" (reference code's int()) or "ceil"
+    schedule_steps: int | None = None       # the schedule's horizon; None: this run's steps (a longer one
+                                            # stops the decay part-way, as the reference's IMP rounds)
     max_grad_norm: float | None = 1.0       # None: no clipping
     clip_mode: str = "global"               # "global" or "per_parameter"
     precision: str = "fp32"                 # "fp32", "bf16" or "fp16" (autocast; fp16 needs CUDA)
     eval_every: int | None = None           # optimizer steps; evaluation also runs at the end
+    eval_at_start: bool = False             # also evaluate the untrained model (step 0, a best-step candidate)
+    eval_at_epoch_end: bool = False         # also evaluate after the last update of every epoch
     best_metric: str | None = None          # key of evaluate_fn's dict used to pick the best step
     greater_is_better: bool = True
     select_best_after: float = 0.0          # fraction of training before which no step counts as best
@@ -118,13 +124,13 @@ class TrainConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("max_steps", "eval_every", "checkpoint_every"):
+        for name in ("max_steps", "eval_every", "checkpoint_every", "schedule_steps"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
         if self.max_steps is None and not self.num_epochs > 0:
             raise ValueError(f"num_epochs must be > 0 (or set max_steps), got {self.num_epochs}")
-        if self.clip_mode not in ("global", "per_parameter"):
+        if self.clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be 'global' or 'per_parameter', got {self.clip_mode!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
@@ -216,7 +222,7 @@ class Trainer:
             self.optimizer = optimizer_factory(groups)
         self.updates_per_epoch = self._updates_per_epoch()
         self.total_steps = config.max_steps or max(1, math.ceil(config.num_epochs * self.updates_per_epoch))
-        self.scheduler = build_schedule(self.optimizer, config.schedule, self.total_steps,
+        self.scheduler = build_schedule(self.optimizer, config.schedule, config.schedule_steps or self.total_steps,
                                         warmup_steps=config.warmup_steps, warmup_ratio=config.warmup_ratio,
                                         warmup_rounding=config.warmup_rounding)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
@@ -400,9 +406,7 @@ class Trainer:
         if self.global_step < self.config.select_best_after * self.total_steps:
             return
         value = metrics[name]
-        better = self.best_value is None or (value > self.best_value if self.config.greater_is_better
-                                             else value < self.best_value)
-        if not better:
+        if not is_new_best(value, self.best_value, ties="earlier", greater_is_better=self.config.greater_is_better):
             return
         self.best_value, self.best_step, self.best_metrics = value, self.global_step, dict(metrics)
         if self.config.save_best_model and self.is_main:
@@ -424,6 +428,10 @@ class Trainer:
             self.logger.truncate_after(-1)  # a fresh run starts a fresh log
             self.logger.log({"type": "event", "step": 0, "event": "start", "total_steps": self.total_steps,
                              "updates_per_epoch": self.updates_per_epoch, "world_size": self.world_size})
+        if cfg.eval_at_start and self.global_step == 0:
+            metrics = self.evaluate()
+            if metrics is not None:
+                self._after_eval(metrics)
         self.model.train()
         progress = progress_bar(self.total_steps, initial=self.global_step, disable=not (cfg.progress and self.is_main),
                                 desc=os.path.basename(os.path.normpath(cfg.output_dir)) or "train", unit="step")
@@ -448,11 +456,12 @@ class Trainer:
                         progress.set_postfix(loss=f"{loss:.4f}")
                     progress.update(1)
                     finished = self.global_step == self.total_steps
-                    if (cfg.eval_every and self.global_step % cfg.eval_every == 0) or finished:
+                    epoch_done = self.update_in_epoch == len(updates)
+                    if ((cfg.eval_every and self.global_step % cfg.eval_every == 0) or finished
+                            or (cfg.eval_at_epoch_end and epoch_done)):
                         metrics = self.evaluate()
                         if metrics is not None:
                             self._after_eval(metrics)
-                    epoch_done = self.update_in_epoch == len(updates)
                     if epoch_done:
                         self.epoch, self.update_in_epoch = self.epoch + 1, 0
                     if (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0) or (

@@ -1,9 +1,10 @@
 """`maskedbert stability`: the command that launches a many-seed fine-tuning stability study (Mosbach
 et al., ICLR 2021) as maskedbert.sweep cells, one per (configuration, seed), in <out>/<configuration>/seed_<s>/.
 
-What one run does and how the tables are built is maskedbert/experiments/stability.py (its runner
-`run_cell` and reporter `report_cells`); this module makes the cells and hands them to a launcher
-(inline, local workers, SLURM), so experiments never import the sweep (DESIGN.md's layering).
+Which cells a study has, what one run does and how the tables are built is
+maskedbert/experiments/stability/cells.py (`study_cells`, its runner `run_cell` and reporter
+`report_cells`); this module hands the cells to a launcher (inline, local workers, SLURM) through
+maskedbert.sweep (layering: cli -> experiments -> sweep).
 The experiment module's docstring is this command's --help text.
 """
 from __future__ import annotations
@@ -14,13 +15,21 @@ import os
 import sys
 from typing import Any
 
+from maskedbert import sweep
 from maskedbert.errors import UsageError
-from maskedbert.experiments.stability_presets import PRESETS, presets_table, resolve_study, show_preset
+from maskedbert.experiments.cli_common import HelpFormatter
+from maskedbert.experiments.finetune import write_json
+from maskedbert.experiments.stability import cells as stability
+from maskedbert.experiments.stability.cells import study_cells
+from maskedbert.experiments.stability.presets import PRESETS, presets_table, resolve_study, show_preset
+from maskedbert.experiments.study_kinds import KINDS
 from maskedbert.help_text import default_text
+from maskedbert.sweep import load_study
+from maskedbert.sweep.launchers import add_launcher_arguments, launch_options_from_args
+from maskedbert.sweep.report_cli import build_report
+from maskedbert.train.reporting import add_report_to_argument
 
-from .launchers import add_launcher_arguments, launch_options_from_args
-
-__all__ = ["build_parser", "main", "run_study", "study_cells"]
+__all__ = ["build_parser", "main", "run_study"]
 
 _DESCRIPTION = "`maskedbert stability`: many-seed fine-tuning stability study (Mosbach et al., ICLR 2021)."
 
@@ -36,17 +45,6 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def study_cells(study: dict[str, Any]) -> list:
-    from maskedbert.sweep import Cell
-
-    cells = []
-    for name in study["configurations"]:
-        for seed in study["seeds"]:
-            values = {**study["base"], **study["configurations"][name], "seed": seed}
-            cells.append(Cell(f"{name}/seed_{seed}", {"configuration": name, "finetune": values}))
-    return cells
-
-
 def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | None = None,
               progress: bool = True) -> list[dict[str, Any]]:
     """Run (or read back) every run of `study` under `out`; returns one result dict per finished run.
@@ -54,9 +52,6 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
     `launch`: a maskedbert.sweep.LaunchOptions (default inline); `parallel=N` is short for the local
     launcher with N workers. With the slurm launcher this returns after submitting (finished runs only).
     """
-    from maskedbert import sweep
-    from maskedbert.experiments import stability
-
     if launch is None:
         if parallel is not None and parallel < 1:
             raise UsageError(f"parallel: expected >= 1, got {parallel}")
@@ -64,20 +59,16 @@ def run_study(study: dict[str, Any], out: str, *, launch=None, parallel: int | N
                                      workers=parallel if (parallel or 1) > 1 else None, progress=progress)
     sweep.check_launcher(launch)
     cells = study_cells(study)
-    sweep_study = sweep.prepare_study(out, kind="stability", runner=stability.RUNNER, reporter=stability.REPORTER, info=study,
-                                      settings={k: study[k] for k in ("base", "configurations")}, cells=cells)
-    from maskedbert.experiments.finetune import write_json
-
+    sweep_study = sweep.prepare_study(out, kind=stability.KIND, runner=stability.KIND, reporter=stability.KIND,
+                                      info=study, settings={k: study[k] for k in ("base", "configurations")},
+                                      cells=cells)
     write_json(os.path.join(out, "study_config.json"), study)
-    sweep.launch(sweep_study, launch, on_done=lambda cell_id, result: stability.print_run(
+    sweep.launch(sweep_study, launch, kinds=KINDS, on_done=lambda cell_id, result: stability.print_run(
         (sweep_study.cells[cell_id].spec["configuration"], result["seed"]), result))
     return stability.finished_results(sweep_study)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from maskedbert.experiments.cli_common import HelpFormatter
-    from maskedbert.train.reporting import add_report_to_argument
-
     p = argparse.ArgumentParser(prog="maskedbert stability", description=_DESCRIPTION,
                                 formatter_class=HelpFormatter)
     p.add_argument("--preset", default="synthetic-minilm", help="see --list-presets")
@@ -141,15 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         print("maskedbert stability: interrupted; finished runs are kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
-    from maskedbert.sweep import load_study
-    from maskedbert.sweep.report_cli import build_report
-
     sweep_study = load_study(out)
     if launch.launcher == "slurm":
         return 0
     missing = sweep_study.missing()
     if results:
-        paths = build_report(sweep_study)
+        paths = build_report(sweep_study, kinds=KINDS)
         print(f"[stability] results in {paths['markdown']}")
     if missing:
         print(f"[stability] {len(missing)} of {len(sweep_study.cells)} runs did not finish; "

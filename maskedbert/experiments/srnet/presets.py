@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from maskedbert.experiments.tables import text_table
+
 REFERENCE = "llyx97/sparse-and-robust-PLM@773dab1"
 
 
@@ -36,9 +38,11 @@ CONFIG_NAMES = ("task", "ood_task", "ood_split", "model", "batch_size", "max_len
                 "imp_amount_of", "train_classifier", "prune_start", "rewind_classifier", "weight_decay",
                 "adam_eps", "max_grad_norm", "ft_epochs", "ft_epochs_by_loss", "prune_epochs",
                 "warmup_steps", "eval_every", "select", "select_after", "rewind", "mask_classifier",
-                "score_init")
+                "score_init", "bias_model", "bias_label_order", "teacher_label_order", "select_metric",
+                "ft_select", "ft_eval_every", "imp_schedule", "imp_search_loss", "prune_ft_ticket", "prune_ft_masks",
+                "clip_mode", "oracle_data", "oracle_task", "oracle_split", "oracle_repeat", "extra_ood", "oracle_extra")
 # names srnet has no field for (kept as documentation of the reference's protocol)
-NEW_NAMES = ("ood_tasks", "seeds", "select_metric", "clip_per_parameter", "imp_round_epochs", "imp_levels",
+NEW_NAMES = ("ood_tasks", "seeds", "clip_per_parameter", "imp_round_epochs", "imp_levels",
              "final_sparsity_epoch", "search_loss", "mask_from", "first_step")
 KNOWN_NAMES = frozenset(CONFIG_NAMES + NEW_NAMES)
 
@@ -61,6 +65,7 @@ def _task_numbers(t: dict) -> dict:
         "ood_task": _S(t["ood"][0][0], t["ood_src"]),
         "ood_split": _S(t["ood"][0][1], t["ood_src"]),
         "ood_tasks": _S(t["ood"], t["ood_src"]),
+        "extra_ood": _S(tuple(f"{task}:{split}" for task, split in t["ood"][1:]), t["ood_src"]),
         "model": _S("bert-base-uncased", f"{ft}:7"),
         "batch_size": _S(32, f"{ft}:21"),
         "max_length": _S(128, f"{ft}:19"),
@@ -72,6 +77,12 @@ def _task_numbers(t: dict) -> dict:
         "max_grad_norm": _S(1.0, f"{_TA}:71 (default)"),
         "clip_per_parameter": _S(t["per_param_clip"], clip_src),
         "scope": _S("layer", f"{imp_a}:32 (--prune_global_imp false); {mask_a}:7 (global_prune=false)"),
+        "bias_model": _S(t["bias_file"], f"scripts/full_bert/robust_train/poe/{task}.sh:{t['bias_line']} "
+                                         "(--bias_dir; the file shipped in the reference repository)"),
+        # the reference's files order their columns by its processors' get_labels()
+        "bias_label_order": _S(t["label_order"], t["label_order_src"]),
+        "teacher_label_order": _S(t["label_order"], t["label_order_src"] + "; run_glue.py:626-633 writes the "
+                                                    "teacher's probs.npy in that order"),
     }
     finetune = {
         "ft_epochs": _S(3, f"{ft}:3"),
@@ -82,6 +93,10 @@ def _task_numbers(t: dict) -> dict:
         "select": _S("best", "hg_transformers/trainer.py:601 (best dev metric over the whole run, strict >: "
                               "ties keep the earlier step); run_glue.py:594 reloads it for the final eval"),
         "select_after": _S(0.0, "hg_transformers/trainer.py:601 (no start-step condition in dense training)"),
+        "ft_select": _S("best", "hg_transformers/trainer.py:601; run_glue.py:594 (the best checkpoint is the model "
+                                "used downstream, and the conf-reg teacher's predictions, run_glue.py:626-633)"),
+        "ft_eval_every": _S(every, f"{ft}:{t['ft_every_line']} (--logging_steps; hg_transformers/trainer.py:566 "
+                                   "evaluates at its multiples only)"),
     }
     imp_rounds = "0.1, 0.2, ..., 0.9 of the original weights: " + f"{_IMP}:439 prunes 1/(10-k) of the remaining"
     ft_prune_imp = {
@@ -101,6 +116,9 @@ def _task_numbers(t: dict) -> dict:
         "eval_every": _S(every, f"{imp_a}:28 (--logging_steps)"),
         "select": _S("last", f"{_IMP}:727-733 (each level: the dev result just before the next prune)"),
         "search_loss": _S("same", f"scripts/imp/prune_after_ft/poe/{task}.sh:5 (PoE; the std/ script: CE)"),
+        "imp_schedule": _S("budget", f"{_IMP}:433 (a fresh AdamW and linear schedule over t_total, the whole "
+                                     f"budget, at each prune; :556)"),
+        "clip_mode": _S("global", f"{_IMP}:681 (IMP clips the global norm whatever --global_grad_clip says)"),
     }
     ft_prune_mask = {
         "prune_start": _S("ce", f"{mask_a}:{t['mask_a_model_line']} (model_dir = the CE fine-tuned model)"),
@@ -134,6 +152,9 @@ def _task_numbers(t: dict) -> dict:
                                  "keeps aliases of the live parameters, so the rewind at :452 is a no-op"),
             "mask_classifier": _S(False, f"{_IMP}:485-496"),
             "eval_every": _S(every, f"{lt_p}:{t['lt_prune_every_line']}"),
+            "imp_schedule": _S("budget", f"{_IMP}:433"),
+            "clip_mode": _S("global", f"{_IMP}:681"),
+            "prune_ft_ticket": _S("finetune", f"{lt_r}:10 (a second run fine-tunes each level's ticket)"),
         },
         "finetune": {
             "rewind": _S("start", f"{lt_r}:10 (model_dir=bert-base-uncased: the pre-trained weights)"),
@@ -145,6 +166,8 @@ def _task_numbers(t: dict) -> dict:
             "select": _S("best", f"{lt_r}:7 (best_metric); hg_transformers/trainer.py:601"),
             "mask_classifier": _S(False, f"{lt_r}:{t['lt_r_mc_line']}"),
             "train_classifier": _S(True, f"{lt_r}:{t['lt_r_mc_line']} (head unmasked and trained)"),
+            "ft_eval_every": _S(every, f"{lt_r}:5"),
+            "clip_mode": _S("per_parameter" if t["per_param_clip"] else "global", clip_src),
         },
     }
     prune_ft_mask = {
@@ -163,7 +186,28 @@ def _task_numbers(t: dict) -> dict:
             "select": _S("best", f"{mask_r}:8; hg_transformers/trainer.py:601"),
             "mask_classifier": _S(False, f"{mask_r}:37"),
             "train_classifier": _S(True, f"{mask_r}:37 (the head is new, unmasked and trained)"),
+            "ft_eval_every": _S(every, f"{mask_r}:5"),
+            "clip_mode": _S("per_parameter" if t["per_param_clip"] else "global", clip_src),
         },
+    }
+    prune_ft_mask["prune"]["prune_ft_masks"] = _S("ft_prune_poe", f"README.md:154; {mask_r}:9")
+    ood = t["oracle"]
+    oracle = {
+        "oracle_data": _S("id+ood", f"{ood['script']}:9 (--dataset_names {ood['names']}; load_dataset.py:576-597 "
+                                    "concatenates them, each set keeping its label indices, :577)"),
+        "oracle_task": _S(ood["task"], f"{ood['script']}:9{ood['task_note']}"),
+        "oracle_split": _S(ood["split"], f"{ood['script']}:{ood['split_src']}"),
+        "oracle_repeat": _S(ood["repeat"], f"{ood['script']}:{ood['repeat_src']}"),
+        "oracle_extra": _S(ood.get("extra", ()), f"{ood['script']}:9 (--dataset_names {ood['names']})"),
+        "prune_start": _S("ce", f"{ood['script']}:{ood['model_line']} (model_dir = the CE fine-tuned model)"),
+        "prune_epochs": _S(ood["epochs"], f"{ood['script']}:3"),
+        "lr_scores": _S(2e-5, f"{ood['script']}:{ood['lr_line']}"),
+        "warmup_steps": _S(ood["warmup"], f"{ood['script']}:7"),
+        "reset_every": _S(every, f"{ood['script']}:6"),
+        "eval_every": _S(every, f"{ood['script']}:6"),
+        "select_after": _S(0.7, f"{ood['script']}:5"),
+        "clip_mode": _S("per_parameter" if ood["per_param_clip"] else "global",
+                        f"{ood['script']}:41 (--global_grad_clip false)" if ood["per_param_clip"] else clip_src),
     }
     mask_pretrained = {
         "prune_epochs": _S(t["mask_epochs"], f"{mask_c}:3"),
@@ -202,6 +246,7 @@ def _task_numbers(t: dict) -> dict:
             "ft_prune": {"imp": {"prune": ft_prune_imp}, "mask": {"prune": ft_prune_mask}},
             "prune_ft": {"imp": prune_ft_imp, "mask": prune_ft_mask},
             "mask_pretrained": {"mask": {"prune": mask_pretrained}},
+            "oracle": {"mask": {"prune": oracle}},
             "gsi": gsi_section}
 
 
@@ -215,10 +260,16 @@ def _dirs(t: str) -> dict:
             "gsi": f"{m}/mask_on_plm_ft/plm_std_ft/poe/{t}/gradual_sparsity_increase/0.9.sh"}
 
 
+_OOD = "scripts/mask_train/mask_on_plm_ft/plm_std_ft/ood"  # the oracle ("train_w_ood") scripts of (a)
 _RG_OOD = "run_glue.py:438-445 and mask_run_glue.py:472-479 (the OOD sets evaluated alongside dev)"
 _TASKS = {
     "mnli": dict(
         task="mnli", dirs=_dirs("mnli"), lr=5e-5, warmup=3600, every=1000,
+        oracle=dict(script=f"{_OOD}/mnli/0.7.sh", names="mnli,hans", task="hans", task_note="", split="train",
+                    split_src="9 (HANS train)", repeat=1, repeat_src="9 (no --duplicates)", epochs=3, lr_line=29,
+                    warmup=3600, per_param_clip=False, model_line=12),
+        bias_file="bias_model_preds/MNLI/log_probs.npy", bias_line=9,
+        label_order="contradiction,entailment,neutral", label_order_src="hg_transformers/data/processors/glue.py:233",
         ood=(("hans", "validation"),), ood_src=_RG_OOD + "; load_dataset.py:202 (heuristics_evaluation_set.txt)",
         metric=("accuracy", "run_glue.py:198 and mask_run_glue.py:184 (best_metric default eval_acc; MNLI matched dev)"),
         per_param_clip=False, clip_src="mask_run_glue.py:191 and run_glue.py:220 (global_grad_clip default true)",
@@ -230,7 +281,15 @@ _TASKS = {
         gsi_metric=("accuracy", "mask_run_glue.py:184 (default eval_acc; the GSI script sets none)")),
     "qqp": dict(
         task="qqp", dirs=_dirs("qqp"), lr=2e-5, warmup=3400, every=1000,
-        ood=(("paws-qqp", "validation"), ("paws-wiki", "test")), ood_src=_RG_OOD,
+        oracle=dict(script=f"{_OOD}/qqp/0.7.sh", names="qqp,paws_qqp,paws_wiki", task="paws-qqp",
+                    task_note=" (PAWS-QQP train; PAWS-Wiki train is oracle_extra)", extra=("paws-wiki:train",),
+                    split="train", split_src="9 (train sets)", repeat=1, repeat_src="9 (no --duplicates)", epochs=5,
+                    lr_line=29, warmup=0, per_param_clip=True, model_line=12),
+        bias_file="bias_model_preds/QQP/log_probs.pkl", bias_line=10,
+        label_order="not_duplicate,duplicate", label_order_src="hg_transformers/data/processors/glue.py:413 "
+                                                              "(\"0\", \"1\": not duplicate, duplicate)",
+        ood=(("paws-qqp", "dev"), ("paws-wiki", "test")),
+        ood_src=_RG_OOD + "; README.md:64-67 (paws_qqp/dev.tsv, read with mode 'dev', run_glue.py:441)",
         metric=("f1", "scripts/full_bert/std_train/qqp.sh:31 (--best_metric eval_f1; every QQP script)"),
         per_param_clip=True, clip_src="scripts/full_bert/std_train/qqp.sh:27 (--global_grad_clip false: "
                                       "hg_transformers/trainer.py:552-555 and mask_trainer.py:619-622 clip each parameter to norm 1; "
@@ -243,6 +302,12 @@ _TASKS = {
         gsi_metric=("f1", "scripts/mask_train/mask_on_plm_ft/plm_std_ft/poe/qqp/gradual_sparsity_increase/0.9.sh:39")),
     "fever": dict(
         task="fever", dirs=_dirs("fever"), lr=2e-5, warmup=0, every=500,
+        oracle=dict(script=f"{_OOD}/fever/0.7.sh", names="fever,sym2", task="fever-symmetric-v2",
+                    task_note=" (sym2: FEVER-Symmetric v2)", split="validation", split_src="10 (set_types train,dev: "
+                    "sym2 dev)", repeat=10, repeat_src="11 (duplicates 1,10)", epochs=3, lr_line=33, warmup=0,
+                    per_param_clip=False, model_line=14),
+        bias_file="bias_model_preds/fever/log_probs.npy", bias_line=9,
+        label_order="SUPPORTS,REFUTES,NOT ENOUGH INFO", label_order_src="hg_transformers/data/processors/glue.py:584",
         ood=(("fever-symmetric-v1", "validation"), ("fever-symmetric-v2", "test")),
         ood_src=_RG_OOD + " (sym1 test = Symmetric v0.1 generated set, sym2 test)",
         metric=("accuracy", "run_glue.py:198 and mask_run_glue.py:184 (best_metric default eval_acc)"),
@@ -295,7 +360,8 @@ def phase_values(name: str, pipeline: str, method: str) -> dict[str, dict[str, o
             from maskedbert.errors import UsageError
 
             choices = [f"{p}/{m}" for p in ("ft_prune", "prune_ft", "mask_pretrained") for m in preset[p]]
-            raise UsageError(f"preset {name!r} has no {pipeline}/{method}; it has {', '.join(choices)} and gsi/mask")
+            raise UsageError(f"preset {name!r} has no {pipeline}/{method}; it has {', '.join(choices)} and gsi/mask"
+                             ) from None
     return {phase: {**common, **{k: s.value for k, s in settings.items()}} for phase, settings in phases.items()}
 
 
@@ -355,8 +421,10 @@ def preset_config(name: str) -> dict:
     imp_a = _values(preset["ft_prune"]["imp"]["prune"])
     imp_b = _values(preset["prune_ft"]["imp"]["prune"])
     imp_b_ft = _values(preset["prune_ft"]["imp"]["finetune"])
+    mask_b = _values(preset["prune_ft"]["mask"]["prune"])
     mask_b_ft = _values(preset["prune_ft"]["mask"]["finetune"])
     mask_c = _values(preset["mask_pretrained"]["mask"]["prune"])
+    oracle = _values(preset["oracle"]["mask"]["prune"])
 
     def initial(section):  # "target" is fixed sparsity: srnet's None
         return None if section["initial_sparsity"] == "target" else section["initial_sparsity"]
@@ -368,22 +436,45 @@ def preset_config(name: str) -> dict:
                     reset_every=section["reset_every"], eval_every=section["eval_every"],
                     select=section["select"], select_after=section["select_after"])
 
+    def ticket(section, epochs_by_loss):  # (b)'s ticket fine-tuning (the retraining scripts)
+        return dict(ft_epochs=section["ft_epochs"], ft_epochs_by_loss=epochs_by_loss, lr=section["lr"],
+                    warmup_steps=section["warmup_steps"], ft_eval_every=section["ft_eval_every"], ft_select="best",
+                    mask_classifier="no" if not section["mask_classifier"] else "yes",
+                    train_classifier="yes" if section["train_classifier"] else "no", clip_mode=section["clip_mode"])
+
+    def yes_no(flag):
+        return "yes" if flag else "no"
+
     values = dict(
         task=common["task"], ood_task=common["ood_task"], ood_split=common["ood_split"], model=common["model"],
         batch_size=common["batch_size"], max_length=common["max_length"], sparsities=list(common["sparsities"]),
         adam_eps=common["adam_eps"], weight_decay=common["weight_decay"], max_grad_norm=common["max_grad_norm"],
         clip_mode="per_parameter" if common["clip_per_parameter"] else "global", scope=common["scope"],
+        select_metric=common["select_metric"], bias_model=common["bias_model"], extra_ood=list(common["extra_ood"]),
+        bias_label_order=common["bias_label_order"], teacher_label_order=common["teacher_label_order"],
         ft_epochs=finetune["ft_epochs"], ft_epochs_by_loss=dict(finetune["ft_epochs_by_loss"]), lr=finetune["lr"],
+        ft_select=finetune["ft_select"], ft_eval_every=finetune["ft_eval_every"],
         prune_start=mask_a["prune_start"], **mask_training(mask_a))
     # one warmup_steps serves fine-tuning and mask training: the scripts use the same value for both
     assert finetune["warmup_steps"] == mask_a["warmup_steps"], name
     imp_round = dict(warmup_steps=0, imp_per_round=imp_a["imp_per_round"], imp_amount_of=imp_a["imp_amount_of"])
     values["overrides"] = {
-        "ft_prune/imp": dict(imp_round, prune_epochs=imp_a["imp_round_epochs"], lr=imp_a["lr"]),
-        "prune_ft/imp": dict(imp_round, prune_epochs=imp_b["imp_round_epochs"], lr=imp_b_ft["lr"]),
-        "prune_ft/mask": dict(ft_epochs=mask_b_ft["ft_epochs"], lr=mask_b_ft["lr"],
-                              warmup_steps=mask_b_ft["warmup_steps"]),
+        "ft_prune/imp": dict(imp_round, prune_epochs=imp_a["imp_round_epochs"], lr=imp_a["lr"],
+                             mask_classifier=yes_no(imp_a["mask_classifier"]), imp_schedule=imp_a["imp_schedule"],
+                             clip_mode=imp_a["clip_mode"], rewind=imp_a["rewind"]),
+        "prune_ft/imp": dict(imp_round, prune_epochs=imp_b["imp_round_epochs"], lr=imp_b["lr"],
+                             mask_classifier=yes_no(imp_b["mask_classifier"]), imp_schedule=imp_b["imp_schedule"],
+                             clip_mode=imp_b["clip_mode"], rewind=imp_b["rewind"],
+                             imp_search_loss=imp_b["search_loss"], prune_ft_ticket=imp_b["prune_ft_ticket"]),
+        "prune_ft/imp/ticket": ticket(imp_b_ft, {}),
+        "prune_ft/mask": dict(prune_ft_masks=mask_b["prune_ft_masks"]),
+        "prune_ft/mask/ticket": ticket(mask_b_ft, dict(mask_b_ft["ft_epochs_by_loss"])),
         "mask_pretrained/mask": mask_training(mask_c),
+        "oracle/mask": dict(mask_training(dict(mask_a, **oracle)), oracle_data=oracle["oracle_data"],
+                            oracle_task=oracle["oracle_task"], oracle_split=oracle["oracle_split"],
+                            oracle_repeat=oracle["oracle_repeat"], oracle_extra=list(oracle["oracle_extra"]),
+                            prune_start=oracle["prune_start"],
+                            clip_mode=oracle["clip_mode"]),
     }
     return values
 
@@ -401,7 +492,8 @@ _TABLE_ROWS = (
     ("IMP round epochs", lambda v: f"{v['overrides']['ft_prune/imp']['prune_epochs']:g} (10% per round)"),
     ("sparsities", lambda v: ",".join(f"{s:g}" for s in v["sparsities"])),
     ("gradient clipping", lambda v: f"{v['clip_mode']} {v['max_grad_norm']:g}"),
-    ("bias model", lambda v: f"--bias-model bias_model_preds/{v['task']}/..."),
+    ("bias model (column order)", lambda v: f"{v['bias_model']} ({v['bias_label_order']})"),
+    ("select metric / dense", lambda v: f"{v['select_metric']} / {v['ft_select']} every {v['ft_eval_every']}"),
 )
 
 
@@ -410,12 +502,10 @@ def presets_table() -> str:
     docs/reference_srnet_facts.md)."""
     names = sorted(SRNET_PRESETS)
     configs = {n: preset_config(n) for n in names}
-    rows = [("setting", *names)] + [(label, *(fn(configs[n]) for n in names)) for label, fn in _TABLE_ROWS]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + ["", f"Liu et al. (2022) via the reference scripts ({REFERENCE}); every value's source: "
-                              "docs/reference_srnet_facts.md. The bias model: pass the reference's "
-                              "shipped predictions (bias_model_preds/: .npy rows in training-file order; QQP's pickle "
-                              "via `maskedbert convert-probs`). `maskedbert srnet --preset NAME --dry-run` writes the "
-                              "fully resolved config.json."])
+    rows = [(label, *(fn(configs[n]) for n in names)) for label, fn in _TABLE_ROWS]
+    return "\n".join([text_table(("setting", *names), rows), "",
+                      f"Liu et al. (2022) via the reference scripts ({REFERENCE}); every value's source: "
+                      "docs/reference_srnet_facts.md. The bias model: pass the reference's "
+                      "shipped predictions (bias_model_preds/: .npy rows in training-file order; QQP's pickle "
+                      "via `maskedbert convert-probs --trust-pickle IN OUT.jsonl --id-prefix qqp-train-`). "
+                      "`maskedbert srnet --preset NAME --dry-run` writes the fully resolved config.json."])

@@ -3,19 +3,22 @@
 Pipelines (each with any loss: ce, poe, reweight, conf_reg), over a sparsity sweep (20/50/70/90%):
   ft_prune         (a) fine-tune the full model with the loss, then prune it: mask training (weights
                        frozen) or IMP (no rewinding: each round trains on from the last)
-  prune_ft         (b) prune the pretrained model (mask training, or IMP pruning the pre-trained weights
-                       first and rewinding to them), then fine-tune the subnetwork with the loss
+  prune_ft         (b) find masks of the pretrained model (mask training, or IMP pruning the pre-trained
+                       weights first), then fine-tune each ticket on its own from the pre-trained weights
+                       and the initial head with the loss, keeping the best dev checkpoint
   mask_pretrained  (c) mask-train the pretrained model, task head included; no parameter value changes
-  --oracle             mask-train the CE fine-tuned model on out-of-distribution training data
-Masks cover the task classifier too; mask training keeps the best ID dev mask after 70% of training;
-sparsity is fixed at the target unless --initial-sparsity asks for gradual increase (GSI). Paper
-settings: --preset (see --list-presets). docs/PROTOCOLS.md says where each default comes from.
+  --oracle             mask-train the CE fine-tuned model on ID + OOD training data
+Dense models (the conf-reg teacher too) are their best dev checkpoints; mask training keeps the best
+ID dev mask after 70% of training; every selection uses the task's metric (QQP: F1); sparsity is
+fixed at the target unless --initial-sparsity asks for gradual increase (GSI). Paper settings:
+--preset (see --list-presets; --dry-run prints each cell's phases). docs/PROTOCOLS.md says where
+each default comes from.
 Outputs in --out: results.csv / results.md (ID and OOD metric per pipeline, method, loss and
 sparsity), srnet_sparsity.png, config.json (the resolved config and protocols), masks/*.safetensors,
 cells/*.json. A rerun with the same --out skips finished cells (and says so) and resumes an IMP
 sequence at its next round. Each cell is a maskedbert.sweep cell: --launcher inline (default, here),
 local (--workers / --gpus) or slurm; `maskedbert status|report <out>` (docs/SCALING.md). This module
-parses, checks and reports; the command that launches the cells is maskedbert/sweep/srnet_command.py.
+parses, checks and reports; the command that launches the cells is maskedbert/experiments/srnet/command.py.
 
 Default data: the offline synthetic NLI task with a planted overlap shortcut and its HANS-style
 challenge set; real tasks go through maskedbert.data (--task mnli --data-dir ... --ood-task hans ...).
@@ -26,25 +29,34 @@ import argparse
 import dataclasses
 import os
 
-from maskedbert.experiments.srnet_config import (AMOUNT_OF, AUTO_YES_NO, METHODS, PIPELINES, RESULT_COLUMNS,
+from maskedbert.errors import UsageError
+from maskedbert.experiments import cli_common as cc
+from maskedbert.experiments.cli_common import HelpFormatter
+from maskedbert.experiments.srnet.config import (AMOUNT_OF, AUTO_YES_NO, FT_SELECT, IMP_SCHEDULES, METHODS,
+                                                 ORACLE_DATA, PIPELINES, PRUNE_FT_MASKS, PRUNE_FT_TICKETS,
+                                                 RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
                                                  SRNetConfig)
+from maskedbert.experiments.tables import write_results
 from maskedbert.help_text import default_text
+from maskedbert.loss_registry import loss_names
+from maskedbert.train.reporting import add_report_to_argument, check_report_to
 
-__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser", "parse_args",
-           "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
+# SRNetRunner loads on first use (module __getattr__ below): --help imports no torch
+__all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner", "build_parser",  # noqa: F822
+           "parse_args", "parse_command_line", "validate", "write_report", "clear_results", "RUN_OUTPUTS"]
 
 
 def write_report(rows: list[dict], out: str, title: str) -> list[str]:
     """results.csv / results.md and srnet_sparsity.png (dense models as dashed reference lines)."""
-    from maskedbert import evaluation as ev
+    from maskedbert.experiments.plots import plot_metrics_vs_sparsity  # matplotlib: only when writing
 
-    paths = ev.write_results(rows, out, RESULT_COLUMNS)
+    paths = write_results(rows, out, RESULT_COLUMNS)
     curves = [dict(r, series=f"{r['pipeline']}/{r['method']}/{r['loss']}") for r in rows if r["method"] != "dense"]
     dense = [r for r in rows if r["method"] == "dense"]
     plot = os.path.join(out, "srnet_sparsity.png")
     metrics = [("id_accuracy", "ID accuracy"), ("ood_accuracy", "OOD accuracy")]
-    ev.plot_metrics_vs_sparsity(curves, plot, metrics=metrics, series_key="series", title=title, references=dense)
+    plot_metrics_vs_sparsity(curves, plot, metrics=metrics, series_key="series", title=title, references=dense)
     return paths + [plot]
 
 
@@ -68,18 +80,16 @@ def _steps_list(text: str) -> list[int]:
 
 def __getattr__(name):  # the runner (torch, transformers) loads on first use: `srnet --help` stays fast
     if name == "SRNetRunner":
-        from maskedbert.experiments.srnet_pipelines import SRNetRunner
+        from maskedbert.experiments.srnet.pipelines import SRNetRunner
 
         return SRNetRunner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = SRNetConfig.__new__(SRNetConfig)  # the defaults, without validation (it imports the loss registry)
+    d = SRNetConfig.__new__(SRNetConfig)  # the defaults, without validation
     for f in dataclasses.fields(SRNetConfig):
         setattr(d, f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
-    from maskedbert.experiments.cli_common import HelpFormatter
-
     p = argparse.ArgumentParser(prog="maskedbert srnet", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--preset", default=None, help="the paper's settings for a task (see --list-presets); "
@@ -93,16 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ood-task", default=d.ood_task, help="hans, paws-qqp, paws-wiki, fever-symmetric-v1/v2")
     p.add_argument("--ood-data-dir", default=None)
     p.add_argument("--ood-split", default=d.ood_split)
+    p.add_argument("--extra-ood", type=_names, default=d.extra_ood,
+                   help="more OOD sets to evaluate, comma list of task:split or task:split=DIR (DIR: --ood-data-dir)")
     p.add_argument("--model", default=d.model, help="offline-minilm, tiny-bert, a hub name or a local directory")
     p.add_argument("--pipelines", type=_names, default=d.pipelines, help=f"comma list of {', '.join(PIPELINES)}")
     p.add_argument("--methods", type=_names, default=d.methods, help=f"comma list of {', '.join(METHODS)}")
-    p.add_argument("--losses", type=_names, default=d.losses, help="comma list of ce, poe, reweight, conf_reg")
+    p.add_argument("--losses", type=_names, default=d.losses, help=f"comma list of {', '.join(loss_names())}")
     p.add_argument("--sparsities", type=_floats, default=d.sparsities, help="fractions pruned, each in (0, 1)")
     p.add_argument("--oracle", action="store_true", help="also mask-train on OOD training data (oracle)")
     p.add_argument("--bias-model", default=d.bias_model,
                    help="hans_features, features, hypothesis_only, or a probabilities file (.json/.jsonl/.npy)")
     default_text(p.add_argument("--teacher-probs", default=None, help="teacher probabilities file"),
                  "the CE fine-tuned model's predictions")
+    order_help = ("the file's column order as label names, e.g. contradiction,entailment,neutral (the reference's "
+                  "MNLI files); needed for a .npy of more than two classes (files maskedbert writes name their labels)")
+    default_text(p.add_argument("--bias-label-order", default=d.bias_label_order,
+                                help="--bias-model file: " + order_help), "the file's own labels; none for a .npy")
+    default_text(p.add_argument("--teacher-label-order", default=d.teacher_label_order,
+                                help="--teacher-probs file: " + order_help), "the file's own labels; none for a .npy")
     p.add_argument("--anneal-floor", type=float, default=None, help="anneal bias probabilities to this power")
     helps = {"ft_steps": "steps of each fine-tuning run (--ft-epochs wins)",
              "prune_steps": "steps of each mask-training run or IMP round (--prune-epochs wins)",
@@ -148,10 +166,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-classifier", choices=AUTO_YES_NO, default=d.train_classifier,
                    help="the head trains in mask training (auto: no: no parameter value changes) and when a "
                         "subnetwork is fine-tuned (auto: yes)")
+    p.add_argument("--select-ties", default=d.select_ties, choices=("earlier", "later"),
+                   help="mask selection: an equal dev metric keeps the earlier mask (the reference) or the later one")
+    p.add_argument("--select-metric", default=d.select_metric,
+                   help="the ID dev metric every selection maximises: auto (the task's: QQP f1, else accuracy), "
+                        "accuracy, f1, ...")
+    p.add_argument("--ft-select", default=d.ft_select, choices=FT_SELECT,
+                   help="dense models (the conf-reg teacher too) and (b)'s tickets: the best dev checkpoint "
+                        "(strict >, every --ft-eval-every steps) or the last model")
+    default_text(p.add_argument("--ft-eval-every", type=int, default=d.ft_eval_every,
+                                help="--ft-select best: steps between dev evaluations"), "a tenth of the run")
+    p.add_argument("--imp-schedule", default=d.imp_schedule, choices=IMP_SCHEDULES,
+                   help="each IMP round's fresh LR schedule decays over the whole budget (budget) or the round")
+    p.add_argument("--imp-search-loss", default=d.imp_search_loss,
+                   help="(b) IMP finds its masks with the cell's loss (same) or this one (e.g. poe)")
+    p.add_argument("--prune-ft-ticket", default=d.prune_ft_ticket, choices=PRUNE_FT_TICKETS,
+                   help="(b) IMP: fine-tune each ticket from the pre-trained weights and initial head (finetune) "
+                        "or report the IMP round's own training (round)")
+    p.add_argument("--prune-ft-masks", default=d.prune_ft_masks, choices=PRUNE_FT_MASKS,
+                   help="(b) mask training: mask-train the pre-trained model with the cell's loss (own) or reuse "
+                        "(a)'s PoE masks of the CE model (ft_prune_poe)")
+    p.add_argument("--oracle-data", default=d.oracle_data, choices=ORACLE_DATA,
+                   help="the oracle trains on ID + OOD training data (CE) or on OOD data only")
+    default_text(p.add_argument("--oracle-task", default=d.oracle_task, help="the oracle's OOD training task"),
+                 "--ood-task")
+    p.add_argument("--oracle-split", default=d.oracle_split, help="the split of --oracle-task the oracle trains on")
+    p.add_argument("--oracle-repeat", type=int, default=d.oracle_repeat,
+                   help="the oracle's OOD training examples, repeated this many times")
+    p.add_argument("--oracle-extra", type=_names, default=d.oracle_extra,
+                   help="more OOD training sets of the oracle, comma list of task:split[=DIR] (DIR: --ood-data-dir)")
     p.add_argument("--save-ft-steps", type=_steps_list, default=[],
                    help="comma list of fine-tuning steps to checkpoint (to prune or rewind from later)")
-    from maskedbert.train.reporting import add_report_to_argument
-
     add_report_to_argument(p, default=d.report_to)
     return p
 
@@ -177,7 +222,7 @@ def parse_command_line(argv, build=build_parser) -> tuple[SRNetConfig, argparse.
         return None, first
     values = {}
     if first.preset is not None:
-        from maskedbert.experiments import srnet_presets
+        from maskedbert.experiments.srnet import presets as srnet_presets
 
         values = srnet_presets.preset_config(first.preset)  # UsageError naming --preset when unknown
         given = _given_flags(argv, build)
@@ -192,22 +237,67 @@ def parse_command_line(argv, build=build_parser) -> tuple[SRNetConfig, argparse.
     return SRNetConfig(**fields), args
 
 
-def validate(cfg: SRNetConfig) -> None:
-    """Everything a user can get wrong, checked before anything is written (UsageError names the flag)."""
-    from maskedbert.experiments import cli_common as cc
+def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
+    """Everything a user can get wrong, checked before anything is written (UsageError names the flag).
 
+    dry_run: files that only training reads (a bias-model file) need not exist yet."""
     if cfg.task != "synthetic-nli":  # the synthetic task generates its own OOD set
         spec = cc.check_task(cfg.task, "--task")
         ood = cc.check_task(cfg.ood_task, "--ood-task")
         cc.check_data_dir(spec, ["train", spec.dev_split], cfg.data_dir, "--data-dir")
-        cc.check_data_dir(ood, [cfg.ood_split] + (["train"] if cfg.oracle else []), cfg.ood_data_dir,
-                          "--ood-data-dir")
-    from maskedbert.train.reporting import check_report_to
+        cc.check_data_dir(ood, [cfg.ood_split], cfg.ood_data_dir, "--ood-data-dir")
+        from maskedbert.experiments.srnet.config import parse_extra_ood
+
+        for entry in cfg.extra_ood:
+            task, split, folder = parse_extra_ood(entry)
+            cc.check_data_dir(cc.check_task(task, "--extra-ood"), [split], folder or cfg.ood_data_dir, "--extra-ood")
+        if cfg.oracle:
+            cell = cfg.for_cell("oracle", "mask")  # a preset's oracle settings
+            oracle = cc.check_task(cell.oracle_task or cfg.ood_task, "--oracle-task")
+            cc.check_data_dir(oracle, [cell.oracle_split], cfg.ood_data_dir, "--ood-data-dir")
+            for entry in cell.oracle_extra:
+                task, split, folder = parse_extra_ood(entry)
+                cc.check_data_dir(cc.check_task(task, "--oracle-extra"), [split], folder or cfg.ood_data_dir,
+                                  "--oracle-extra")
+    _check_probability_files(cfg, dry_run)
+    from maskedbert.metrics import METRIC_FUNCTIONS
+
+    if cfg.select_metric != "auto" and cfg.select_metric not in METRIC_FUNCTIONS:
+        raise UsageError(f"--select-metric: must be auto or one of {', '.join(sorted(METRIC_FUNCTIONS))}, "
+                         f"got {cfg.select_metric!r}")
 
     check_report_to(cfg.report_to, "--report-to")
     cc.check_model(cfg.model, "--model")
     cc.check_out_dir(cfg.out, "--out")
     cc.check_device(None if cfg.device == "auto" else cfg.device, "--device")
+
+
+def _check_probability_files(cfg: SRNetConfig, dry_run: bool) -> None:
+    """The bias model is a known kind or an existing file, and a file's column order is known (its
+    labels, or the --*-label-order given)."""
+    from maskedbert import bias as bias_lib
+    from maskedbert import losses as loss_lib
+
+    needs_bias = any(loss_lib.NEEDS_BIAS[loss] for loss in cfg.losses)
+    if needs_bias and not dry_run and cfg.bias_model not in bias_lib.BIAS_MODELS and not os.path.isfile(cfg.bias_model):
+        kinds = ", ".join(bias_lib.BIAS_MODELS)
+        raise UsageError(f"--bias-model: {cfg.bias_model!r} is neither a bias model ({kinds}) "
+                         f"nor an existing file (a preset names the reference's shipped predictions, "
+                         f"bias_model_preds/ of llyx97/sparse-and-robust-PLM: run from its folder or pass the path)")
+
+    if cfg.task == "synthetic-nli":
+        from maskedbert.data.synthetic_nli import NLI3_LABELS as label_names
+    else:
+        from maskedbert.data.tasks import get_task
+
+        label_names = get_task(cfg.task).label_names
+    files = ((cfg.bias_model, cfg.bias_label_order, "--bias-label-order"),
+             (cfg.teacher_probs, cfg.teacher_label_order, "--teacher-label-order"))
+    for path, order, flag in files:
+        if path and os.path.isfile(path):
+            bias_lib.check_column_order(path, label_names, order, flag)
+        elif order is not None:
+            bias_lib.parse_label_order(order, flag)
 
 
 def progress_note(out: str) -> str:

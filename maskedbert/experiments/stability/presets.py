@@ -29,7 +29,8 @@ from typing import Any
 
 from maskedbert.errors import UsageError
 
-from .finetune import FinetuneConfig
+from maskedbert.experiments.finetune import FinetuneConfig
+from maskedbert.experiments.tables import text_table
 
 __all__ = ["PRESETS", "PAPER_MODELS", "PAPER_TASKS", "PAPER_SEEDS", "MODEL_SETTINGS", "SELECTION_METRICS",
            "resolve_study", "presets_table", "show_preset"]
@@ -53,6 +54,12 @@ _REFERENCE_COMMON = dict(
     warmup_rounding="floor",  # ... truncated: REF run_finetuning.py:161 int(t_total * warmup_steps)
     # :51 "we evaluate 3x per epoch": 52, 76, 178 steps on RTE, MRPC, CoLA = floor(steps per epoch / 3)
     evals_per_epoch=3,
+    eval_at_start=True,       # REF run_finetuning.py:250-260: the untrained model is evaluated (and a best candidate)
+    eval_at_epoch_end=True,   # REF run_finetuning.py:601-608: and after every epoch (:514 skips its last in-epoch step)
+    # REF run_finetuning.py:307-310 sends token_type_ids only for model_type bert/xlnet/albert; the
+    # configs say pooler-bert / pooler-roberta / pooler-albert (:24), so every model sees all-zero segments
+    segment_ids="none",
+    pooler_head=True,         # REF pooling_roberta.py:52-57 with :36 pooler_dropout false (BERT/ALBERT: already so)
     eval_batch_size=100,      # :73
 )
 
@@ -205,6 +212,12 @@ def _check_choices(values: dict[str, Any]) -> None:
     rounding = values.get("warmup_rounding", "floor")
     if rounding not in WARMUP_ROUNDINGS:
         raise UsageError(f"--set warmup_rounding: got {rounding!r}; choose one of {sorted(WARMUP_ROUNDINGS)}")
+    from maskedbert.data.collate import SEGMENT_IDS
+
+    segments = values.get("segment_ids", "tokenizer")
+    if segments not in SEGMENT_IDS:
+        raise UsageError(f"--set segment_ids: got {segments!r}; choose one of {list(SEGMENT_IDS)} "
+                         f"(none: all-zero segment ids, as the reference)")
     selection = values.get("selection_metric")
     if selection is None:
         return
@@ -270,10 +283,7 @@ def _table_row(name: str, preset: dict[str, Any]) -> list[str]:
 
 def presets_table() -> str:
     """Each preset's key hyperparameters, one row per preset, then each preset's description."""
-    rows = [list(_TABLE_COLUMNS)] + [_table_row(name, preset) for name, preset in PRESETS.items()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [text_table(_TABLE_COLUMNS, [_table_row(name, preset) for name, preset in PRESETS.items()])]
     lines += ["", "wd: weight decay; clip: max gradient norm; warmup: fraction of steps and its rounding; "
               "select: dev metric of the best checkpoint ('task': the task's metric).",
               "Every setting: maskedbert stability --show-preset NAME", ""]

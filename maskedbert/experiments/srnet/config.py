@@ -11,21 +11,25 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from maskedbert.choices import AMOUNT_OF, CLIP_MODES, SELECT_MODES, SPARSITY_METHODS
+from maskedbert.config import check_sparsity
 from maskedbert.errors import UsageError
-
-# choices of maskedbert.pruning, spelled here so that `srnet --help` needs no torch import
-# (tests/test_srnet.py checks they are equal)
-SPARSITY_METHODS = ("threshold_reset", "exact_topk")
-SELECT_MODES = ("best", "last")
-AMOUNT_OF = ("original", "remaining")
+from maskedbert.loss_registry import canonical_loss_name, loss_names
 
 PIPELINES = ("ft_prune", "prune_ft", "mask_pretrained")
 METHODS = ("mask", "imp")
-RESULT_COLUMNS = ("pipeline", "method", "loss", "sparsity", "measured_sparsity", "id_accuracy", "ood_accuracy",
+RESULT_COLUMNS = ("pipeline", "method", "loss", "sparsity", "measured_sparsity", "id_accuracy", "id_metric",
+                  "ood_accuracy", "ood_more",
                   "ood_entailment", "ood_non_entailment", "mask_change", "selected_step", "seconds")
 REWIND_CHOICES = ("auto", "none", "start")
 AUTO_YES_NO = ("auto", "yes", "no")
 SCORE_INITS = ("magnitude", "magnitude_soft")
+FT_SELECT = ("best", "last")
+IMP_SCHEDULES = ("budget", "round")
+PRUNE_FT_TICKETS = ("finetune", "round")
+PRUNE_FT_MASKS = ("own", "ft_prune_poe")
+ORACLE_DATA = ("id+ood", "ood")
+PHASES = ("ticket",)  # overrides may also name "<pipeline>/<method>/ticket": (b)'s ticket fine-tuning
 
 
 @dataclass
@@ -37,6 +41,9 @@ class SRNetConfig:
     ood_task: str = "hans"
     ood_data_dir: str | None = None
     ood_split: str = "validation"
+    # more OOD sets evaluated beside --ood-task, "task:split" or "task:split=DIR" (DIR: --ood-data-dir);
+    # the reference evaluates PAWS-Wiki test with QQP and FEVER-Symmetric v2 test with FEVER
+    extra_ood: list[str] = field(default_factory=list)
     model: str = "offline-minilm"
     pipelines: list[str] = field(default_factory=lambda: list(PIPELINES))
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -47,6 +54,10 @@ class SRNetConfig:
     # "hypothesis_only", or a probabilities file (JSON/JSONL keyed by example id, or .npy rows in file order)
     bias_model: str = "hans_features"
     teacher_probs: str | None = None  # file; default: the CE fine-tuned model's predictions
+    # the column order of a bias / teacher file that does not name its labels (.npy), as label names
+    # "a,b,c"; needed for more than two classes (the reference's MNLI files: contradiction,entailment,neutral)
+    bias_label_order: str | None = None
+    teacher_label_order: str | None = None
     anneal_floor: float | None = None  # Utama et al.'s bias annealing (e.g. 0.8); None: off
     # training length: epochs win over steps when given (steps = int(ceil(examples / batch) * epochs))
     ft_steps: int = 300
@@ -78,6 +89,7 @@ class SRNetConfig:
     # select_after of training (ties: the later step), or the last mask
     select: str = "best"
     select_after: float = 0.7
+    select_ties: str = "earlier"  # an equal metric keeps the earlier mask (the reference's strict >) or the later
     eval_every: int | None = None  # None: a tenth of the mask-training steps
     imp_per_round: float = 0.1
     imp_amount_of: str = "original"
@@ -90,6 +102,28 @@ class SRNetConfig:
     mask_classifier: str = "auto"  # auto = yes: the paper prunes the task classifier too
     train_classifier: str = "auto"  # mask training: auto = no (no parameter value changes); weight training: yes
     save_ft_steps: list[int] = field(default_factory=list)  # also save fine-tuning checkpoints at these steps
+    # every selection (dense models, masks, tickets) maximises this ID dev metric; auto: the task's (QQP: f1)
+    select_metric: str = "auto"
+    # dense models (and so the conf-reg teacher) and (b)'s tickets: the best dev checkpoint among
+    # evaluations every ft_eval_every steps (strict >: ties keep the earlier step; none at the last
+    # step unless it is a multiple), as the reference; or the last model
+    ft_select: str = "best"
+    ft_eval_every: int | None = None  # None: a tenth of the run
+    # IMP: every round builds a fresh AdamW and a linear schedule over the whole budget (all rounds,
+    # "budget", the reference) or over the round alone ("round")
+    imp_schedule: str = "budget"
+    imp_search_loss: str = "same"  # (b) IMP searches with the cell's loss ("same") or this one (reference: poe)
+    # (b): each ticket is fine-tuned on its own from the pre-trained weights and initial head ("finetune");
+    # "round": IMP's own round training is the level's result (mask training always fine-tunes)
+    prune_ft_ticket: str = "finetune"
+    # (b) with mask training: the masks of mask training the pre-trained model with the cell's loss
+    # ("own"), or of (a)'s PoE mask training on the CE fine-tuned model ("ft_prune_poe", the reference)
+    prune_ft_masks: str = "own"
+    oracle_data: str = "id+ood"  # the oracle trains on ID + OOD training data (the reference) or OOD only
+    oracle_task: str | None = None  # the OOD training data: this task (None: --ood-task), its split, repeated
+    oracle_split: str = "train"
+    oracle_repeat: int = 1
+    oracle_extra: list[str] = field(default_factory=list)  # more OOD training sets, "task:split[=DIR]"
     train_size: int = 3000  # synthetic task sizes
     dev_size: int = 600
     challenge_per_cell: int = 100
@@ -108,23 +142,22 @@ class SRNetConfig:
             if bad or not getattr(self, name):
                 raise UsageError(f"--{name}: must be a non-empty comma list of {', '.join(allowed)}; "
                                  f"got {','.join(getattr(self, name)) or 'nothing'}")
-        from maskedbert import losses as loss_lib
-
         try:
-            self.losses = [loss_lib.canonical_loss_name(n) for n in self.losses]
+            self.losses = [canonical_loss_name(n) for n in self.losses]
         except ValueError as err:
             raise UsageError(f"--losses: {err}") from None
         if not self.losses:
-            raise UsageError("--losses: must not be empty; choose from ce, poe, reweight, conf_reg")
-        from maskedbert.config import check_sparsity
-
+            raise UsageError(f"--losses: must not be empty; choose from {', '.join(loss_names())}")
         if not self.sparsities:
             raise UsageError("--sparsities: give at least one sparsity (a fraction pruned, 0 <= s < 1)")
         self.sparsities = sorted(set(check_sparsity(s, "--sparsities") for s in self.sparsities))
         choices = (("sparsity_method", SPARSITY_METHODS), ("scope", ("layer", "global")),
                    ("select", SELECT_MODES), ("rewind", REWIND_CHOICES), ("mask_classifier", AUTO_YES_NO),
                    ("train_classifier", AUTO_YES_NO), ("score_init", SCORE_INITS),
-                   ("imp_amount_of", AMOUNT_OF), ("clip_mode", ("global", "per_parameter")))
+                   ("imp_amount_of", AMOUNT_OF), ("clip_mode", CLIP_MODES),
+                   ("ft_select", FT_SELECT), ("imp_schedule", IMP_SCHEDULES), ("prune_ft_ticket", PRUNE_FT_TICKETS),
+                   ("prune_ft_masks", PRUNE_FT_MASKS), ("oracle_data", ORACLE_DATA),
+                   ("select_ties", ("earlier", "later")))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{_flag(name)}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -134,15 +167,24 @@ class SRNetConfig:
             raise UsageError(f"--rewind-to: must be an existing checkpoint, got {self.rewind_to!r}")
         if self.rewind_to is not None and self.rewind == "none":
             raise UsageError("--rewind-to: needs rewinding, but --rewind is none")
-        for name in ("ft_steps", "prune_steps", "batch_size", "reset_every"):
+        for name in ("ft_steps", "prune_steps", "batch_size", "reset_every", "oracle_repeat"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{_flag(name)}: must be >= 1, got {getattr(self, name)}")
         for name in ("ft_epochs", "prune_epochs"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise UsageError(f"--{_flag(name)}: must be > 0, got {getattr(self, name)}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise UsageError(f"--eval-every: must be >= 1, got {self.eval_every}")
+        for name in ("eval_every", "ft_eval_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"--{_flag(name)}: must be >= 1, got {getattr(self, name)}")
+        for entry in self.extra_ood + self.oracle_extra:
+            parse_extra_ood(entry)
+        if self.imp_search_loss != "same":
+            try:
+                self.imp_search_loss = canonical_loss_name(self.imp_search_loss)
+            except ValueError as err:
+                raise UsageError(f"--imp-search-loss: same or a loss name; {err}") from None
         cells = {f"{p}/{m}" for p in PIPELINES + ("oracle",) for m in METHODS}
+        cells |= {f"{cell}/{phase}" for cell in cells for phase in PHASES}
         for key, values in self.overrides.items():
             unknown = set(values) - {f.name for f in dataclasses.fields(self)} if isinstance(values, dict) else None
             if key not in cells or unknown is None or unknown or "overrides" in values:
@@ -155,9 +197,12 @@ class SRNetConfig:
                 raise UsageError(f"--{_flag(name)}: must be a fraction in [0, 1], got {getattr(self, name)}")
 
     # ---- resolution -------------------------------------------------------------------------------
-    def for_cell(self, pipeline: str, method: str) -> "SRNetConfig":
-        """The config one pipeline/method runs with: `overrides` applied (a preset's per-pipeline values)."""
-        values = self.overrides.get(f"{pipeline}/{method}")
+    def for_cell(self, pipeline: str, method: str, phase: str | None = None) -> "SRNetConfig":
+        """The config one pipeline/method runs with: `overrides` applied (a preset's per-pipeline values);
+        with phase="ticket", also those of "<pipeline>/<method>/ticket" ((b)'s ticket fine-tuning)."""
+        values = dict(self.overrides.get(f"{pipeline}/{method}", {}))
+        if phase is not None:
+            values.update(self.overrides.get(f"{pipeline}/{method}/{phase}", {}))
         return dataclasses.replace(self, **values) if values else self
 
     def steps(self, phase: str, train_examples: int, loss: str | None = None) -> int:
@@ -177,6 +222,15 @@ class SRNetConfig:
 
     def resolved_eval_every(self, prune_steps: int) -> int:
         return self.eval_every if self.eval_every is not None else max(1, prune_steps // 10)
+
+    def resolved_ft_eval_every(self, ft_steps: int) -> int:
+        return self.ft_eval_every if self.ft_eval_every is not None else max(1, ft_steps // 10)
+
+    def imp_schedule_steps(self, round_steps: int) -> int | None:
+        """The LR horizon of one IMP round: the whole budget (round steps x rounds to the end) or the round."""
+        if self.imp_schedule == "round":
+            return None
+        return round_steps * max(1, round(1 / self.imp_per_round))
 
     def protocol(self, pipeline: str, method: str) -> dict:
         """What one pipeline x method does, with the "auto" choices resolved (saved in config.json).
@@ -205,3 +259,12 @@ class SRNetConfig:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def parse_extra_ood(entry: str) -> tuple[str, str, str | None]:
+    """("task", "split", data dir or None) of an --extra-ood entry "task:split[=DIR]"."""
+    spec, _, folder = str(entry).partition("=")
+    task, _, split = spec.partition(":")
+    if not task or not split:
+        raise UsageError(f"--extra-ood: expected task:split or task:split=DIR (e.g. paws-wiki:test), got {entry!r}")
+    return task.strip(), split.strip(), folder.strip() or None

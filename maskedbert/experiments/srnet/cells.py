@@ -1,5 +1,5 @@
-"""An srnet study as maskedbert.sweep cells: what each cell runs and what the report reads (the cells
-themselves are made by maskedbert/sweep/srnet_command.py, the command that launches them).
+"""An srnet study as maskedbert.sweep cells: which cells a config makes (`srnet_cells`), what each cell
+runs and what the report reads (maskedbert/experiments/srnet/command.py launches them).
 
     finetune/<loss>                      the dense model fine-tuned with <loss> (its checkpoint is shared)
     <pipeline>/mask/<loss>/s<sparsity>   one mask-training result
@@ -19,13 +19,16 @@ import json
 import os
 from typing import Any
 
-from maskedbert.experiments.srnet_config import PIPELINES, SRNetConfig
+from maskedbert.experiments.srnet.config import PIPELINES, RESULT_COLUMNS, SRNetConfig
+from maskedbert.experiments.srnet.options import write_report
+from maskedbert.experiments.tables import results_text_table
+from maskedbert.loss_registry import LOSSES
+from maskedbert.sweep.study import Cell
 
-__all__ = ["RUNNER", "REPORTER", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
-           "forget_stale_cells", "remember_runner"]
+__all__ = ["KIND", "cell_spec", "run_cell", "report_cells", "study_settings", "cell_rows",
+           "forget_stale_cells", "remember_runner", "srnet_cells"]
 
-RUNNER = "maskedbert.experiments.srnet_sweep:run_cell"
-REPORTER = "maskedbert.experiments.srnet_sweep:report_cells"
+KIND = "srnet"  # its name in sweep.json: maskedbert.experiments.study_kinds maps it to run_cell, report_cells
 _ROW_ORDER = {p: i for i, p in enumerate(("finetune", *PIPELINES, "oracle"))}
 
 
@@ -37,7 +40,7 @@ def cell_spec(cfg: SRNetConfig, pipeline: str, method: str, loss: str, sparsity:
 
 def study_settings(cfg: SRNetConfig) -> dict[str, Any]:
     """What makes two launches' cells comparable: every field but those that only choose cells."""
-    from maskedbert.experiments.srnet_runner import SRNetBase
+    from maskedbert.experiments.srnet.runner_base import SRNetBase
 
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SRNetBase.SWEEP_FIELDS}
 
@@ -58,7 +61,7 @@ def remember_runner(runner) -> None:
 def _runner_for(config: dict, progress: bool):
     key = _runner_key(config)
     if key not in _RUNNERS:
-        from maskedbert.experiments.srnet_pipelines import SRNetRunner
+        from maskedbert.experiments.srnet.pipelines import SRNetRunner
 
         _RUNNERS[key] = SRNetRunner(SRNetConfig(**config), progress=progress)
     return _RUNNERS[key]
@@ -120,11 +123,57 @@ def cell_rows(study) -> list[dict]:
 
 def report_cells(study) -> dict[str, str]:
     """The sweep reporter: results.csv / results.md / srnet_sparsity.png from the finished cells; prints the table."""
-    from maskedbert import evaluation as ev
-    from maskedbert.experiments.srnet import write_report
-    from maskedbert.experiments.srnet_config import RESULT_COLUMNS
-
     rows = cell_rows(study)
     paths = write_report(rows, study.dir, study.info.get("title", "srnet"))
-    print(ev.results_text_table(rows, RESULT_COLUMNS))
+    print(results_text_table(rows, RESULT_COLUMNS))
     return {os.path.basename(path): path for path in paths}
+
+
+def srnet_cells(cfg: SRNetConfig) -> list:
+    """The study's cells in the order an inline run takes them (dense models first)."""
+    def needs_teacher(loss: str) -> bool:  # the CE fine-tuned model predicts the teacher probabilities
+        return LOSSES[loss].needs_teacher and not cfg.teacher_probs
+
+    first_search: dict[str, str] = {}  # (b) IMP with one search loss: the first cell searches, the others wait
+
+    def start_needs(pipeline: str, method: str, loss: str, sparsity: float | None = None) -> list[str]:
+        needs = ["finetune/ce"] if needs_teacher(loss) else []
+        cell = cfg.for_cell(pipeline, method)
+        if pipeline == "ft_prune":
+            needs += {"same_loss": [f"finetune/{loss}"], "ce": ["finetune/ce"]}.get(cell.prune_start, [])
+        elif pipeline == "prune_ft" and method == "mask" and cell.prune_ft_masks == "ft_prune_poe":
+            # the masks of (a)'s PoE mask training on the CE model: that cell when the study has it
+            source = f"ft_prune/mask/poe/s{sparsity:.2f}"
+            a_cell = "ft_prune" in cfg.pipelines and "mask" in cfg.methods and "poe" in cfg.losses
+            needs += [source] if a_cell else ["finetune/ce"]
+        elif pipeline == "prune_ft" and method == "imp" and cell.prune_ft_ticket == "finetune":
+            search = loss if cell.imp_search_loss == "same" else cell.imp_search_loss
+            own = f"{pipeline}/imp/{loss}"
+            needs += [first_search.setdefault(search, own)] if first_search.get(search, own) != own else []
+        return list(dict.fromkeys(needs))
+
+    spec = cell_spec
+    cells, dense, pruned = [], {}, []
+    for pipeline in cfg.pipelines:
+        for loss in cfg.losses:
+            for method in (["mask"] if pipeline == "mask_pretrained" else cfg.methods):
+                if method == "imp":
+                    needs = start_needs(pipeline, method, loss)
+                    pruned.append(Cell(f"{pipeline}/imp/{loss}", spec(cfg, pipeline, "imp", loss, None), tuple(needs)))
+                else:
+                    for s in cfg.sparsities:
+                        needs = start_needs(pipeline, method, loss, s)
+                        pruned.append(Cell(f"{pipeline}/mask/{loss}/s{s:.2f}", spec(cfg, pipeline, "mask", loss, s),
+                                           tuple(needs)))
+                dense.update(dict.fromkeys(n.split("/", 1)[1] for n in needs if n.startswith("finetune/")))
+    if cfg.oracle:
+        dense["ce"] = None
+        pruned += [Cell(f"oracle/mask/ce/s{s:.2f}", spec(cfg, "oracle", "mask", "ce", s), ("finetune/ce",))
+                   for s in cfg.sparsities]
+    # every loss of the study has its dense row; CE joins when a teacher or a pruning start needs it, and
+    # comes first (inline runs cells in this order, and the conf_reg model's teacher is the CE model)
+    losses = list(dict.fromkeys([*cfg.losses, *dense]))
+    for loss in sorted(losses, key=lambda loss: loss != "ce"):
+        needs = ("finetune/ce",) if loss != "ce" and needs_teacher(loss) else ()
+        cells.append(Cell(f"finetune/{loss}", spec(cfg, "finetune", "dense", loss, 0.0), needs))
+    return cells + pruned

@@ -21,9 +21,10 @@ back, not rerun, and an interrupted seed continues from its checkpoint.
 Each run is a cell of a maskedbert.sweep study (<out>/sweep.json), so it can run inline (default),
 in local worker processes or as a SLURM job (--launcher; docs/SCALING.md); `maskedbert report <out>`
 rebuilds the tables from the finished runs (--parallel N is short for --launcher local --workers N).
-This module runs and reports the runs; the command that launches them is maskedbert/sweep/stability_command.py.
+This module makes the cells, runs and reports them; the command that launches them is
+maskedbert/experiments/stability/command.py.
 
-Presets (stability_presets.py, `--list-presets`, `--show-preset NAME`) hold the paper's settings as
+Presets (presets.py, `--list-presets`, `--show-preset NAME`) hold the paper's settings as
 the reference code's configurations: "bert-recipe-<task>-<model>" is BERT's original recipe (3 epochs,
 Adam without bias correction, lr in {1,2,3}e-5); "mosbach-<task>-<model>" the proposed baseline
 (bias correction, 20 epochs, lr 2e-5, 10% warmup, 3 evaluations per epoch); per model its weight
@@ -40,17 +41,19 @@ import statistics
 import sys
 from typing import Any
 
-from .finetune import FinetuneConfig, run_finetune
-from .stability_presets import PRESETS, resolve_study
 from maskedbert._atomic import write_text_atomic
+from maskedbert.experiments.finetune import FinetuneConfig, run_finetune
+from maskedbert.experiments.stability.presets import PRESETS, resolve_study
+from maskedbert.experiments.tables import markdown_table
+from maskedbert.sweep import Cell
+from maskedbert.train.runlog import read_jsonl
 
 __all__ = ["PRESETS", "resolve_study", "run_rows", "summarize", "write_reports", "run_cell", "report_cells",
-           "print_run", "finished_results", "RUNNER", "REPORTER"]
+           "print_run", "finished_results", "study_cells", "KIND"]
 
 
-# ---- a run as a sweep cell (maskedbert.sweep.stability_command makes one per configuration and seed) ----
-RUNNER = "maskedbert.experiments.stability:run_cell"
-REPORTER = "maskedbert.experiments.stability:report_cells"
+# ---- a run as a sweep cell (maskedbert.experiments.stability.command makes one per configuration and seed) ----
+KIND = "stability"  # its name in sweep.json: maskedbert.experiments.study_kinds maps it to run_cell, report_cells
 
 
 def run_cell(spec: dict[str, Any], cell_dir: str, *, progress: bool = False) -> dict[str, Any]:
@@ -159,9 +162,7 @@ def _csv_text(rows: list[dict[str, Any]], columns) -> str:
 
 
 def _markdown(rows: list[dict[str, Any]], columns) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(columns, [[_fmt(row.get(c)) for c in columns] for row in rows])
 
 
 def _write_text(path: str, text: str) -> None:
@@ -179,8 +180,7 @@ def _reading_guide(metric: str, selection: str, baseline: float) -> str:
 
 def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]) -> dict[str, str]:
     """Tables (CSV, Markdown) and plots for a finished study; returns {artifact: path}."""
-    from . import plots
-    from maskedbert.train.runlog import read_jsonl
+    from maskedbert.experiments import plots
 
     rows = run_rows(results)
     summary = summarize(results)
@@ -211,3 +211,12 @@ def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]
         [(log, r["failed"], r["final_metric"]) for log, r in zip(logs, results)],
         os.path.join(out, "loss_vs_metric.png"), metric, baseline)
     return paths
+
+
+def study_cells(study: dict[str, Any]) -> list:
+    cells = []
+    for name in study["configurations"]:
+        for seed in study["seeds"]:
+            values = {**study["base"], **study["configurations"][name], "seed": seed}
+            cells.append(Cell(f"{name}/seed_{seed}", {"configuration": name, "finetune": values}))
+    return cells

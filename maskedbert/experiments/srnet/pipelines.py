@@ -6,6 +6,7 @@ trains, how the mask is selected) comes from SRNetConfig.protocol; docs/PROTOCOL
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -14,7 +15,7 @@ import torch
 from maskedbert import evaluation as ev
 from maskedbert import losses as loss_lib
 from maskedbert import pruning
-from maskedbert.experiments.srnet_runner import SRNetBase
+from maskedbert.experiments.srnet.runner_base import SRNetBase
 from maskedbert.train.checkpoint import atomic_torch_save
 
 
@@ -70,9 +71,9 @@ class SRNetRunner(SRNetBase):
         # steps, as in the reference (a reset at step 0 would move tau from 1e-2 to the tied value 0)
         controller = pruning.MaskSparsityController(model, schedule, method=cfg.sparsity_method,
                                                     reset_every=cfg.reset_every, scope=cfg.scope)
-        selector = pruning.BestMaskSelector(model, lambda m: self.dev_accuracy(m, f"{desc}: select on ID dev"),
+        selector = pruning.BestMaskSelector(model, lambda m: self.dev_metric(m, f"{desc}: select on ID dev"),
                                             total_steps=steps, every=cfg.resolved_eval_every(steps),
-                                            after=cfg.select_after, mode=protocol["select"])
+                                            after=cfg.select_after, mode=protocol["select"], ties=cfg.select_ties)
         layers = pruning.masked_modules(model)
         initial_masks = {name: layer.mask().clone() for name, layer in layers.items()}
 
@@ -86,18 +87,30 @@ class SRNetRunner(SRNetBase):
         changed = sum(int((layer.mask() != initial_masks[name]).sum()) for name, layer in layers.items())
         return changed / sum(m.numel() for m in initial_masks.values()), selection
 
-    def finetune_subnetwork_(self, model, loss: str, masks: dict, key: str, *, protocol: dict) -> None:
-        """Fix the masks found on a model, make its weights trainable and fine-tune them with `loss`."""
+    def finetune_ticket(self, pipeline: str, method: str, loss: str, masks, key: str):
+        """(b)'s ticket fine-tuning: the pre-trained weights and the initial head (drawn after the same
+        seed, so the search run's own), the masks fixed, the weights trained with `loss` for the ticket
+        phase's steps (`ft_epochs_by_loss` counted), the best dev checkpoint kept. The ticket phase's
+        settings are the cell's with the "<pipeline>/<method>/ticket" overrides (a preset's retraining
+        scripts). `masks`: {layer: mask} or a save_masks file. Returns (model, selection, steps)."""
         from maskedbert.config import MaskConfig
-        from maskedbert.patching import apply_masks_, merge_and_unload
+        from maskedbert.masks import load_masks
+        from maskedbert.patching import apply_masks_
 
-        merge_and_unload(model)  # weights were frozen: W*M, with the pruned entries re-masked below
-        apply_masks_(model, MaskConfig(mode="fixed", train_weights=True, scope=self.cfg.scope,
-                                       mask_classifier=protocol["mask_classifier"],
-                                       train_classifier=protocol["train_classifier_finetuning"]))
-        for name, layer in pruning.masked_modules(model).items():
-            layer.set_mask_(masks[name])
-        self.train(model, loss, self.ft_steps, f"{key} fine-tune subnetwork")
+        cfg = self.base_cfg.for_cell(pipeline, method, "ticket")
+        model = self.fresh_model()
+        apply_masks_(model, MaskConfig(mode="fixed", train_weights=True, scope=cfg.scope,
+                                       mask_classifier=cfg.mask_classifier != "no",
+                                       train_classifier=cfg.train_classifier != "no"))
+        if isinstance(masks, str):
+            load_masks(model, masks, strict=False)  # a head the ticket leaves unmasked is skipped
+        else:
+            for name, layer in pruning.masked_modules(model).items():
+                if name in masks:
+                    layer.set_mask_(masks[name])
+        steps = cfg.steps("ft", len(self.data.train), loss)
+        selection = self.train_selecting(model, loss, steps, f"{key} ticket", cfg=cfg, dataset=self.train_dataset(loss))
+        return model, selection, steps
 
     def pruning_start(self, loss: str):
         """The model pipeline (a) prunes: fine-tuned with `loss`, with CE, or loaded from a checkpoint."""
@@ -119,18 +132,36 @@ class SRNetRunner(SRNetBase):
     def _mask_cell(self, pipeline: str, loss: str, sparsity: float, key: str) -> None:
         start = time.perf_counter()
         protocol = self.cfg.protocol(pipeline, "mask")
-        head_trains = protocol["train_classifier_mask_training"]
-        model = self.pruning_start(loss) if pipeline == "ft_prune" else self.fresh_model()
-        change, selection = self.mask_train_(model, loss, sparsity, protocol=protocol, train_classifier=head_trains,
-                                             desc=key)
-        if pipeline == "prune_ft":
+        extra = {}
+        if pipeline == "prune_ft" and self.cfg.prune_ft_masks == "ft_prune_poe":
+            masks = self.ft_prune_poe_masks(sparsity)
+            extra["mask_from"] = self.cell_key("ft_prune", "mask", "poe", sparsity)
+            change, selection = None, {"selected_step": None, "selected_metric": None}
+        else:
+            head_trains = protocol["train_classifier_mask_training"]
+            model = self.pruning_start(loss) if pipeline == "ft_prune" else self.fresh_model()
+            change, selection = self.mask_train_(model, loss, sparsity, protocol=protocol,
+                                                 train_classifier=head_trains, desc=key)
             masks = {n: m.mask().clone() for n, m in pruning.masked_modules(model).items()}
-            self.finetune_subnetwork_(model, loss, masks, key, protocol=protocol)
+        if pipeline == "prune_ft":
+            model, ticket, steps = self.finetune_ticket(pipeline, "mask", loss, masks, key)
+            extra.update(ticket_steps=steps, ticket_selected_step=ticket["selected_step"],
+                         ticket_selected_metric=ticket["selected_metric"])
         row = self.evaluate(model, key)
         row.update(pipeline=pipeline, method="mask", loss=loss, sparsity=sparsity, mask_change=change,
                    selected_step=selection["selected_step"], selected_metric=selection["selected_metric"],
-                   seconds=time.perf_counter() - start)
+                   seconds=time.perf_counter() - start, **extra)
         self.record(key, row, model)
+
+    def ft_prune_poe_masks(self, sparsity: float) -> str:
+        """The masks of (a)'s PoE mask training on the CE fine-tuned model at `sparsity` (the reference's
+        (b) with mask training reuses them, README.md:154): that cell's mask file, run first if needed."""
+        key = self.cell_key("ft_prune", "mask", "poe", sparsity)
+        if not self.done(key):
+            with self.cell_scope("ft_prune", "mask"):  # restores this cell's settings afterwards
+                self.cfg = dataclasses.replace(self.cfg, prune_start="ce")  # the masks of the CE model
+                self._mask_cell("ft_prune", "poe", sparsity, key)
+        return self._path("masks", key + ".safetensors")
 
     # ---- IMP ------------------------------------------------------------------------------------------
     def run_imp_sequence(self, pipeline: str, loss: str) -> None:
@@ -148,6 +179,37 @@ class SRNetRunner(SRNetBase):
             self._imp_sequence(pipeline, loss, keys, cfg)
 
     def _imp_sequence(self, pipeline: str, loss: str, keys: dict, cfg) -> None:
+        start = time.perf_counter()
+        tickets = pipeline == "prune_ft" and cfg.prune_ft_ticket == "finetune"
+        if not tickets:  # each level's number is the IMP round that trains it
+            def evaluate_level(m, level):
+                if level in keys and not self.done(keys[level]):
+                    row = self.evaluate(m, keys[level])
+                    row.update(pipeline=pipeline, method="imp", loss=loss, sparsity=level,
+                               seconds=time.perf_counter() - start)
+                    self.record(keys[level], row, m)
+
+            self._imp_search(pipeline, loss, loss, cfg, evaluate_level)
+            return
+        # (b): search the masks (the search loss, e.g. PoE for every cell), then fine-tune each ticket
+        search_loss = loss if cfg.imp_search_loss == "same" else cfg.imp_search_loss
+        mask_files = self._imp_search(pipeline, search_loss, loss, cfg, None)
+        for level in cfg.sparsities:
+            if self.done(keys[level]):
+                continue
+            level_start = time.perf_counter()
+            model, ticket, steps = self.finetune_ticket(pipeline, "imp", loss, mask_files[level], keys[level])
+            row = self.evaluate(model, keys[level])
+            row.update(pipeline=pipeline, method="imp", loss=loss, sparsity=level, search_loss=search_loss,
+                       ticket_steps=steps, ticket_selected_step=ticket["selected_step"],
+                       ticket_selected_metric=ticket["selected_metric"],
+                       seconds=time.perf_counter() - level_start)
+            self.record(keys[level], row, model)
+
+    def _imp_search(self, pipeline: str, search_loss: str, cell_loss: str, cfg, evaluate_level) -> dict:
+        """The IMP rounds with `search_loss`; returns {level: mask file}. evaluate_level(model, level)
+        sees each level after its round of training (None: a mask search only, whose level files are
+        kept and reused by every cell with the same search)."""
         from maskedbert.config import MaskConfig
         from maskedbert.masks import save_masks
         from maskedbert.patching import apply_masks_
@@ -155,42 +217,43 @@ class SRNetRunner(SRNetBase):
         protocol = cfg.protocol(pipeline, "imp")
         levels = sorted(set(pruning.imp_sparsity_levels(max(cfg.sparsities), cfg.imp_per_round, cfg.imp_amount_of))
                         | set(cfg.sparsities))
-        model = self.pruning_start(loss) if pipeline == "ft_prune" else self.fresh_model()
+        name = f"{pipeline}-imp-{cell_loss}" if evaluate_level is not None else f"{pipeline}-imp-search-{search_loss}"
+        mask_files = {level: self._path("masks", f"{name}-level{level:.2f}.safetensors") for level in levels}
+        resume_path = self._path("resume", f"{name}.pt")
+        if evaluate_level is None and not os.path.isfile(resume_path) and all(
+                os.path.isfile(mask_files[s]) for s in cfg.sparsities):
+            return mask_files  # an earlier cell ran this search
+        model = self.pruning_start(cell_loss) if pipeline == "ft_prune" else self.fresh_model()
         rewind = protocol["rewind"] != "none"
         rewind_state = pruning.load_rewind_state(protocol["rewind_to"]) if protocol["rewind_to"] else None
         apply_masks_(model, MaskConfig(mode="fixed", train_weights=True, scope=cfg.scope,
                                        mask_classifier=protocol["mask_classifier"], train_classifier=True))
-        current = {"level": 0.0, "start": time.perf_counter()}
-        dataset = self.train_dataset(loss)
+        current = {"level": 0.0}
+        dataset = self.train_dataset(search_loss)
         # after every round: the pruned (rewound) model and the rewind state, so an interrupted
         # sequence resumes at its next round instead of round 0
-        resume_path = self._path("resume", f"{pipeline}-imp-{loss}.pt")
         start_round = 0
         if os.path.isfile(resume_path):
             saved = torch.load(resume_path, map_location="cpu", weights_only=True)
             model.load_state_dict(saved["model"])
             rewind_state, start_round, current["level"] = saved["rewind"], saved["next_round"], saved["level"]
-            self.log(f"IMP {pipeline} {loss}: resuming at round {start_round} (level {current['level']:.2f})")
+            self.log(f"IMP {name}: resuming at round {start_round} (level {current['level']:.2f})")
         elif rewind and rewind_state is None:
             rewind_state = pruning.snapshot_weights(model)
-
-        def evaluate_level(m):
-            level = current["level"]
-            if level in keys and not self.done(keys[level]):
-                row = self.evaluate(m, keys[level])
-                row.update(pipeline=pipeline, method="imp", loss=loss, sparsity=level,
-                           seconds=time.perf_counter() - current["start"])
-                self.record(keys[level], row, m)
+        # each round: a fresh AdamW and LR schedule, over the whole budget (imp_schedule "budget") or the round
+        horizon = cfg.imp_schedule_steps(self.prune_steps)
 
         def train_round(m, r):
             if r == 0 and protocol["skip_first_training"]:
                 return
-            self.train(m, loss, self.prune_steps, f"IMP {pipeline} {loss} round {r}", dataset=dataset)
-            evaluate_level(m)
+            self.train(m, search_loss, self.prune_steps, f"IMP {pipeline} {search_loss} round {r}", dataset=dataset,
+                       schedule_steps=horizon)
+            if evaluate_level is not None:
+                evaluate_level(m, current["level"])
 
         def on_level(m, level, r):
-            current.update(level=level, start=time.perf_counter())
-            save_masks(m, self._path("masks", f"{pipeline}-imp-{loss}-level{level:.2f}.safetensors"))
+            current["level"] = level
+            save_masks(m, mask_files[level])
             state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
             atomic_torch_save({"model": state, "rewind": rewind_state, "next_round": r + 1, "level": level},
                               resume_path)
@@ -198,8 +261,10 @@ class SRNetRunner(SRNetBase):
         pruning.iterative_magnitude_pruning(model, train_round, levels, scope=cfg.scope, rewind_state=rewind_state,
                                             rewind_classifier=protocol["rewind_classifier"], on_level=on_level,
                                             start_round=start_round, rewind=rewind)
-        train_round(model, len(levels))  # train and evaluate the last level
-        os.unlink(resume_path)  # every level's cell is recorded now
+        if evaluate_level is not None:
+            train_round(model, len(levels))  # train and evaluate the last level
+        os.unlink(resume_path)  # every level is recorded (or its mask saved) now
+        return mask_files
 
     # ---- oracle -----------------------------------------------------------------------------------
     def run_oracle_cell(self, sparsity: float) -> None:
@@ -213,7 +278,16 @@ class SRNetRunner(SRNetBase):
         start = time.perf_counter()
         protocol = self.cfg.protocol("oracle", "mask")
         model = self.finetuned("ce")
-        if self.data.ood_kind == "hans":
+        if self.cfg.oracle_data == "id+ood":  # the reference's oracle: ID and OOD training data together, CE
+            from maskedbert.data.examples import Example
+            from maskedbert.experiments.srnet.data import oracle_label_index
+
+            kind, names = self.data.oracle_kind, self.data.label_names
+            ood = [Example(e.id, e.text_a, e.text_b, oracle_label_index(kind, int(e.label), names), e.meta)
+                   for e in self.data.ood_train]
+            dataset, loss_fn = self._encode(list(self.data.train) + ood, self.label_map), loss_lib.make_loss_fn("ce")
+            self.prune_steps = self.cfg.steps("prune", len(dataset))  # epochs over both sets (cell_scope restores)
+        elif self.data.ood_kind == "hans":
             entail = self.model_names.index(next(n for n in self.model_names if ev.normalize_name(n) == "entailment"))
             dataset, loss_fn = self._encode(self.data.ood_train, None), _collapsed_nli_loss(entail)
         else:

@@ -1,9 +1,14 @@
-"""Prediction and metric evaluation over an encoded dataset (the Trainer's default evaluate_fn)."""
+"""The Trainer's evaluator: predictions and metrics over an encoded dev set (`make_evaluator` builds the
+Trainer's evaluate_fn). Out-of-distribution evaluation (HANS, PAWS, FEVER-Symmetric) is maskedbert.evaluation."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
 import torch
+
+from maskedbert.metrics import compute_metrics
+
+from .trainer import default_forward
 
 __all__ = ["predict", "make_evaluator"]
 
@@ -12,8 +17,6 @@ __all__ = ["predict", "make_evaluator"]
 def predict(model: torch.nn.Module, dataset, collate_fn: Callable, batch_size: int = 64,
             forward_fn: Callable | None = None) -> dict[str, Any]:
     """Logits [n, num_labels] (fp32, CPU), labels and example ids of `dataset`, in dataset order."""
-    from .trainer import default_forward
-
     forward_fn = forward_fn or default_forward
     device = next(model.parameters()).device
     was_training = model.training
@@ -34,8 +37,6 @@ def predict(model: torch.nn.Module, dataset, collate_fn: Callable, batch_size: i
 def make_evaluator(dataset, collate_fn: Callable, metric_names: Sequence[str], *, batch_size: int = 64,
                    prefix: str = "", forward_fn: Callable | None = None) -> Callable[[torch.nn.Module], dict[str, float]]:
     """evaluate(model) -> {prefix + metric: value} on `dataset` (argmax for classes, the scalar for regression)."""
-    from maskedbert.metrics import compute_metrics
-
     metric_names = list(metric_names)
     compute_metrics(metric_names, [0], [0])  # fail now on unknown metric names, not mid-training
 

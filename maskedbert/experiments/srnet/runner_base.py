@@ -1,5 +1,5 @@
 """The shared state of an srnet study: data, the pristine model, fine-tuned models, bias and teacher
-probabilities, evaluation and the cell files. The pipelines themselves are in srnet_pipelines.py."""
+probabilities, evaluation and the cell files. The pipelines themselves are in pipelines.py."""
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +16,8 @@ from maskedbert import losses as loss_lib
 from maskedbert import pruning
 from maskedbert._atomic import atomic_path
 from maskedbert.errors import UsageError
-from maskedbert.experiments.srnet_config import PIPELINES, SRNetConfig
-from maskedbert.experiments.srnet_data import load_task_data
+from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
+from maskedbert.experiments.srnet.data import load_task_data
 
 
 def _as_dicts(examples) -> list[dict]:
@@ -71,68 +71,101 @@ class SRNetBase:
         out[:, self.label_map] = rows
         return out
 
+    def _load_probs_file(self, path: str, order: str | None, flag: str) -> dict:
+        """A bias or teacher file by training-example id, columns in the task's label order."""
+        return bias_lib.load_probs(path, ids=[e.id for e in self.data.train], label_names=self.data.label_names,
+                                   label_order=order, order_flag=flag)
+
+    def _save_probs(self, name: str, probs: dict) -> None:
+        """<out>/<name>: what the study trained with, labelled (a reader can check the columns)."""
+        bias_lib.save_probs(self._path(name), probs, label_names=self.data.label_names)
+
     def bias_probs(self) -> dict:
         if self._bias is None:
             cache = self._path("bias_probs.json")
             if os.path.isfile(self.cfg.bias_model):
                 # .npy rows follow the training file's order: ids say which row is which example
-                self._bias = bias_lib.load_probs(self.cfg.bias_model, ids=[e.id for e in self.data.train])
+                self._bias = self._load_probs_file(self.cfg.bias_model, self.cfg.bias_label_order,
+                                                   "--bias-label-order")
+                self._save_probs("bias_probs.json", self._bias)
             elif os.path.isfile(cache):
-                self._bias = bias_lib.load_probs(cache)
+                self._bias = bias_lib.load_probs(cache, label_names=self.data.label_names)
             else:  # out-of-fold predictions: the bias model never scores examples it was fit on
                 self.log(f"fitting the {self.cfg.bias_model!r} bias model (5-fold cross-fit)")
                 self._bias = bias_lib.cross_fit_probs(self.cfg.bias_model, _as_dicts(self.data.train),
                                                       len(self.data.label_names), folds=5, seed=self.cfg.seed)
-                bias_lib.save_probs(cache, self._bias)
+                self._save_probs("bias_probs.json", self._bias)
         return self._bias
 
     def teacher_probs(self) -> dict:
         if self._teacher is None:
             cache = self._path("teacher_probs.json")
             if self.cfg.teacher_probs:
-                self._teacher = bias_lib.load_probs(self.cfg.teacher_probs, ids=[e.id for e in self.data.train])
+                self._teacher = self._load_probs_file(self.cfg.teacher_probs, self.cfg.teacher_label_order,
+                                                      "--teacher-label-order")
+                self._save_probs("teacher_probs.json", self._teacher)
             elif os.path.isfile(cache):
-                self._teacher = bias_lib.load_probs(cache)
+                self._teacher = bias_lib.load_probs(cache, label_names=self.data.label_names)
             else:  # the CE fine-tuned model is the teacher (Utama et al. 2020)
                 teacher = self.finetuned("ce")
                 logits = self.predict(teacher, self.data.train, "teacher predictions")
                 probs = torch.softmax(logits, dim=1)[:, self.label_map]  # back to dataset label order
                 self._teacher = {e.id: row for e, row in zip(self.data.train, probs.tolist())}
-                bias_lib.save_probs(cache, self._teacher)
+                self._save_probs("teacher_probs.json", self._teacher)
         return self._teacher
 
     def train_dataset(self, loss: str):
         fields = {}
         ids = self._encoded.example_ids
-        if loss_lib.NEEDS_BIAS[loss]:
+        if loss_lib.LOSSES[loss].needs_bias:
             fields["bias_probs"] = self._to_model_order(bias_lib.align_probs(ids, self.bias_probs(), "bias_probs"))
-        if loss_lib.NEEDS_TEACHER[loss]:
+        if loss_lib.LOSSES[loss].needs_teacher:
             fields["teacher_probs"] = self._to_model_order(
                 bias_lib.align_probs(ids, self.teacher_probs(), "teacher_probs"))
         return self._encoded.with_fields(**fields) if fields else self._encoded
 
     def loss_fn(self, loss: str, steps: int):
-        if self.cfg.anneal_floor is not None and loss_lib.NEEDS_BIAS[loss]:
+        if self.cfg.anneal_floor is not None and loss_lib.LOSSES[loss].needs_bias:
             return loss_lib.make_loss_fn(loss, anneal_floor=self.cfg.anneal_floor, total_steps=steps)
         return loss_lib.make_loss_fn(loss)
 
-    def settings(self, steps: int, cfg: SRNetConfig | None = None) -> pruning.TrainSettings:
+    def settings(self, steps: int, cfg: SRNetConfig | None = None,
+                 schedule_steps: int | None = None) -> pruning.TrainSettings:
         cfg = cfg or self.cfg
         return pruning.TrainSettings(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_scores=cfg.lr_scores,
                                      warmup_ratio=cfg.warmup_ratio, warmup_steps=cfg.warmup_steps,
+                                     schedule_steps=schedule_steps,
                                      weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
                                      clip_mode=cfg.clip_mode, adam_eps=cfg.adam_eps, report_to=cfg.report_to,
                                      seed=cfg.seed)
 
     def train(self, model, loss: str, steps: int, desc: str, *, dataset=None, loss_fn=None, step_callback=None,
-              cfg: SRNetConfig | None = None):
-        """`steps` optimizer steps of `model` with `loss` (settings of `cfg`, default the cell's); the
-        log goes to logs/<desc>/."""
+              cfg: SRNetConfig | None = None, schedule_steps: int | None = None):
+        """`steps` optimizer steps of `model` with `loss` (settings of `cfg`, default the cell's; the LR
+        schedule over `schedule_steps`, default `steps`); the log goes to logs/<desc>/."""
         slug = desc.replace(" ", "-")
         return pruning.train_steps(model, dataset if dataset is not None else self.train_dataset(loss), self.collate,
-                                   loss_fn or self.loss_fn(loss, steps), self.settings(steps, cfg),
+                                   loss_fn or self.loss_fn(loss, steps), self.settings(steps, cfg, schedule_steps),
                                    step_callback=step_callback, desc=desc, output_dir=self._path("logs", slug),
                                    progress=self.progress)
+
+    def train_selecting(self, model, loss: str, steps: int, desc: str, *, cfg: SRNetConfig, dataset=None,
+                        step_callback=None) -> dict:
+        """Weight training that keeps the best dev checkpoint (cfg.ft_select "best": evaluations every
+        cfg.ft_eval_every steps, strict >, none at the last step unless a multiple; the reference's
+        hg_transformers/trainer.py:566-601) or the last model; returns the selection record."""
+        selector = pruning.BestMaskSelector(
+            model, lambda m: self.dev_metric(m, f"{desc}: select on ID dev"), total_steps=steps,
+            every=cfg.resolved_ft_eval_every(steps), after=0.0, mode=cfg.ft_select, ties="earlier",
+            evaluate_last=False)
+
+        def on_step(step):
+            if step_callback is not None:
+                step_callback(step)
+            selector(step)
+
+        self.train(model, loss, steps, desc, dataset=dataset, step_callback=on_step, cfg=cfg)
+        return selector.restore()
 
     @contextlib.contextmanager
     def cell_scope(self, pipeline: str, method: str):
@@ -173,8 +206,11 @@ class SRNetBase:
                     if step in cfg.save_ft_steps:
                         save(self._path("checkpoints", f"finetuned-{loss}-step{step}.safetensors"))
 
-                self.train(model, loss, steps, f"fine-tune {loss}", step_callback=on_step, cfg=cfg)
+                selection = self.train_selecting(model, loss, steps, f"fine-tune {loss}", cfg=cfg,
+                                                 step_callback=on_step)
                 save(path)
+                ev.write_text_atomic(self._path("checkpoints", f"finetuned-{loss}.json"),
+                                     json.dumps({"steps": steps, **selection}, indent=2))
             self._finetuned[loss] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model = self.fresh_model()
         model.load_state_dict(self._finetuned[loss])
@@ -185,12 +221,30 @@ class SRNetBase:
         return ev.predict_logits(model, self.tokenizer, examples, max_length=self.cfg.max_length,
                                  desc=desc if self.progress else None)
 
-    def dev_accuracy(self, model, desc: str = "dev accuracy") -> float:
-        """In-distribution dev accuracy (what mask selection maximises)."""
+    def _dev_predictions(self, model, desc: str) -> list[int]:
         logits = self.predict(model, self.data.dev, desc)
         inverse = {m: d for d, m in enumerate(self.label_map)}
-        preds = [inverse.get(int(p), -1) for p in logits.argmax(1)]
+        return [inverse.get(int(p), -1) for p in logits.argmax(1)]
+
+    @property
+    def select_metric(self) -> str:
+        return self.data.metric if self.cfg.select_metric == "auto" else self.cfg.select_metric
+
+    def dev_accuracy(self, model, desc: str = "dev accuracy") -> float:
+        """In-distribution dev accuracy."""
+        preds = self._dev_predictions(model, desc)
         return sum(p == int(e.label) for p, e in zip(preds, self.data.dev)) / len(self.data.dev)
+
+    def dev_metric(self, model, desc: str = "dev metric") -> float:
+        """The ID dev metric every selection maximises (--select-metric; auto: the task's, QQP F1)."""
+        return self._id_metrics(self._dev_predictions(model, desc))[self.select_metric]
+
+    def _id_metrics(self, preds: list[int]) -> dict:
+        from maskedbert.metrics import compute_metrics
+
+        labels = [int(e.label) for e in self.data.dev]
+        names = sorted({"accuracy", self.select_metric})
+        return compute_metrics(names, preds, labels)  # -1 (a head class outside the task) counts as wrong
 
     def evaluate(self, model, name: str = "model") -> dict:
         """ID accuracy and OOD metrics; a masked model is evaluated merged (dense W*M, the export form)."""
@@ -201,10 +255,18 @@ class SRNetBase:
             model = merge_and_unload(copy.deepcopy(model))
         except ValueError:  # no masks: a dense model
             measured = 0.0
-        id_acc = self.dev_accuracy(model, f"evaluate {name}: ID dev")
+        id_metrics = self._id_metrics(self._dev_predictions(model, f"evaluate {name}: ID dev"))
+        id_acc = id_metrics["accuracy"]
         ood_logits = self.predict(model, self.data.ood, f"evaluate {name}: OOD")
         ood = ev.ood_metrics(self.data.ood_kind, ood_logits.argmax(1), self.data.ood, self.model_names)
-        return {"id_accuracy": id_acc, "ood_accuracy": ood["accuracy"],
+        ood_sets = {}
+        for set_name, kind, examples in self.data.extra_ood:
+            logits = self.predict(model, examples, f"evaluate {name}: {set_name}")
+            ood_sets[set_name] = ev.ood_metrics(kind, logits.argmax(1), examples, self.model_names)
+        more = {"ood_sets": ood_sets,
+                "ood_more": "; ".join(f"{k} {v['accuracy']:.4f}" for k, v in ood_sets.items())} if ood_sets else {}
+        return {"id_accuracy": id_acc, "id_metric": id_metrics[self.select_metric], **more,
+                "id_metric_name": self.select_metric, "ood_accuracy": ood["accuracy"],
                 "ood_entailment": ood.get("entailment", ood.get("duplicate", ood.get("supports"))),
                 "ood_non_entailment": ood.get("non_entailment", ood.get("non_duplicate", ood.get("refutes"))),
                 "ood_detail": ood, "measured_sparsity": measured}
@@ -238,9 +300,14 @@ class SRNetBase:
                  f"sparsity {row['measured_sparsity']:.4f}")
 
     def resolved_config(self) -> dict:
-        """The config as saved in config.json: every field, plus the resolved steps and protocols."""
+        """The config as saved in config.json: every field, plus the resolved steps and protocols; each
+        pipeline/method's "phases" say what it runs, step by step, with the values used."""
         cfg, n = self.base_cfg, len(self.data.train)
-        resolved = {"train_examples": n, "ft_steps": {loss: cfg.steps("ft", n, loss) for loss in cfg.losses}}
+        metric = self.data.metric if cfg.select_metric == "auto" else cfg.select_metric
+        resolved = {"train_examples": n, "ft_steps": {loss: cfg.steps("ft", n, loss) for loss in cfg.losses},
+                    "select_metric": metric,
+                    "dense": self._weight_training_phase(cfg, {loss: cfg.steps("ft", n, loss) for loss in cfg.losses},
+                                                         metric)}
         protocols = {}
         for pipeline in cfg.pipelines + (["oracle"] if cfg.oracle else []):
             methods = ["mask"] if pipeline in ("mask_pretrained", "oracle") else cfg.methods
@@ -250,8 +317,58 @@ class SRNetBase:
                 protocols[f"{pipeline}/{method}"] = {
                     **cell.protocol(pipeline, method), "prune_steps": prune_steps, "ft_steps": cell.steps("ft", n),
                     "eval_every": cell.resolved_eval_every(prune_steps), "lr": cell.lr, "lr_scores": cell.lr_scores,
-                    "warmup_steps": cell.warmup_steps}
+                    "warmup_steps": cell.warmup_steps, "phases": self._phases(pipeline, method, metric)}
         return {**dataclasses.asdict(cfg), "resolved": resolved, "protocols": protocols}
+
+    @staticmethod
+    def _weight_training_phase(cell: SRNetConfig, steps, metric: str) -> dict:
+        return {"steps": steps, "lr": cell.lr, "warmup_steps": cell.warmup_steps, "clip": cell.clip_mode,
+                "select": cell.ft_select, "eval_every": cell.ft_eval_every or "a tenth of the run",
+                "ties": "earlier step", "metric": metric}
+
+    def _phases(self, pipeline: str, method: str, metric: str) -> dict:
+        """search (how the mask is found), ticket ((b): the separate fine-tuning) and selection."""
+        cfg, n = self.base_cfg, len(self.data.train)
+        cell = cfg.for_cell(pipeline, method)
+        protocol = cell.protocol(pipeline, method)
+        start = {"ft_prune": f"the dense model fine-tuned with {cell.prune_start}",
+                 "oracle": "the CE fine-tuned model"}.get(pipeline, "the pre-trained model")
+        if pipeline == "prune_ft" and method == "mask" and cell.prune_ft_masks == "ft_prune_poe":
+            search = {"masks": "ft_prune/mask with loss poe (the CE fine-tuned model), reused"}
+        elif method == "imp":
+            rounds = cell.steps("prune", n)
+            search = {"start": start, "loss": cell.imp_search_loss if pipeline == "prune_ft" else "same",
+                      "round_steps": rounds, "lr": cell.lr, "warmup_steps": cell.warmup_steps,
+                      "lr_horizon": cell.imp_schedule_steps(rounds) or rounds, "clip": cell.clip_mode,
+                      "classifier_masked": protocol["mask_classifier"], "rewind": protocol["rewind"],
+                      "per_round": cell.imp_per_round, "first_step": "prune"}
+        else:
+            steps = cell.steps("prune", n)
+            search = {"start": start, "loss": "ce" if pipeline == "oracle" else "same", "steps": steps,
+                      "lr_scores": cell.lr_scores, "warmup_steps": cell.warmup_steps, "clip": cell.clip_mode,
+                      "classifier_masked": protocol["mask_classifier"], "reset_every": cell.reset_every,
+                      "initial_sparsity": cell.initial_sparsity or "the target"}
+            if pipeline == "oracle":
+                search.update(data=cell.oracle_data, oracle_task=cell.oracle_task or cell.ood_task,
+                              oracle_split=cell.oracle_split, oracle_repeat=cell.oracle_repeat,
+                              oracle_extra=cell.oracle_extra,
+                              steps="epochs over ID + OOD train" if cell.prune_epochs else steps)
+        phases = {"search": search}
+        if method == "mask":
+            steps = cell.steps("prune", n)
+            phases["selection"] = {"mask": cell.select, "after": cell.select_after,
+                                   "eval_every": cell.resolved_eval_every(steps), "ties": cell.select_ties,
+                                   "metric": metric}
+        elif pipeline == "ft_prune" or cell.prune_ft_ticket == "round":
+            phases["selection"] = {"level": "the model at the end of its round"}
+        if pipeline == "prune_ft" and (method == "mask" or cell.prune_ft_ticket == "finetune"):
+            ticket = cfg.for_cell(pipeline, method, "ticket")
+            phases["ticket"] = {"start": "the pre-trained weights and the initial head (same seed), masks fixed",
+                                "classifier_masked": ticket.mask_classifier != "no",
+                                **self._weight_training_phase(
+                                    ticket, {loss: ticket.steps("ft", n, loss) for loss in cfg.losses}, metric)}
+            phases["selection"] = {"ticket": ticket.ft_select, "metric": metric}
+        return phases
 
     def check_resumable(self) -> None:
         """Refuse to mix cells computed under a different config into one table."""

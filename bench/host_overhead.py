@@ -1,0 +1,207 @@
+"""Host (CPU) time of one masked linear forward + backward on the GPU code path, Triton launches
+stubbed, against F.linear forward + backward, medians measured in the same run.
+
+At BERT-base a training step is ~6-10 ms of GPU time over 73 masked layers (an estimate from the
+GEMM sizes), so per-layer Python matters: 100 us per layer would be most of a step. This measures
+what the host spends per layer, with tiny tensors so the CPU's own arithmetic stays negligible:
+
+    python bench/host_overhead.py                       # table; target: masked <= 1.5x F.linear
+    python bench/host_overhead.py --csv bench/results/host_overhead.csv
+
+Stubbed: every Triton kernel launch (recorded, not run; Triton's own launcher cost, a few us per
+launch on the GPU machine, is not included) and the checks that tensors are on CUDA. Everything
+else runs as on the GPU: argument handling, the registered ops' dispatch, autograd, and the torch
+ops that are cuBLAS/elementwise kernels on a GPU (run here on tiny CPU tensors). Counted per layer
+and step: Triton launches and torch compute ops (each a kernel launch on a GPU; views, empty
+allocations and metadata ops excluded). Must run without TRITON_INTERPRET=1.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# aten ops that launch no kernel on a GPU (views, allocations without a fill, metadata)
+_NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "view", "_unsafe_view", "reshape", "t", "detach",
+              "alias", "expand", "as_strided", "permute", "transpose", "slice", "select", "unsqueeze", "squeeze",
+              "_to_copy_noop", "lift_fresh", "lift_fresh_copy", "is_same_size", "_has_compatible_shallow_copy_type"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops that would launch a GPU kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name not in _NO_KERNEL:
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _cases(M: int, N: int, K: int):
+    """(name, step function) pairs; each step runs one forward + backward of one layer."""
+    import maskedbert as mb
+    from maskedbert.kernels import masked_linear
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(M, K, generator=g, requires_grad=True)
+    dy = torch.randn(M, N, generator=g)
+
+    def dense(weight_trains: bool, bias_trains: bool):
+        w = torch.randn(N, K, generator=g, requires_grad=weight_trains)
+        b = torch.randn(N, generator=g, requires_grad=bias_trains)
+        return lambda: F.linear(x, w, b).backward(dy)
+
+    def masked_module(backend: str):
+        layer = mb.MaskedLinear.from_linear(torch.nn.Linear(K, N), sparsity=0.5, backend=backend)
+        return lambda: layer(x).backward(dy)
+
+    w = torch.randn(N, K, generator=g)
+    b = torch.randn(N, generator=g, requires_grad=True)
+    s = torch.randn(N, K, generator=g, requires_grad=True)
+    tau = torch.tensor(0.0)
+    return [
+        ("F.linear (W, b train)", dense(True, True)),
+        ("F.linear (b trains, W frozen)", dense(False, True)),
+        ("MaskedLinear triton_dense", masked_module("triton_dense")),
+        ("MaskedLinear triton_fused", masked_module("triton_fused")),
+        ("masked_linear() triton_dense", lambda: masked_linear(x, w, b, scores=s, threshold=tau,
+                                                                backend="triton_dense").backward(dy)),
+        ("MaskedLinear torch twin", masked_module("torch")),
+    ]
+
+
+def _median_us(step, iters: int, repeats: int) -> float:
+    for _ in range(max(10, iters // 10)):  # warm up: first-call checks, caches
+        step()
+    medians = []
+    for _ in range(repeats):
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter_ns()
+            step()
+            times.append(time.perf_counter_ns() - start)
+        medians.append(statistics.median(times))
+    return statistics.median(medians) / 1000.0
+
+
+class _CountingLaunch:
+    """Stands in for a Triton kernel: `kernel[grid](...)` only counts (no argument copies, no run)."""
+
+    def __init__(self, launches: list, kernel):
+        self.launches, self.configs = launches, getattr(kernel, "configs", [None])
+
+    def __getitem__(self, grid):
+        return self._launch
+
+    def _launch(self, *args, **kwargs):
+        self.launches.append(1)
+
+
+@contextlib.contextmanager
+def stubbed_launches(launches: list):
+    """Every Triton kernel counted instead of launched; the launchers' CUDA-tensor checks off."""
+    import importlib
+
+    import compile_variants as cv
+
+    saved = []
+
+    def patch(mod, name, value):
+        saved.append((mod, name, getattr(mod, name)))
+        setattr(mod, name, value)
+
+    import maskedbert.kernels  # noqa: F401
+
+    for name in cv.LAUNCHER_MODULES:
+        mod = importlib.import_module(f"maskedbert.kernels.{name}")
+        if hasattr(mod, "check_triton_tensors"):
+            patch(mod, "check_triton_tensors", lambda **tensors: None)
+    for qualname, kernel in cv.kernel_objects().items():
+        mod_name, name = qualname.split(".")
+        patch(importlib.import_module(f"maskedbert.kernels.{mod_name}"), name, _CountingLaunch(launches, kernel))
+    try:
+        yield
+    finally:
+        for mod, name, value in reversed(saved):
+            setattr(mod, name, value)
+
+
+def run(args) -> list[dict]:
+    torch.set_num_threads(1)
+    launches: list = []
+    rows = []
+    with stubbed_launches(launches):  # Triton launches counted, not run; CUDA checks off
+        cases = _cases(args.tokens, args.out_features, args.in_features)
+        for name, step in cases:
+            step()  # first call: argument checks, lazy imports
+            launches.clear()
+            counter = OpCounter()
+            with counter:
+                step()
+            triton_launches = len(launches)
+            us = _median_us(step, args.iters, args.repeats)
+            launches.clear()
+            rows.append({"case": name, "median_us": round(us, 1), "triton_launches": triton_launches,
+                         "torch_kernel_ops": len(counter.ops), "torch_ops": " ".join(counter.ops)})
+    base = rows[0]["median_us"]
+    for r in rows:
+        r["vs_F.linear"] = round(r["median_us"] / base, 2)
+    return rows
+
+
+def versions() -> dict:
+    import triton
+
+    return {"device": f"cpu ({platform.processor() or platform.machine()}), launches stubbed",
+            "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tokens", type=int, default=8, help="rows of x (tiny: the CPU arithmetic must not count)")
+    p.add_argument("--in-features", type=int, default=64)
+    p.add_argument("--out-features", type=int, default=64)
+    p.add_argument("--iters", type=int, default=500, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=5, help="repeats; the median of their medians is reported")
+    p.add_argument("--csv", default="", help="append one row per case here")
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        p.error("run without TRITON_INTERPRET=1: the GPU code path is what is measured")
+    rows = run(args)
+    meta = versions()
+    print(f"host time per layer, forward + backward ({meta['device']}, torch {meta['torch']}, triton {meta['triton']}); "
+          f"x [{args.tokens}, {args.in_features}], W [{args.out_features}, {args.in_features}]")
+    print(f"{'case':32s} {'median us':>10s} {'vs F.linear':>11s} {'triton':>7s} {'torch ops':>9s}  ops")
+    for r in rows:
+        print(f"{r['case']:32s} {r['median_us']:10.1f} {r['vs_F.linear']:10.2f}x {r['triton_launches']:7d} "
+              f"{r['torch_kernel_ops']:9d}  {r['torch_ops']}")
+    if args.csv:
+        new = not os.path.exists(args.csv)
+        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+        with open(args.csv, "a", newline="") as f:
+            writer = csv.DictWriter(f, [*rows[0], *meta, "tokens", "in_features", "out_features"])
+            if new:
+                writer.writeheader()
+            for r in rows:
+                writer.writerow({**r, **meta, "tokens": args.tokens, "in_features": args.in_features,
+                                 "out_features": args.out_features})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""masked_linear as registered torch.library ops (namespace `maskedbert`), with fake (meta)
+implementations and registered autograd, so `torch.compile` sees one node per layer and traces
+through it with fullgraph=True, and a training step can be captured in a CUDA graph (the launchers
+read no device value on the host). Eager calls take `MaskedLinearFunction`, an autograd.Function over
+the same forward_impl/backward_impl: the ops' Python dispatch layers cost tens of microseconds per
+call (bench/host_overhead.py), which eager mode need not pay.
+
+    maskedbert::masked_linear_fwd(x [M, K], weight, bias?, scores?, mask?, threshold_tensor?,
+                                  threshold, path, keep_masked_weight) -> (y, mask_for_backward, masked_weight)
+    maskedbert::masked_linear_bwd(dy, x?, weight, mask, masked_weight?, path, ste, need_x, need_weight,
+                                  need_bias, need_scores) -> (dx, dweight, dbias (fp32), dscores)
+
+Outputs a call does not produce are empty tensors (an op cannot return None). Arguments are
+checked by the callers (masked_linear.py, MaskedLinear once per module), not here.
+
+`path`: "torch" (PyTorch twins), "triton_dense" (prep kernel writes W*M, cuBLAS GEMMs) or
+"triton_fused" (a Triton GEMM applies the packed mask while loading W). `ste`: "cublas" or
+"triton", how the Triton paths compute dS/dW (ste_grad.py). `keep_masked_weight`: return W*M from
+the forward (dense paths) so the backward's dx GEMM reuses it instead of preparing it again.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .dispatch import choose_ste
+from .mask_prep import mask_prep_torch, mask_prep_triton, packed_cols
+from .masked_matmul import masked_matmul_torch, masked_matmul_triton
+from .ste_grad import ste_grad_cublas, ste_grad_torch, ste_grad_triton
+
+PATHS = ("torch", "triton_dense", "triton_fused")
+STE_IMPLS = ("cublas", "triton")
+_PREP = {"torch": mask_prep_torch, "triton_dense": mask_prep_triton, "triton_fused": mask_prep_triton}
+_MATMUL = {"torch": masked_matmul_torch, "triton_dense": masked_matmul_triton, "triton_fused": masked_matmul_triton}
+
+
+def _backward_reads_input_mask(mask: Optional[torch.Tensor], path: str) -> bool:
+    """The backward uses the caller's mask as given: the torch path reads bool or packed masks, the
+    Triton paths packed ones (a bool mask is packed once by the forward)."""
+    return mask is not None and (path == "torch" or mask.dtype == torch.uint8)
+
+
+def _empty(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty((0,), dtype=dtype, device=like.device)
+
+
+def _no_autocast(device_type: str):
+    """Autocast off (the caller chose the dtypes), at no cost when it is off already."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def forward_impl(x, weight, bias, scores, mask, threshold_tensor, threshold: float, path: str,
+                 keep_masked_weight: bool):
+    """(y, mask for the backward or None when it reads the input mask, W*M or None)."""
+    with _no_autocast(x.device.type):
+        prep = _PREP[path]
+        fused = path == "triton_fused"
+        tau = threshold_tensor if threshold_tensor is not None else threshold
+        if _backward_reads_input_mask(mask, path):
+            mask_out = None
+            dense = None if fused else prep(weight, mask=mask, dense_dtype=x.dtype, want_packed=False)[0]
+            gemm_mask = mask
+        elif path == "torch":  # the twin keeps a bool mask: packing bits costs more than it saves on CPU
+            dense, _, mask_out = prep(weight, scores=scores, mask=mask, threshold=tau, dense_dtype=x.dtype,
+                                      want_packed=False, want_bool=True)
+            gemm_mask = mask_out
+        else:
+            dense, mask_out, _ = prep(weight, scores=scores, mask=mask, threshold=tau, dense_dtype=x.dtype,
+                                      want_dense=not fused)
+            gemm_mask = mask_out
+        if fused:
+            y = _MATMUL[path](x, weight, gemm_mask, bias)
+        else:
+            y = F.linear(x, dense, None if bias is None else bias.to(x.dtype))
+    return y, mask_out, (dense if keep_masked_weight else None)
+
+
+def backward_impl(dy, x, weight, mask, masked_weight, path: str, ste: str, need_x: bool, need_weight: bool,
+                  need_bias: bool, need_scores: bool):
+    """(dx, dweight, dbias in fp32, dscores), None where not needed."""
+    with _no_autocast(dy.device.type):  # our dtypes decide the math, whatever the caller's state
+        dx = dw = db = ds = None
+        if need_x:
+            if path == "triton_fused":
+                dx = masked_matmul_triton(dy, weight, mask, None, transpose_weight=True)
+            else:
+                if masked_weight is None or masked_weight.numel() != weight.numel():
+                    masked_weight = _PREP[path](weight, mask=mask, dense_dtype=dy.dtype, want_packed=False)[0]
+                dx = dy @ masked_weight
+        if need_weight or need_scores:
+            grad = ste_grad_torch if path == "torch" else (ste_grad_cublas if ste == "cublas" else ste_grad_triton)
+            ds, dw, db = grad(dy, x, weight, mask, want_scores=need_scores, want_weight=need_weight,
+                              want_bias=need_bias)
+        elif need_bias:
+            db = torch.sum(dy, 0, dtype=torch.float32)
+    return dx, dw, db, ds
+
+
+class MaskedLinearFunction(torch.autograd.Function):
+    """The eager path: the same forward/backward as the registered ops, without their Python dispatch
+    layers (tens of us per call, measured by bench/host_overhead.py). torch.compile uses the ops."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, scores, mask, threshold_tensor, threshold, path, keep_masked_weight):
+        need_x, need_w, _, need_s = ctx.needs_input_grad[:4]
+        y, mask_out, kept = forward_impl(x, weight, bias, scores, mask, threshold_tensor, threshold, path,
+                                         keep_masked_weight and need_x)
+        ctx.save_for_backward(x if (need_w or need_s) else None, weight, mask if mask_out is None else mask_out,
+                              kept)
+        ctx.path = path
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mask, kept = ctx.saved_tensors
+        need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
+        dx, dw, db, ds = backward_impl(dy, x, weight, mask, kept, ctx.path, _ste_for(ctx.path, dy, weight),
+                                       need_x, need_w, need_b, need_s)
+        return dx, dw, None if db is None else db.to(ctx.bias_dtype), ds, None, None, None, None, None
+
+
+def _ste_for(path: str, dy: torch.Tensor, weight: torch.Tensor) -> str:
+    return choose_ste(dy.shape[0], weight.shape[0], weight.shape[1], dy.dtype) if path != "torch" else "cublas"
+
+
+@torch.library.custom_op("maskedbert::masked_linear_fwd", mutates_args=())
+def masked_linear_fwd(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], scores: Optional[torch.Tensor],
+    mask: Optional[torch.Tensor], threshold_tensor: Optional[torch.Tensor], threshold: float, path: str,
+    keep_masked_weight: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    y, mask_out, kept = forward_impl(x, weight, bias, scores, mask, threshold_tensor, threshold, path,
+                                     keep_masked_weight)
+    return (y, mask_out if mask_out is not None else _empty(x, torch.uint8),
+            kept if kept is not None else _empty(x, x.dtype))
+
+
+@masked_linear_fwd.register_fake
+def _(x, weight, bias, scores, mask, threshold_tensor, threshold, path, keep_masked_weight):
+    N, K = weight.shape
+    y = x.new_empty((x.shape[0], N))
+    if _backward_reads_input_mask(mask, path):
+        mask_out = _empty(x, torch.uint8)
+    elif path == "torch":
+        mask_out = x.new_empty((N, K), dtype=torch.bool)
+    else:
+        mask_out = x.new_empty((N, packed_cols(K)), dtype=torch.uint8)
+    kept = x.new_empty((N, K)) if keep_masked_weight and path != "triton_fused" else _empty(x, x.dtype)
+    return y, mask_out, kept
+
+
+@torch.library.custom_op("maskedbert::masked_linear_bwd", mutates_args=())
+def masked_linear_bwd(
+    dy: torch.Tensor, x: Optional[torch.Tensor], weight: torch.Tensor, mask: torch.Tensor,
+    masked_weight: Optional[torch.Tensor], path: str, ste: str, need_x: bool, need_weight: bool, need_bias: bool,
+    need_scores: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dx, dw, db, ds = backward_impl(dy, x, weight, mask, masked_weight, path, ste, need_x, need_weight, need_bias,
+                                   need_scores)
+    return (dx if dx is not None else _empty(dy, dy.dtype), dw if dw is not None else _empty(dy, weight.dtype),
+            db if db is not None else _empty(dy, torch.float32), ds if ds is not None else _empty(dy, torch.float32))
+
+
+@masked_linear_bwd.register_fake
+def _(dy, x, weight, mask, masked_weight, path, ste, need_x, need_weight, need_bias, need_scores):
+    N, K = weight.shape
+    dx = dy.new_empty((dy.shape[0], K)) if need_x else _empty(dy, dy.dtype)
+    dw = weight.new_empty((N, K)) if need_weight else _empty(dy, weight.dtype)
+    db = dy.new_empty((N,), dtype=torch.float32) if need_bias else _empty(dy, torch.float32)
+    ds = dy.new_empty((N, K), dtype=torch.float32) if need_scores else _empty(dy, torch.float32)
+    return dx, dw, db, ds
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, _scores, mask, _threshold_tensor, _threshold, path, _keep = inputs
+    _, mask_out, kept = output
+    need_x, need_w, _, need_s = ctx.needs_input_grad[:4]
+    saved_mask = mask if _backward_reads_input_mask(mask, path) else mask_out
+    ctx.save_for_backward(x if (need_w or need_s) else None, weight, saved_mask, kept if need_x else None)
+    ctx.path = path
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.set_materialize_grads(False)  # no zero gradients built for the mask and W*M outputs
+
+
+def _backward(ctx, dy, _dmask, _dkept):
+    if dy is None:
+        return (None,) * 9
+    x, weight, mask, kept = ctx.saved_tensors
+    need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
+    ste = _ste_for(ctx.path, dy, weight)
+    dx, dw, db, ds = torch.ops.maskedbert.masked_linear_bwd(dy, x, weight, mask, kept, ctx.path, ste,
+                                                           need_x, need_w, need_b, need_s)
+    return (dx if need_x else None, dw if need_w else None, db.to(ctx.bias_dtype) if need_b else None,
+            ds if need_s else None, None, None, None, None, None)
+
+
+torch.library.register_autograd("maskedbert::masked_linear_fwd", _backward, setup_context=_setup_context)
