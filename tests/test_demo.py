@@ -39,6 +39,16 @@ def test_demo_quick_end_to_end(quick_run, capsys):
     assert config["demo"]["quick"] is True and config["demo"]["settings"] == demo.QUICK_SETTINGS
     assert {v["loss"] for v in config["verdicts"]} == {"poe", "reweight", "conf_reg"}
     seed_dir = os.path.join(out, "seed-0")
+    for r in rows:  # every mask-training cell records its per-step flips; the dense row has none
+        if r["pipeline"] == "finetune":
+            assert r["shock_steps"] == ""
+            continue
+        cell = json.load(open(os.path.join(seed_dir, "cells", f"{r['pipeline']}-mask-{r['loss']}-s0.50.json")))
+        steps = demo.QUICK_SETTINGS["prune_steps"]
+        assert len(cell["flips"]) == len(cell["losses"]) == steps
+        assert all(0.0 <= f <= 1.0 for f in cell["flips"])
+        assert cell["shock_steps"] == pytest.approx(sum(f > demo.SHOCK_FLIP for f in cell["flips"]) / steps)
+        assert float(r["shock_steps"]) == pytest.approx(cell["shock_steps"], abs=1e-6)  # the CSV's 6 decimals
     assert not os.path.exists(os.path.join(seed_dir, "checkpoints"))  # removed after a successful run
     assert os.path.isdir(os.path.join(seed_dir, "masks")) and os.path.isdir(os.path.join(seed_dir, "cells"))
 
@@ -117,3 +127,21 @@ def test_summary_and_verdicts_from_rows():
     rows[2]["id_accuracy"] = 0.5  # far below 95% of the dense model's
     assert not {c["seed"]: c for c in demo.verdicts(rows)}[0]["keeps_id"]
     assert "+-" in demo.table_text(table)
+
+
+def test_demo_makes_idle_openmp_workers_sleep_before_torch_loads(tmp_path):
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads: the demo must set it before any torch import."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "from maskedbert.experiments import demo\n"
+            "assert 'torch' not in sys.modules, 'importing the demo loaded torch'\n"
+            "seen = {}\n"
+            "demo._run = lambda args: seen.update(policy=os.environ.get('OMP_WAIT_POLICY')) or 0\n"
+            f"assert demo.main(['--out', {str(tmp_path / 'out')!r}]) == 0\n"
+            "print(seen['policy'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "PASSIVE"
