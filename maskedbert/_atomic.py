@@ -137,3 +137,15 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, older_than_s: float =
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def set_aside(path: str) -> str:
+    """Rename an unreadable file to `<path>.unreadable-<time>` (kept for a post-mortem); returns the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = f"{path}.unreadable-{stamp}"
+    n = 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.unreadable-{stamp}-{n}"
+    os.replace(path, target)
+    return target

@@ -41,7 +41,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from maskedbert._atomic import remove_stale_temporaries, write_text_atomic
+from maskedbert._atomic import remove_stale_temporaries, set_aside, write_text_atomic
 from maskedbert._lock import FolderBusyError, folder_lock, is_locked
 from maskedbert.errors import UsageError
 from maskedbert.log import status as log_status
@@ -92,17 +92,6 @@ def _read_record(path: str) -> dict | None | str:
     """A JSON object record: the dict, None, or UNREADABLE (also for JSON that is not an object)."""
     value = _read_json(path)
     return value if value is None or isinstance(value, dict) else UNREADABLE
-
-
-def set_aside(path: str) -> str:
-    """Rename an unreadable record to `<path>.unreadable-<time>` (kept to look at); returns the new name."""
-    target = f"{path}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}"
-    n = 1
-    while os.path.exists(target):
-        n += 1
-        target = f"{path}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}-{n}"
-    os.replace(path, target)
-    return target
 
 
 def _write_json(path: str, payload: Any) -> None:

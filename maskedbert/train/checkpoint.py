@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from maskedbert._atomic import atomic_path
+from maskedbert._atomic import atomic_path, set_aside
 
 __all__ = ["atomic_torch_save", "capture_rng_state", "restore_rng_state", "save_checkpoint", "load_checkpoint",
            "load_weights", "set_aside", "UnreadableCheckpointError", "checkpoint_listener"]
@@ -109,15 +108,3 @@ def load_weights(path: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise UnreadableCheckpointError(path, "not a state dict")
     return state
-
-
-def set_aside(path: str) -> str:
-    """Rename an unreadable file to `<path>.unreadable-<time>` (kept for a post-mortem); returns the new name."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    target = f"{path}.unreadable-{stamp}"
-    n = 1
-    while os.path.exists(target):
-        n += 1
-        target = f"{path}.unreadable-{stamp}-{n}"
-    os.replace(path, target)
-    return target
