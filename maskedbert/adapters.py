@@ -123,11 +123,25 @@ def save_pretrained(
         "changed_parameters_sha256": tensors_digest(changed) if changed else None,  # checked on load
         "sparsity": _masked_sparsity(layers),
     }
-    folder = os.fspath(save_directory)
-    os.makedirs(folder, exist_ok=True)
+    folder = write_adapter_folder(save_directory, model, changed, payload, repo_id=repo_id)
+    if not getattr(model, SPARSITY_CONTROLLED_ATTR, False):
+        _warn_if_drifted(mask_config, payload["sparsity"])
+    if push_to_hub:
+        _push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+    return payload
+
+
+def write_adapter_folder(save_directory: str | os.PathLike, masks, changed: dict[str, torch.Tensor],
+                         payload: dict[str, Any], *, repo_id: str | None = None) -> str:
+    """Write an adapter folder: the bit-packed masks (`masks`: a masked model or {layer name: bool mask}),
+    the changed parameters (or remove an older file of them), the model card, then mask_config.json
+    last, so a folder with mask_config.json is complete. Returns the folder."""
+    from maskedbert.adapter_card import write_model_card
     from maskedbert.masks import save_masks
 
-    save_masks(model, os.path.join(folder, MASKS_NAME))
+    folder = os.fspath(save_directory)
+    os.makedirs(folder, exist_ok=True)
+    save_masks(masks, os.path.join(folder, MASKS_NAME))
     changed_path = os.path.join(folder, CHANGED_NAME)
     if changed:
         from safetensors.torch import save_file
@@ -136,15 +150,9 @@ def save_pretrained(
             save_file(changed, tmp, metadata={"format": _FORMAT})
     elif os.path.exists(changed_path):  # an older adapter in the same folder
         os.unlink(changed_path)
-    from maskedbert.adapter_card import write_model_card
-
     write_model_card(folder, payload, repo_id=repo_id)
     write_text_atomic(os.path.join(folder, CONFIG_NAME), json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    if not getattr(model, SPARSITY_CONTROLLED_ATTR, False):
-        _warn_if_drifted(mask_config, payload["sparsity"])
-    if push_to_hub:
-        _push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
-    return payload
+    return folder
 
 
 def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:

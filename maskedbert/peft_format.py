@@ -69,10 +69,8 @@ def from_peft_state_dict(state_dict: Mapping[str, torch.Tensor], adapter_config:
                          save_directory: str | os.PathLike) -> dict[str, Any]:
     """Write the mask adapter that `state_dict` / `adapter_config` (to_peft_state_dict's layout) describe
     into `save_directory`; returns its mask_config.json content. Masks are scores > threshold."""
-    from maskedbert._atomic import atomic_path, write_text_atomic
-    from maskedbert.adapter_card import write_model_card
-    from maskedbert.adapters import CHANGED_NAME, CONFIG_NAME, MASKS_NAME, _FORMAT
-    from maskedbert.masks import save_masks
+    from maskedbert.adapters import _FORMAT, write_adapter_folder
+    from maskedbert.checksums import tensors_digest
 
     if adapter_config.get("peft_type") != PEFT_TYPE:
         raise UsageError(f"from_peft_state_dict: adapter_config peft_type is {adapter_config.get('peft_type')!r}, "
@@ -97,21 +95,8 @@ def from_peft_state_dict(state_dict: Mapping[str, torch.Tensor], adapter_config:
     total = sum(m.numel() for m in masks.values())
     payload = {**payload, "changed_parameters": sorted(changed),
                "sparsity": 1.0 - sum(int(m.sum()) for m in masks.values()) / total}
-    folder = os.fspath(save_directory)
-    os.makedirs(folder, exist_ok=True)
-    save_masks(masks, os.path.join(folder, MASKS_NAME))
-    changed_path = os.path.join(folder, CHANGED_NAME)
-    if changed:
-        from safetensors.torch import save_file
-
-        with atomic_path(changed_path) as tmp:
-            save_file(changed, tmp, metadata={"format": _FORMAT})
-    elif os.path.exists(changed_path):
-        os.unlink(changed_path)
-    write_model_card(folder, payload)
-    import json
-
-    write_text_atomic(os.path.join(folder, CONFIG_NAME), json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    payload["changed_parameters_sha256"] = tensors_digest(changed) if changed else None  # checked on load
+    write_adapter_folder(save_directory, masks, changed, payload)
     return payload
 
 
