@@ -41,7 +41,7 @@ from maskedbert._atomic import atomic_path, write_text_atomic
 from maskedbert.checksums import tensors_digest
 from maskedbert.errors import UsageError
 
-__all__ = ["save_pretrained", "read_adapter_config", "BaseReference", "ADAPTER_FORMAT_VERSION",
+__all__ = ["save_pretrained", "write_adapter_folder", "read_adapter_config", "BaseReference", "ADAPTER_FORMAT_VERSION",
            "CONFIG_NAME", "MASKS_NAME", "CHANGED_NAME", "README_NAME", "SparsityDriftWarning"]
 
 ADAPTER_FORMAT_VERSION = 1
