@@ -30,6 +30,10 @@ MARKER_NAME = "maskedbert_study.json"
 _FORMAT = "maskedbert-study"
 UNREADABLE = "unreadable"
 _IGNORED = {".lock"}  # written by the folder lock before anything else
+# The marker's temporary (maskedbert._atomic) exists for an instant while another command, holding the
+# lock, marks a new folder; a command checking the folder before it takes the lock must not read it as
+# a user's file.
+_MARKER_TEMPORARY = f".{MARKER_NAME}.*"
 
 
 def read_marker(folder: str | os.PathLike) -> dict | str | None:
@@ -59,7 +63,8 @@ def _legacy_kind(folder: str) -> str | None:
 
 def _entries(folder: str) -> list[str]:
     try:
-        return sorted(name for name in os.listdir(folder) if name not in _IGNORED)
+        return sorted(name for name in os.listdir(folder)
+                      if name not in _IGNORED and not fnmatch.fnmatchcase(name, _MARKER_TEMPORARY))
     except FileNotFoundError:
         return []
 

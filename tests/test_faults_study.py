@@ -110,6 +110,19 @@ def test_a_study_of_another_kind_and_an_unreadable_marker_are_refused(tmp_path):
     assert claim_out_folder(tmp_path / "a", "demo", adopt=True)["kind"] == "demo"
 
 
+def test_a_marker_being_written_by_another_command_is_not_a_users_file(tmp_path):
+    # the instant between another command's lock and its marker's rename: only the lock and the
+    # marker's temporary are there, and a second command checking before it waits must not refuse
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / ".lock").write_text("{}")
+    (folder / f".{MARKER_NAME}.0a1b2c3d.tmp").write_text("")
+    assert claim_out_folder(folder, "demo", dry_run=True)["adopted"] == []
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="not empty"):
+        claim_out_folder(folder, "demo", dry_run=True)
+
+
 _HOLD = """
 import sys, time
 from maskedbert._lock import folder_lock
