@@ -52,7 +52,7 @@ def hub_unreachable_reason() -> str | None:
 def cached_model_config(name: str) -> str | None:
     """Path of `name`'s config.json in the local hub cache, or None (also when huggingface_hub is missing)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # optional dependency (keeps --help light)
     except ImportError:
         return None
     try:

@@ -34,8 +34,8 @@ class FolderBusyError(UsageError):
 
 def _fcntl():
     try:
-        import fcntl
-    except ImportError:  # Windows: no flock; studies there are single-user
+        import fcntl  # optional dependency: POSIX only (Windows has no flock; studies there are single-user)
+    except ImportError:
         return None
     return fcntl
 

@@ -14,6 +14,8 @@ import os
 import re
 from typing import Any
 
+from huggingface_hub import ModelCard, ModelCardData
+
 from maskedbert._atomic import write_text_atomic
 
 README_NAME = "README.md"
@@ -24,8 +26,6 @@ _TAGS = ["maskedbert", "mask-adapter", "pruning"]
 def write_model_card(folder: str, payload: dict[str, Any], *, repo_id: str | None = None) -> str:
     """Write or update `<folder>/README.md` for the adapter described by `payload` (mask_config.json's
     content); returns the card's path."""
-    from huggingface_hub import ModelCard, ModelCardData
-
     path = os.path.join(folder, README_NAME)
     base = payload["base_model"].get("name_or_path")
     section = _section(payload, repo_id or folder)

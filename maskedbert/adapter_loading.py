@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import warnings
 
+import huggingface_hub
 import torch
+import transformers
 from torch import nn
 
 from maskedbert.adapters import CHANGED_NAME, CONFIG_NAME, MASKS_NAME, read_adapter_config
@@ -86,8 +88,6 @@ def _adapter_folder(adapter, adapter_revision, token) -> str:
     if os.path.exists(path) or path.count("/") != 1:
         raise UsageError(f"from_pretrained: adapter {path!r} is neither an adapter folder nor a hub repo id "
                          "('user/name')")
-    import huggingface_hub
-
     try:
         return huggingface_hub.snapshot_download(path, revision=adapter_revision, token=token,
                                                  allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME])
@@ -97,8 +97,6 @@ def _adapter_folder(adapter, adapter_revision, token) -> str:
 
 
 def _load_base(payload, base_model, revision, token, kwargs) -> nn.Module:
-    import transformers
-
     recorded = payload["base_model"]
     name = os.fspath(base_model) if base_model is not None else recorded.get("name_or_path")
     if not name:

@@ -34,12 +34,20 @@ import os
 import warnings
 from typing import Any
 
+import huggingface_hub
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+import maskedbert
 from maskedbert._atomic import atomic_path, write_text_atomic
+from maskedbert.adapter_card import write_model_card
 from maskedbert.checksums import tensors_digest
+from maskedbert.config import CONFIG_ATTR
 from maskedbert.errors import UsageError
+from maskedbert.kernels import PACKED_FORMAT_VERSION
+from maskedbert.masks import masked_modules, save_masks
+from maskedbert.modules import MaskedLinear
 
 __all__ = ["save_pretrained", "write_adapter_folder", "read_adapter_config", "BaseReference", "ADAPTER_FORMAT_VERSION",
            "CONFIG_NAME", "MASKS_NAME", "CHANGED_NAME", "README_NAME", "SparsityDriftWarning"]
@@ -84,9 +92,6 @@ def save_pretrained(
     base_reference: a BaseReference of this model from an earlier save (instead of base_model and
         revision): the base is not loaded again. The Trainer's checkpoints use it (maskedbert.save_guard).
     """
-    from maskedbert.config import CONFIG_ATTR
-    from maskedbert.masks import masked_modules
-
     if not isinstance(model, nn.Module):
         raise UsageError(f"save_pretrained: model must be a torch.nn.Module, got {type(model).__name__}")
     layers = masked_modules(model)
@@ -112,8 +117,8 @@ def save_pretrained(
     payload = {
         "format": _FORMAT,
         "adapter_format_version": ADAPTER_FORMAT_VERSION,
-        "mask_format_version": _mask_format_version(),
-        "maskedbert_version": _package_version(),
+        "mask_format_version": PACKED_FORMAT_VERSION,
+        "maskedbert_version": str(maskedbert.__version__),
         "mask_config": mask_config.to_dict(),
         "base_model": {"name_or_path": name_or_path, "revision": revision},
         "model_class": type(model).__name__,
@@ -136,16 +141,11 @@ def write_adapter_folder(save_directory: str | os.PathLike, masks, changed: dict
     """Write an adapter folder: the bit-packed masks (`masks`: a masked model or {layer name: bool mask}),
     the changed parameters (or remove an older file of them), the model card, then mask_config.json
     last, so a folder with mask_config.json is complete. Returns the folder."""
-    from maskedbert.adapter_card import write_model_card
-    from maskedbert.masks import save_masks
-
     folder = os.fspath(save_directory)
     os.makedirs(folder, exist_ok=True)
     save_masks(masks, os.path.join(folder, MASKS_NAME))
     changed_path = os.path.join(folder, CHANGED_NAME)
     if changed:
-        from safetensors.torch import save_file
-
         with atomic_path(changed_path) as tmp:
             save_file(changed, tmp, metadata={"format": _FORMAT})
     elif os.path.exists(changed_path):  # an older adapter in the same folder
@@ -189,8 +189,6 @@ def _resolve_base_for_saving(model, base_model, base_name, revision):
     """(base state dict, missing-from-base names), name_or_path, revision."""
     config = model.config
     if isinstance(base_model, nn.Module):
-        from maskedbert.masks import masked_modules
-
         if masked_modules(base_model):
             raise UsageError("save_pretrained: base_model has masks; pass the unmasked base model")
         name = base_name or getattr(getattr(base_model, "config", None), "_name_or_path", None) or None
@@ -261,8 +259,6 @@ class BaseReference:
 
 def _adapter_state(model: nn.Module, keep_vars: bool = False):
     """(name, tensor) of model.state_dict() without the MaskedLinear state the masks file replaces."""
-    from maskedbert.modules import MaskedLinear
-
     for name, value in model.state_dict(keep_vars=keep_vars).items():
         owner, _, leaf = name.rpartition(".")
         if not (leaf in _MASK_STATE and isinstance(model.get_submodule(owner), MaskedLinear)):
@@ -301,23 +297,8 @@ def _masked_sparsity(layers) -> float:
 
 
 def _push_folder(folder: str, repo_id: str, *, private, token, commit_message) -> None:
-    try:
-        from huggingface_hub import HfApi
-    except ImportError as err:  # pragma: no cover - transformers depends on it
-        raise UsageError("save_pretrained: push_to_hub needs huggingface_hub (pip install huggingface_hub)") from err
-    api = HfApi(token=token)
+    api = huggingface_hub.HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=commit_message,
                       allow_patterns=[CONFIG_NAME, MASKS_NAME, CHANGED_NAME, README_NAME])
 
-
-def _mask_format_version() -> int:
-    from maskedbert.kernels import PACKED_FORMAT_VERSION
-
-    return PACKED_FORMAT_VERSION
-
-
-def _package_version() -> str:
-    import maskedbert
-
-    return str(maskedbert.__version__)

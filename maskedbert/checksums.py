@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 
 import torch
+from safetensors.torch import load_file
 
 __all__ = ["ChecksumMismatchError", "tensors_digest", "verify_checksum", "load_verified"]
 
@@ -43,8 +44,6 @@ def verify_checksum(tensors: Mapping[str, torch.Tensor], expected: str | None, p
 
 def load_verified(path: str | os.PathLike, expected: str | None) -> dict[str, torch.Tensor]:
     """safetensors.torch.load_file on the CPU, checked against the digest `expected` (None: unchecked)."""
-    from safetensors.torch import load_file
-
     tensors = load_file(os.fspath(path))
     verify_checksum(tensors, expected, path)
     return tensors

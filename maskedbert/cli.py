@@ -23,7 +23,10 @@ import importlib
 import os
 import sys
 import traceback
+from importlib import metadata
 
+from maskedbert import __version__
+from maskedbert._atomic import is_write_error
 from maskedbert.errors import UsageError
 from maskedbert.experiments import cli_common
 
@@ -56,10 +59,6 @@ def _usage() -> str:
 
 def version_text() -> str:
     """maskedbert's version and those of the libraries a bug report needs (read from metadata: no imports)."""
-    from importlib import metadata
-
-    from maskedbert import __version__
-
     parts = []
     for package in ("torch", "triton", "transformers", "datasets"):
         try:
@@ -137,8 +136,6 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"\n{prog}: interrupted; {note}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:
-        from maskedbert._atomic import is_write_error
-
         if not is_write_error(exc) or exc.filename is None:
             _report_bug(prog)
             return EXIT_BUG

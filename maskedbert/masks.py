@@ -17,13 +17,17 @@ import os
 from collections.abc import Mapping
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
+import maskedbert
 from maskedbert._atomic import atomic_path
 from maskedbert.checksums import tensors_digest, verify_checksum
 from maskedbert.errors import UsageError
 from maskedbert.kernels import PACKED_FORMAT_VERSION, pack_mask, unpack_mask
 from maskedbert.kernels._describe import describe as _describe
+from maskedbert.modules import MaskedLinear
 
 METADATA_KEY = "maskedbert"
 
@@ -34,8 +38,6 @@ def masked_modules(model: nn.Module, module_types: tuple[type, ...] | None = Non
     masked layers (default maskedbert.modules.MaskedLinear). The one definition: maskedbert.patching
     re-exports it."""
     if module_types is None:
-        from maskedbert.modules import MaskedLinear
-
         module_types = (MaskedLinear,)
     return {name: m for name, m in model.named_modules() if isinstance(m, module_types)}
 
@@ -90,8 +92,6 @@ def save_masks(
 
 def load_mask_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a mask file into {name: bool tensor} on the CPU, checking it against its own metadata."""
-    from safetensors import safe_open
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no mask file at {path!r}")
@@ -121,8 +121,6 @@ def load_mask_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The JSON metadata of a mask file (format version, shapes, sparsities)."""
-    from safetensors import safe_open
-
     with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
         return read_metadata_from(f.metadata(), os.fspath(path))
 
@@ -195,8 +193,6 @@ def _entry_shape(entry, name: str, path: str) -> tuple[int, ...]:
 
 
 def _write_atomic(tensors: dict, metadata: dict, path: str) -> None:
-    from safetensors.torch import save_file
-
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
 
@@ -219,6 +215,4 @@ def _sparsity(kept: int, numel: int) -> float:
 
 
 def _package_version() -> str:
-    import maskedbert
-
     return str(getattr(maskedbert, "__version__", "unknown"))

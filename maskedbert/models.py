@@ -50,8 +50,8 @@ def offline_minilm_path() -> str:
 
 def build_word_tokenizer(vocab: Sequence[str], model_max_length: int = 512):
     """A BERT-style ([CLS] a [SEP] b [SEP], token types 0/1) word-level tokenizer over `vocab`, built offline."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors  # keeps --help torch-free
+    from transformers import PreTrainedTokenizerFast  # keeps --help torch-free
 
     words = list(_SPECIAL_TOKENS) + sorted(set(vocab) - set(_SPECIAL_TOKENS))
     if len(words) == len(_SPECIAL_TOKENS):
@@ -72,7 +72,7 @@ def build_word_tokenizer(vocab: Sequence[str], model_max_length: int = 512):
 
 def _require_transformers():
     try:
-        import transformers
+        import transformers  # keeps --help torch-free
     except ImportError as exc:
         raise ImportError("loading models needs the `transformers` package: pip install transformers") from exc
     return transformers
@@ -255,7 +255,7 @@ def use_pooler_head_(model) -> bool:
 
 @functools.cache
 def _pooler_head_class():
-    import torch  # here, so that importing this module stays light
+    import torch  # keeps --help torch-free
 
     class PoolerHead(torch.nn.Module):
         """[CLS] -> dense -> tanh -> dropout -> out_proj (no dropout before the dense layer)."""

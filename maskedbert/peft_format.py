@@ -24,8 +24,12 @@ import os
 from typing import Any, Mapping
 
 import torch
+from safetensors.torch import load_file
 
+from maskedbert.adapters import _FORMAT, CHANGED_NAME, MASKS_NAME, read_adapter_config, write_adapter_folder
+from maskedbert.checksums import tensors_digest
 from maskedbert.errors import UsageError
+from maskedbert.masks import load_mask_dict
 
 __all__ = ["to_peft_state_dict", "from_peft_state_dict", "PEFT_PREFIX", "PEFT_TYPE", "KEY_PREFIX"]
 
@@ -37,9 +41,6 @@ _SCORES = PEFT_PREFIX + "scores"
 
 def to_peft_state_dict(adapter: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict in PEFT's key layout, adapter_config dict) for the mask adapter folder `adapter`."""
-    from maskedbert.adapters import CHANGED_NAME, MASKS_NAME, read_adapter_config
-    from maskedbert.masks import load_mask_dict
-
     folder = os.fspath(adapter)
     payload = read_adapter_config(folder)
     threshold = float(payload["mask_config"]["threshold"])
@@ -48,8 +49,6 @@ def to_peft_state_dict(adapter: str | os.PathLike) -> tuple[dict[str, torch.Tens
              for name, mask in load_mask_dict(os.path.join(folder, MASKS_NAME)).items()}
     changed = {}
     if payload["changed_parameters"]:
-        from safetensors.torch import load_file
-
         changed = load_file(os.path.join(folder, CHANGED_NAME))
     state.update({KEY_PREFIX + name: value for name, value in changed.items()})
     config = {
@@ -69,9 +68,6 @@ def from_peft_state_dict(state_dict: Mapping[str, torch.Tensor], adapter_config:
                          save_directory: str | os.PathLike) -> dict[str, Any]:
     """Write the mask adapter that `state_dict` / `adapter_config` (to_peft_state_dict's layout) describe
     into `save_directory`; returns its mask_config.json content. Masks are scores > threshold."""
-    from maskedbert.adapters import _FORMAT, write_adapter_folder
-    from maskedbert.checksums import tensors_digest
-
     if adapter_config.get("peft_type") != PEFT_TYPE:
         raise UsageError(f"from_peft_state_dict: adapter_config peft_type is {adapter_config.get('peft_type')!r}, "
                          f"expected {PEFT_TYPE!r}")

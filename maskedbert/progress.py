@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Iterable, Iterator
 
+from tqdm.auto import tqdm
+
 LINES_PER_RUN = 10
 
 
@@ -60,8 +62,6 @@ def progress_bar(total: int | None, *, desc: str = "", initial: int = 0, unit: s
     if disable:
         return LineProgress(total, desc=desc, initial=initial, unit=unit, silent=True)
     if _on_terminal(sys.stderr):
-        from tqdm.auto import tqdm
-
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave, dynamic_ncols=True)
     return LineProgress(total, desc=desc, initial=initial, unit=unit)
 

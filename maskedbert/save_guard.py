@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import tempfile
 import warnings
 
 from torch import nn
 
+from maskedbert.adapters import BaseReference, save_pretrained
 from maskedbert.errors import UsageError
 from maskedbert.modules import MaskedLinear
 
@@ -49,8 +51,6 @@ class MaskAdapterSavePretrained:
             return original(model, save_directory, *args, **kwargs)
         if not kwargs.get("is_main_process", True):
             return None
-        from maskedbert.adapters import save_pretrained
-
         if not self.suspensions:
             try:
                 save_pretrained(model, save_directory)
@@ -62,8 +62,6 @@ class MaskAdapterSavePretrained:
                                  "mb.merge_and_unload(model).save_pretrained(dir))") from None
             return None
         original(model, save_directory, *args, **kwargs)  # full state: the Trainer resumes from it
-        from maskedbert.adapters import BaseReference
-
         try:
             if self.base_reference is None or not self.base_reference.covers(model):
                 self.base_reference = BaseReference.resolve(model)
@@ -86,10 +84,6 @@ class MaskAdapterPushToHub:
         if not _has_masked_layers(self.model):
             return type(self.model).push_to_hub(self.model, repo_id, commit_message=commit_message, private=private,
                                                 token=token, **ignored)
-        import tempfile
-
-        from maskedbert.adapters import save_pretrained
-
         with tempfile.TemporaryDirectory() as folder:
             return save_pretrained(self.model, folder, push_to_hub=True, repo_id=repo_id, private=private, token=token,
                                    commit_message=commit_message or "Upload maskedbert mask adapter")

@@ -117,14 +117,14 @@ def test_overwrite_is_atomic_and_failed_write_keeps_old_file(tmp_path, monkeypat
     save_masks({"a": torch.ones(3, 3, dtype=torch.bool)}, path)
     before = path.read_bytes()
 
-    import safetensors.torch
+    import maskedbert.masks
 
     def broken_save(tensors, filename, metadata=None):
         with open(filename, "wb") as f:
             f.write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken_save)
+    monkeypatch.setattr(maskedbert.masks, "save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_masks({"a": torch.zeros(3, 3, dtype=torch.bool)}, path)
     assert path.read_bytes() == before
