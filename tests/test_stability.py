@@ -161,11 +161,10 @@ def test_selection_metric_picks_the_checkpoint_and_the_task_metric_is_reported(t
 
 
 def test_finetune_passes_adam_betas_and_warmup_rounding_to_the_trainer(tmp_path, monkeypatch, one_torch_thread):
-    import maskedbert.optim
     import maskedbert.train.trainer as trainer_module
 
     seen = {}
-    real_adamw, real_schedule = maskedbert.optim.AdamW, trainer_module.build_schedule
+    real_adamw, real_schedule = trainer_module.AdamW, trainer_module.build_schedule
 
     def spy_adamw(groups, **kwargs):
         seen["betas"] = kwargs["betas"]
@@ -175,7 +174,7 @@ def test_finetune_passes_adam_betas_and_warmup_rounding_to_the_trainer(tmp_path,
         seen["schedule"] = dict(kwargs, total_steps=total_steps)
         return real_schedule(optimizer, name, total_steps, **kwargs)
 
-    monkeypatch.setattr(maskedbert.optim, "AdamW", spy_adamw)
+    monkeypatch.setattr(trainer_module, "AdamW", spy_adamw)
     monkeypatch.setattr(trainer_module, "build_schedule", spy_schedule)
     run_finetune(FinetuneConfig(task="easy-pair", output_dir=str(tmp_path / "run"), max_length=8, max_steps=2,
                                 adam_beta2=0.98, warmup_rounding="ceil", progress=False))

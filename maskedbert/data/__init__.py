@@ -18,7 +18,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LAZY_FROM_COLLATE:
-        from . import collate
+        from . import collate  # keeps --help torch-free: collate imports torch
 
         return getattr(collate, name)
     raise AttributeError(f"module 'maskedbert.data' has no attribute {name!r}")

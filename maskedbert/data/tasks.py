@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from maskedbert import _hub
 from maskedbert.errors import UsageError
 
 from . import formats
@@ -197,8 +198,6 @@ def check_data_source(spec: TaskSpec, splits: list[str], data_dir: str | None, *
 
 
 def _check_hub_source(spec: TaskSpec, splits: list[str], flag: str) -> None:
-    from maskedbert import _hub
-
     hint = _files_hint(spec, splits, flag)
     if spec.hub is None:
         raise UsageError(f"{flag}: task {spec.name!r} has no hub copy; {hint}")
@@ -232,7 +231,7 @@ def _load_local(spec: TaskSpec, split: str, data_dir: str) -> list[Example]:
 
 def _load_hub(spec: TaskSpec, split: str) -> list[Example]:
     _check_hub_source(spec, [split], _DATA_DIR_FLAG)
-    import datasets
+    import datasets  # optional dependency (the GPU machine has none); keeps --help torch-free
 
     path, config = spec.hub
     hub_split = spec.hub_split_names.get(split, split)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,9 +74,6 @@ def train_steps(model: nn.Module, dataset, collate_fn, loss_fn: Callable, settin
     state_dict/load_state_dict (e.g. the step callback's BestMaskSelector) saved with every checkpoint.
     resume=False: a fresh run every call, no checkpoint kept.
     """
-    import shutil
-    import tempfile
-
     if not isinstance(settings, TrainSettings):
         raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
     if len(dataset) == 0:

@@ -5,6 +5,7 @@ import os
 from typing import Mapping
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from maskedbert.patching import masked_modules
@@ -62,7 +63,6 @@ def load_rewind_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             raise ValueError(f"{path}: no model.safetensors or pytorch_model.bin to rewind to")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
         return load_file(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping):

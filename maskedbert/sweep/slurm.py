@@ -29,7 +29,7 @@ def _one_line(text: str) -> str:
 def check_available() -> None:
     """UsageError in one line when submitit is missing or the scheduler does not answer."""
     try:
-        import submitit  # noqa: F401
+        import submitit  # noqa: F401  # optional dependency
     except ImportError:
         raise UsageError("--launcher slurm: needs the optional package submitit; "
                          "pip install submitit (or, in a maskedbert clone, pip install -e '.[slurm]')") from None
@@ -91,7 +91,7 @@ def executor_parameters(options, kind: str) -> dict:
 
 def submit(study: Study, options, kinds: StudyKinds, todo: list[str], skipped: dict[str, str]) -> list[str]:
     """Submit the cells `todo` (one array job per level of needs); returns the array job ids."""
-    import submitit  # optional: only this launcher needs it (check_available says how to install it)
+    import submitit  # optional dependency: only this launcher needs it (check_available says how to install it)
 
     for cell_id, why in skipped.items():
         log_status(f"[sweep] {cell_id}: not submitted ({why})")

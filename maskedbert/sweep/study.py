@@ -358,7 +358,7 @@ def _job_id() -> str | None:
 
 def _slurm_log() -> str | None:
     try:
-        import submitit
+        import submitit  # optional dependency
 
         return str(submitit.JobEnvironment().paths.stdout)
     except Exception:  # not inside a submitit job
@@ -415,7 +415,7 @@ def _claim_cell(directory: str, cell_id: str) -> contextlib.ExitStack | None:
 
 def _attempt(study: Study, cell_id: str, cell: Cell, runner: Callable, directory: str, *, progress: bool,
              log: str | None) -> str:
-    from maskedbert.train.checkpoint import checkpoint_listener
+    from maskedbert.train.checkpoint import checkpoint_listener  # keeps --help torch-free
 
     remove_stale_temporaries(directory)  # a killed attempt's half-written records (this attempt holds the lock)
     done_path = os.path.join(directory, DONE)

@@ -163,7 +163,7 @@ def wandb_group_and_name(run_dir: str) -> tuple[str | None, str]:
 
 class TensorBoardReporter:
     def __init__(self, run_dir: str, resume_step: int | None = None):
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency (tensorboard)
 
         # purge_step drops events an interrupted run wrote after the step it resumes from
         purge = None if resume_step is None else resume_step + 1
@@ -181,7 +181,7 @@ class TensorBoardReporter:
 class WandbReporter:
     def __init__(self, run_dir: str, *, resume: bool = False, run_config: dict | None = None,
                  run_name: str | None = None):
-        import wandb
+        import wandb  # optional dependency
 
         id_path = os.path.join(run_dir, WANDB_ID_FILE)
         run_id = None

@@ -74,6 +74,8 @@ import torch
 from maskedbert._atomic import remove_stale_temporaries, write_text_atomic
 from maskedbert.choices import CLIP_MODES
 from maskedbert.metrics import is_new_best
+from maskedbert.optim import AdamW
+from maskedbert.patching import masked_modules
 from maskedbert.progress import progress_bar
 
 from . import distributed as dist_utils
@@ -251,8 +253,6 @@ class Trainer:
                 find_unused_parameters=config.ddp_find_unused_parameters)
         groups = list(param_groups) if param_groups is not None else _default_param_groups(model, config.weight_decay)
         if optimizer_factory is None:
-            from maskedbert.optim import AdamW
-
             self.optimizer = AdamW(groups, lr=config.lr, betas=config.adam_betas, eps=config.adam_eps,
                                    weight_decay=config.weight_decay, correct_bias=config.correct_bias)
         else:
@@ -281,8 +281,6 @@ class Trainer:
         self._stop_signal: int | None = None
         self._last_checkpoint_time = time.monotonic()
         self._checkpointed_step: int | None = None
-        from maskedbert.patching import masked_modules
-
         self._masked_layers = list(masked_modules(model).values())  # logged as "sparsity" when present
 
     # data order ---------------------------------------------------------------------------------
