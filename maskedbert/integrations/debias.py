@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from maskedbert import losses
+from maskedbert.bias import align_probs
 from maskedbert.errors import UsageError
 
 __all__ = ["DebiasLoss", "IdPreservingCollator"]
@@ -35,8 +37,6 @@ class DebiasLoss:
     def __init__(self, name: str, *, bias_probs: Mapping[Any, Sequence[float]] | None = None,
                  teacher_probs: Mapping[Any, Sequence[float]] | None = None, id_column: str = "id",
                  anneal_floor: float | None = None):
-        from maskedbert import losses
-
         try:
             self.name = losses.canonical_loss_name(name)
         except (TypeError, ValueError) as err:
@@ -61,8 +61,6 @@ class DebiasLoss:
 
     def probs_for(self, ids: Sequence, table: Mapping[str, Sequence[float]], what: str,
                   like: torch.Tensor) -> torch.Tensor:
-        from maskedbert.bias import align_probs
-
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         try:
@@ -74,8 +72,6 @@ class DebiasLoss:
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, ids: Sequence | None, *, step: int = 0,
                  total_steps: int = 1) -> torch.Tensor:
         """The loss of one batch; `step` / `total_steps` drive the annealing."""
-        from maskedbert import losses
-
         if self.name == "ce":
             return losses.cross_entropy(logits, labels)
         if ids is None:

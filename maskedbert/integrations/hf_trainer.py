@@ -41,8 +41,13 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from maskedbert.adapters import SPARSITY_CONTROLLED_ATTR
 from maskedbert.errors import UsageError
 from maskedbert.log import logger
+from maskedbert.masks import save_masks
+from maskedbert.patching import mask_param_groups, masked_modules
+from maskedbert.pruning import SPARSITY_METHODS, CubicSparsitySchedule, MaskSparsityController, score_mask_sparsity
+from maskedbert.save_guard import suspended
 
 __all__ = ["MaskTrainingCallback", "MaskCheckpointCallback", "mask_training_param_groups", "build_optimizer",
            "mask_optimizer_cls_and_kwargs", "MaskOptimizerFactory", "optimizer_cls_and_kwargs_for", "MASKS_NAME",
@@ -58,8 +63,6 @@ def mask_training_param_groups(model: nn.Module, *, lr_scores: float, lr: float,
     `weight_decay`; trainable biases and LayerNorms at `lr` without decay; mask scores at `lr_scores`
     with no weight decay, last, so that the Trainer's `learning_rate` (its first group's) is the
     weights' rate (maskedbert.patching.mask_param_groups; each group carries a "name")."""
-    from maskedbert.patching import mask_param_groups, masked_modules
-
     if not masked_modules(model):
         raise UsageError("mask_training_param_groups: model has no masks; call mb.apply_masks_(model, config) first")
     try:
@@ -72,7 +75,7 @@ def mask_training_param_groups(model: nn.Module, *, lr_scores: float, lr: float,
 def optimizer_cls_and_kwargs_for(args, model: nn.Module | None = None) -> tuple[type, dict[str, Any]]:
     """The optimizer class and keyword arguments the Trainer would build for `args.optim` (AdamW
     variants, Adafactor, SGD, ...), refusing those that choose their own parameter groups."""
-    from transformers import Trainer
+    from transformers import Trainer  # optional dependency: transformers.Trainer needs accelerate
 
     cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     kwargs = dict(kwargs)
@@ -120,8 +123,6 @@ def mask_optimizer_cls_and_kwargs(args, *, lr_scores: float) -> tuple[type, dict
 
 def check_optimizer_trains_scores(model: nn.Module, optimizer, who: str) -> None:
     """UsageError unless every mask score is in `optimizer`, in groups that hold nothing else."""
-    from maskedbert.patching import masked_modules
-
     scores = {id(m.scores) for m in masked_modules(model).values() if m.scores is not None}
     if not scores or optimizer is None:
         return
@@ -161,9 +162,6 @@ class MaskCheckpointCallback(TrainerCallback):
         self._save_guard = contextlib.ExitStack()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        from maskedbert.patching import masked_modules
-        from maskedbert.save_guard import suspended
-
         name = type(self).__name__
         if model is None:
             raise UsageError(f"{name}: the Trainer passed no model to the callback")
@@ -212,8 +210,6 @@ class MaskTrainingCallback(MaskCheckpointCallback):
                  method: str = "threshold_reset", reset_every: int = 50, scope: str = "layer",
                  ramp_end_fraction: float = 0.8, end_step: int | None = None, finalize_at_end: bool = True,
                  save_masks: bool = True, check_optimizer: bool = True):
-        from maskedbert.pruning import SPARSITY_METHODS, CubicSparsitySchedule
-
         super().__init__(save_masks=save_masks)
         if method not in SPARSITY_METHODS:
             raise UsageError(f"MaskTrainingCallback: method={method!r}; choose one of {SPARSITY_METHODS}")
@@ -237,8 +233,6 @@ class MaskTrainingCallback(MaskCheckpointCallback):
 
     # ---- the schedule ----------------------------------------------------------------------------
     def schedule_for(self, max_steps: int):
-        from maskedbert.pruning import CubicSparsitySchedule
-
         if self.end_step is not None:
             return CubicSparsitySchedule(self.initial_sparsity, self.final_sparsity, 0, self.end_step)
         return CubicSparsitySchedule.for_training(max_steps, self.initial_sparsity, self.final_sparsity,
@@ -252,15 +246,11 @@ class MaskTrainingCallback(MaskCheckpointCallback):
         """mask_sparsity (measured over every score mask) and mask_target_sparsity (the schedule's) at `step`."""
         if self.controller is None:
             return {}
-        from maskedbert.pruning import score_mask_sparsity
-
         return {"mask_sparsity": score_mask_sparsity(self.controller.model),
                 "mask_target_sparsity": self.controller.schedule(step)}
 
     # ---- Trainer events --------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        from maskedbert.pruning import MaskSparsityController
-
         if state.max_steps is None or state.max_steps < 1:
             raise UsageError("MaskTrainingCallback: the Trainer's max_steps is unknown; set max_steps or a sized "
                              "train_dataset")
@@ -282,8 +272,6 @@ class MaskTrainingCallback(MaskCheckpointCallback):
                                  "mb.apply_masks_(model, mb.MaskConfig(mode='scores', ...)) before the Trainer; "
                                  "for fixed masks use MaskCheckpointCallback)") from None
         super().on_train_begin(args, state, control, model=model, **kwargs)
-        from maskedbert.adapters import SPARSITY_CONTROLLED_ATTR
-
         setattr(model, SPARSITY_CONTROLLED_ATTR, True)  # the schedule sets the sparsity, not MaskConfig's
         if state.global_step == 0:
             self.controller(0)  # start at s(0); a resumed run's checkpoint already holds its thresholds
@@ -306,6 +294,4 @@ class MaskTrainingCallback(MaskCheckpointCallback):
 
 
 def _write_masks(model: nn.Module, path: str) -> None:
-    from maskedbert.masks import save_masks
-
     save_masks(model, path)

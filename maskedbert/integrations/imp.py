@@ -22,6 +22,9 @@ import torch
 from torch import nn
 
 from maskedbert.errors import UsageError
+from maskedbert.kernels.topk import num_pruned
+from maskedbert.patching import magnitude_prune_, masked_modules
+from maskedbert.pruning import imp_sparsity_levels, rewind_weights_, snapshot_weights
 
 __all__ = ["IMPRounds"]
 
@@ -37,9 +40,6 @@ class IMPRounds:
     def __init__(self, model: nn.Module, *, final_sparsity: float = 0.9, per_round: float = 0.1,
                  amount_of: str = "original", levels: list[float] | None = None, scope: str = "layer",
                  rewind_state: Mapping[str, torch.Tensor] | None = None, rewind_classifier: bool = False):
-        from maskedbert.patching import masked_modules
-        from maskedbert.pruning import imp_sparsity_levels, snapshot_weights
-
         layers = masked_modules(model)
         if not layers or any(m.mode != "fixed" for m in layers.values()):
             raise UsageError("IMPRounds: model needs MaskedLinear layers in mode 'fixed' "
@@ -65,10 +65,6 @@ class IMPRounds:
 
     def prune_and_rewind(self, level: float | None = None) -> dict:
         """End the current round: prune to `level` (default: this round's level), rewind; returns its record."""
-        from maskedbert.kernels.topk import num_pruned
-        from maskedbert.patching import magnitude_prune_, masked_modules
-        from maskedbert.pruning import rewind_weights_
-
         if level is None:
             if self.done:
                 raise UsageError(f"IMPRounds: all {len(self.levels)} rounds are done (levels {self.levels})")

@@ -24,7 +24,12 @@ from typing import Any
 
 import transformers
 
+from maskedbert import losses
+from maskedbert.adapter_card import write_model_card
+from maskedbert.adapters import CONFIG_NAME, read_adapter_config
 from maskedbert.errors import UsageError
+from maskedbert.patching import masked_modules
+from maskedbert.pruning import score_mask_sparsity
 
 from .debias import DebiasLoss, IdPreservingCollator
 from .hf_trainer import MaskTrainingCallback, build_optimizer
@@ -55,8 +60,6 @@ class MaskTrainerMixin:
 
     # ---- optimizer ------------------------------------------------------------------------------
     def create_optimizer(self, model=None):
-        from maskedbert.patching import masked_modules
-
         target = self.model if model is None else model
         if self.optimizer is None and masked_modules(target):
             if self.lr_scores is None and any(m.scores is not None for m in masked_modules(target).values()):
@@ -72,9 +75,6 @@ class MaskTrainerMixin:
         super().log(logs, *args, **kwargs)
 
     def _mask_logs(self) -> dict[str, float]:
-        from maskedbert.patching import masked_modules
-        from maskedbert.pruning import score_mask_sparsity
-
         values: dict[str, Any] = {}
         callback = next((c for c in self.callback_handler.callbacks if isinstance(c, MaskTrainingCallback)), None)
         if callback is not None and callback.controller is not None:
@@ -88,9 +88,6 @@ class MaskTrainerMixin:
     def create_model_card(self, *args, **kwargs):
         """The Trainer's training summary, with the mask adapter's metadata and loading section kept."""
         super().create_model_card(*args, **kwargs)
-        from maskedbert.adapter_card import write_model_card
-        from maskedbert.adapters import CONFIG_NAME, read_adapter_config
-
         if self.is_world_process_zero() and os.path.isfile(os.path.join(self.args.output_dir, CONFIG_NAME)):
             write_model_card(self.args.output_dir, read_adapter_config(self.args.output_dir),
                              repo_id=getattr(self, "hub_model_id", None))
@@ -105,8 +102,6 @@ class MaskTrainerMixin:
         if self.debias_loss is None:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        from maskedbert import losses
-
         inputs = dict(inputs)  # prediction_step reads the labels from its own dict afterwards
         ids = inputs.pop(self.debias_loss.id_column, None)
         labels = inputs.pop("labels", None)
