@@ -15,3 +15,7 @@ AMOUNT_OF = ("original", "remaining")
 SCHEDULE_NAMES = ("linear", "constant")
 # maskedbert.train.trainer: gradient clipping over all parameters at once, or each on its own
 CLIP_MODES = ("global", "per_parameter")
+# maskedbert.train.schedules: how warmup_ratio * steps becomes whole steps ("floor": the reference's int())
+WARMUP_ROUNDING_NAMES = ("floor", "ceil")
+# maskedbert.data.collate: token_type_ids of sentence pairs from the tokenizer, or none sent
+SEGMENT_IDS = ("tokenizer", "none")

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import torch
 
+from maskedbert.choices import SEGMENT_IDS
+
 from .examples import UNLABELED, Example
 
 __all__ = ["EncodedDataset", "encode_examples", "PadCollator", "SEGMENT_IDS"]
@@ -63,8 +65,6 @@ class EncodedDataset(torch.utils.data.Dataset):
                               pick(self.labels), pick(self.example_ids), self.is_regression,
                               {k: v[indices] for k, v in self.extra_fields.items()})
 
-
-SEGMENT_IDS = ("tokenizer", "none")
 
 
 def encode_examples(examples: Sequence[Example], tokenizer, max_length: int = 128,

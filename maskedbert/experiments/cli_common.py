@@ -25,10 +25,13 @@ import sys
 from typing import Any, Callable, Iterable, Sequence
 
 from maskedbert import _hub
+from maskedbert._atomic import remove_stale_temporaries
+from maskedbert._lock import folder_lock
 from maskedbert.data.tasks import check_data_source, get_task, list_tasks
 from maskedbert.errors import UsageError
 from maskedbert.help_text import default_text
 from maskedbert.models import OFFLINE_MINILM, TINY_MODELS, offline_minilm_path
+from maskedbert.study_folder import claim_out_folder, delete_fresh, fresh_targets
 
 __all__ = [
     "HelpFormatter", "explicit_args", "set_interrupt_note", "interrupt_note", "check_model", "check_task",
@@ -227,10 +230,6 @@ def study_out(out: str, kind: str, *, owned: Sequence[str], fresh: bool = False,
     stops with one line, or waits with `wait`), marked as this study's, and `fresh` deletes the
     top-level entries in `owned` (names or glob patterns) that the study wrote, nothing else.
     """
-    from maskedbert._atomic import remove_stale_temporaries
-    from maskedbert._lock import folder_lock
-    from maskedbert.study_folder import claim_out_folder, delete_fresh, fresh_targets
-
     marker = claim_out_folder(out, kind, adopt=adopt, dry_run=True)  # refuses before anything is written
     if dry_run:
         if not marker.get("adopted"):  # a new or own folder: marked, so the files a dry run writes are the study's
@@ -257,7 +256,7 @@ def check_device(value: str | None, flag: str = "--device") -> str | None:
     """None/'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N' on a machine that has it."""
     if value is None or value == "auto":
         return value
-    import torch
+    import torch  # keeps --help torch-free
 
     try:
         device = torch.device(value)

@@ -29,7 +29,7 @@ OUTPUT_SUFFIXES = (".jsonl", ".json")
 
 
 def _is_pickle(path: str) -> bool:
-    from maskedbert import bias
+    from maskedbert import bias  # keeps --help torch-free
 
     if path.lower().endswith(bias.PICKLE_SUFFIXES):
         return True
@@ -38,9 +38,9 @@ def _is_pickle(path: str) -> bool:
 
 
 def _probs_from_pickled(obj: Any, source: str) -> dict[str, list[float]]:
-    import numpy as np
+    import numpy as np  # keeps --help light (numpy)
 
-    from maskedbert import bias
+    from maskedbert import bias  # keeps --help torch-free
 
     if isinstance(obj, dict):
         keys = [str(k) for k in obj]
@@ -69,7 +69,7 @@ def convert_probs(source: str, target: str, *, trust_pickle: bool = False, ids: 
                   overwrite: bool = False, label_order: str | None = None, id_prefix: str = "") -> int:
     """Write `source`'s predictions to `target` (.jsonl or .json) as probabilities by id, labelled with
     `label_order` (the source's column names) when given; returns the row count."""
-    from maskedbert import bias
+    from maskedbert import bias  # keeps --help torch-free
 
     labels = bias.parse_label_order(label_order, "--label-order")
 

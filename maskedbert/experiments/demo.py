@@ -48,11 +48,17 @@ and why; timings are from this project's 2-core CPU machine:
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import shutil
 import statistics
 import time
+
+from maskedbert.experiments import cli_common as cc
+from maskedbert.experiments.srnet import options as srnet
+from maskedbert.models import offline_minilm_path
 
 DEMO_LOSSES = ("ce", "poe", "reweight", "conf_reg")
 DEMO_SPARSITY = 0.5
@@ -89,18 +95,14 @@ def _seeds(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from maskedbert.experiments.cli_common import HelpFormatter
-
     p = argparse.ArgumentParser(prog="maskedbert demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+                                formatter_class=cc.HelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output directory")
     p.add_argument("--seeds", type=_seeds, default=[0], help="comma list; several print mean +- std per row")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are equal at equal counts)")
     p.add_argument("--quick", action="store_true", help="seconds: a tiny random model and a few steps (tests)")
     p.add_argument("--fresh", action="store_true", help="delete earlier demo results in --out and start over")
-    from maskedbert.experiments.cli_common import add_out_arguments
-
-    add_out_arguments(p)
+    cc.add_out_arguments(p)
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the fine-tuned model checkpoints and training logs after a successful run")
     p.add_argument("--no-pipeline-c", dest="pipeline_c", action="store_false",
@@ -112,8 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _model_choice(quick: bool) -> tuple[str, str]:
     if quick:
         return "tiny-bert", "a tiny random BERT (--quick): the numbers only show that the pipeline runs"
-    from maskedbert.models import offline_minilm_path
-
     try:
         offline_minilm_path()
     except ImportError as err:
@@ -128,8 +128,6 @@ def demo_settings(quick: bool) -> dict:
 
 
 def demo_config(out: str, model: str, seed: int, settings: dict, pipeline_c: bool):
-    from maskedbert.experiments.srnet import options as srnet
-
     settings = dict(settings)
     layers = settings.pop("num_layers")
     mask_cells = dict(settings.pop("mask_training"))  # srnet fields that differ in mask training only
@@ -150,9 +148,8 @@ SHOCK_FLIP = 0.01  # a step "shocks" the mask when it flips more than this fract
 
 def _flip_recording_runner():
     """SRNetRunner that also records, per mask-training cell, each step's loss and mask flips."""
-    from maskedbert.experiments.srnet import options as srnet
-    from maskedbert.patching import masked_modules
-    from maskedbert.pruning.flips import MaskFlipTracker
+    from maskedbert.patching import masked_modules  # keeps --help torch-free
+    from maskedbert.pruning.flips import MaskFlipTracker  # keeps --help torch-free
 
     class FlipRecordingRunner(srnet.SRNetRunner):
         def __init__(self, *args, **kwargs):
@@ -186,13 +183,13 @@ def run_seed(out: str, model: str, seed: int, settings: dict, pipeline_c: bool, 
              cells=None) -> list[dict]:
     """One seed's cells: dense CE, the four masks of the CE model, and (c). Finished cells are reused.
     `cells` (default all) limits the mask cells run to these (pipeline, loss) pairs."""
-    import torch
+    import torch  # keeps --help torch-free
 
     cfg = demo_config(_seed_dir(out, seed), model, seed, settings, pipeline_c)
     torch.manual_seed(seed)
     runner = _flip_recording_runner()(cfg, log=log, progress=progress)
     runner.check_resumable()
-    from maskedbert import evaluation as ev
+    from maskedbert import evaluation as ev  # keeps --help torch-free
 
     ev.write_text_atomic(os.path.join(cfg.out, "config.json"),
                          json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
@@ -284,9 +281,6 @@ def table_markdown(table: list[dict]) -> str:
 
 
 def table_csv(rows: list[dict]) -> str:
-    import csv
-    import io
-
     columns = ("seed", "pipeline", "method", "loss", "sparsity", *METRICS, "selected_step", "seconds")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -300,7 +294,7 @@ def table_csv(rows: list[dict]) -> str:
 def plot(table: list[dict], rows: list[dict], path: str, title: str) -> str:
     """Grouped bars per row: ID, OOD non-entailment and OOD entailment (means, labelled), each seed a dot
     and the bar's whiskers the seeds' min and max."""
-    from maskedbert.experiments.plots import plt, save_figure
+    from maskedbert.experiments.plots import plt, save_figure  # keeps --help light (matplotlib)
 
     bars = (("id_accuracy", "ID accuracy", "tab:blue"), ("ood_non_entailment", "OOD non-entailment", "tab:red"),
             ("ood_entailment", "OOD entailment", "tab:gray"))
@@ -328,8 +322,6 @@ def plot(table: list[dict], rows: list[dict], path: str, title: str) -> str:
 
 # ---- main -----------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    from maskedbert.experiments import cli_common as cc
-
     args = build_parser().parse_args(argv)
     # past a few threads per core a run only slows down (and OpenMP fails outright at huge counts)
     cc.check_number("--threads", args.threads, low=1, high=4 * (os.cpu_count() or 1), integer=True)
@@ -339,7 +331,7 @@ def main(argv=None) -> int:
     # takes the core its sibling needs. libgomp reads this once, when torch loads: it acts when the demo
     # is the first to import torch (the `maskedbert demo` command), and never changes a result
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    import torch  # keeps --help torch-free, and loads after OMP_WAIT_POLICY is set
 
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -359,7 +351,7 @@ def _progress_note(args) -> str:
 
 
 def _run(args) -> int:
-    from maskedbert import evaluation as ev
+    from maskedbert import evaluation as ev  # keeps --help torch-free
 
     started = time.perf_counter()
     log = lambda msg: print(msg, flush=True)  # noqa: E731

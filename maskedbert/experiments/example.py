@@ -16,6 +16,7 @@ import time
 
 from maskedbert._atomic import write_text_atomic
 from maskedbert.config import BACKENDS, SPARSITY_RULE, check_sparsity
+from maskedbert.errors import UsageError
 from maskedbert.experiments.cli_common import (HelpFormatter, check_device, check_number, check_out_dir,
                                                set_interrupt_note)
 
@@ -57,15 +58,13 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
+    import torch  # keeps --help torch-free
 
-    from maskedbert.kernels import masked_linear
+    from maskedbert.kernels import masked_linear  # keeps --help torch-free
 
     torch.manual_seed(args.seed)
     dev = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     if args.backend.startswith("triton") and dev.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        from maskedbert.errors import UsageError
-
         raise UsageError(f"--backend: {args.backend!r} runs Triton kernels, which need a CUDA device "
                          f"(here: {dev}); use --backend auto or torch, or set TRITON_INTERPRET=1 to interpret them")
     N, K = args.out_features, args.in_features

@@ -26,11 +26,13 @@ from typing import Any
 from maskedbert._atomic import write_text_atomic
 from maskedbert.choices import CLIP_MODES, SCHEDULE_NAMES
 from maskedbert.data import tasks
-from maskedbert.data.tasks import list_tasks
+from maskedbert.data.synthetic import synthetic_pair_vocabulary
+from maskedbert.data.tasks import get_task, list_tasks, load_examples
 from maskedbert.errors import UsageError
 from maskedbert.experiments.cli_common import (HelpFormatter, check_data_dir, check_device, check_model,
                                                check_number, check_out_dir, check_task, explicit_args,
                                                set_interrupt_note)
+from maskedbert.models import TINY_MODELS, check_tokenizer_source, load_model_and_tokenizer, use_pooler_head_
 from maskedbert.train.reporting import add_report_to_argument, check_report_to
 
 __all__ = ["FinetuneConfig", "run_finetune", "check_finetune_config", "build_parser", "main", "write_json"]
@@ -98,8 +100,6 @@ def write_json(path: str, payload: Any) -> None:
 
 def _task_vocabulary(task_name: str):
     if task_name == "synthetic-pair":
-        from maskedbert.data import synthetic_pair_vocabulary
-
         return synthetic_pair_vocabulary()
     spec = tasks.get_task(task_name)
     vocabulary = getattr(spec.generator, "vocabulary", None)
@@ -112,11 +112,11 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     A run whose result.json exists is not rerun (its result is returned). A run whose loss turns
     NaN/inf ends with diverged=True and failed=True.
     """
-    from maskedbert.data import PadCollator, encode_examples, get_task, load_examples
-    from maskedbert.metrics import label_mapping, majority_baseline
-    from maskedbert.models import TINY_MODELS, load_model_and_tokenizer, use_pooler_head_
-    from maskedbert.train import NonFiniteLossError, TrainConfig, Trainer, make_evaluator, set_seed
-    from maskedbert.train import distributed as dist_utils
+    from maskedbert.data.collate import PadCollator, encode_examples  # keeps --help torch-free
+    from maskedbert.metrics import label_mapping, majority_baseline  # keeps --help light (numpy)
+    from maskedbert.train import distributed as dist_utils  # keeps --help torch-free
+    from maskedbert.train import (NonFiniteLossError, TrainConfig, Trainer,  # keeps --help torch-free
+                                  make_evaluator, set_seed)
 
     check_report_to(config.report_to, "--report-to")  # before anything is written
     out = config.output_dir
@@ -292,8 +292,6 @@ def check_finetune_config(config: FinetuneConfig, flags: dict[str, str] | None =
     spec = check_task(config.task, flag("task"))
     check_data_dir(spec, ["train", spec.dev_split], config.data_dir, flag("data_dir"))
     check_model(config.model, flag("model"))
-    from maskedbert.models import check_tokenizer_source
-
     check_tokenizer_source(config.model, config.tokenizer)
     check_out_dir(config.output_dir, flag("output_dir"))
     check_device(config.device, flag("device"))
@@ -315,7 +313,7 @@ def check_finetune_config(config: FinetuneConfig, flags: dict[str, str] | None =
     check_number(flag("seed"), config.seed, low=0, integer=True)
     check_number(flag("data_seed"), config.data_seed, low=0, integer=True)
     if config.precision == "fp16":
-        import torch
+        import torch  # keeps --help torch-free
 
         auto = config.device in (None, "auto")
         device_type = ("cuda" if torch.cuda.is_available() else "cpu") if auto else torch.device(config.device).type

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from maskedbert.choices import SCHEDULE_NAMES
+from maskedbert.choices import SCHEDULE_NAMES, WARMUP_ROUNDING_NAMES
 from maskedbert.errors import UsageError
 
 __all__ = ["SCHEDULES", "WARMUP_ROUNDINGS", "WarmupLinearDecay", "WarmupConstant", "resolve_warmup_steps",
@@ -17,7 +17,7 @@ __all__ = ["SCHEDULES", "WARMUP_ROUNDINGS", "WarmupLinearDecay", "WarmupConstant
 
 # How warmup_ratio * total_steps becomes a whole number of steps. "floor" is the reference code's int()
 # (uds-lsv/bert-stable-fine-tuning run_finetuning.py:161: 46 warmup steps of 468 on RTE, where "ceil" gives 47).
-WARMUP_ROUNDINGS = {"floor": math.floor, "ceil": math.ceil}
+WARMUP_ROUNDINGS = dict(zip(WARMUP_ROUNDING_NAMES, (math.floor, math.ceil), strict=True))
 
 
 class WarmupLinearDecay:

@@ -19,7 +19,7 @@ import json
 import os
 from typing import Any
 
-from maskedbert.experiments.srnet.config import PIPELINES, RESULT_COLUMNS, SRNetConfig
+from maskedbert.experiments.srnet.config import PIPELINES, RESULT_COLUMNS, SWEEP_FIELDS, SRNetConfig
 from maskedbert.experiments.srnet.options import write_report
 from maskedbert.experiments.tables import results_text_table
 from maskedbert.loss_registry import LOSSES
@@ -41,9 +41,7 @@ def cell_spec(cfg: SRNetConfig, pipeline: str, method: str, loss: str, sparsity:
 
 def study_settings(cfg: SRNetConfig) -> dict[str, Any]:
     """What makes two launches' cells comparable: every field but those that only choose cells."""
-    from maskedbert.experiments.srnet.runner_base import SRNetBase
-
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SRNetBase.SWEEP_FIELDS}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SWEEP_FIELDS}
     if settings.get("tokenizer") is None:  # the model's own: as in studies that do not record the field
         settings.pop("tokenizer", None)
     return settings
@@ -65,7 +63,7 @@ def remember_runner(runner) -> None:
 def _runner_for(config: dict, progress: bool):
     key = _runner_key(config)
     if key not in _RUNNERS:
-        from maskedbert.experiments.srnet.pipelines import SRNetRunner
+        from maskedbert.experiments.srnet.pipelines import SRNetRunner  # keeps --help torch-free
 
         _RUNNERS[key] = SRNetRunner(SRNetConfig(**config), progress=progress)
     return _RUNNERS[key]

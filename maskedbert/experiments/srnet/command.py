@@ -14,8 +14,9 @@ import json
 import os
 import time
 
-from maskedbert.experiments.cli_common import set_interrupt_note
-from maskedbert.experiments.srnet import cells, options as srnet
+from maskedbert._atomic import write_text_atomic
+from maskedbert.experiments.cli_common import add_out_arguments, set_interrupt_note, study_out
+from maskedbert.experiments.srnet import cells, options as srnet, presets as srnet_presets
 from maskedbert.experiments.srnet.config import SRNetConfig
 from maskedbert.experiments.study_kinds import KINDS
 from maskedbert.sweep.launchers import (add_launcher_arguments, check_launcher, launch as run_cells,
@@ -23,14 +24,13 @@ from maskedbert.sweep.launchers import (add_launcher_arguments, check_launcher, 
 from maskedbert.sweep.report_cli import build_report
 from maskedbert.sweep.study import prepare_study
 from maskedbert.log import status as log_status
+from maskedbert.study_folder import claim_out_folder
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """srnet's flags plus where the cells run (--launcher, --workers, --gpus, --slurm-*)."""
-    from maskedbert.experiments.cli_common import add_out_arguments
-
     parser = srnet.build_parser()
     add_out_arguments(parser)
     add_launcher_arguments(parser)
@@ -40,19 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     cfg, args = srnet.parse_command_line(argv, build_parser)
     if args.list_presets:
-        from maskedbert.experiments.srnet import presets as srnet_presets
-
         print(srnet_presets.presets_table())
         return 0
     srnet.validate(cfg, dry_run=args.dry_run)
     launch = launch_options_from_args(args)  # UsageError naming the flag, before anything is written
     check_launcher(launch)
     set_interrupt_note(lambda: srnet.progress_note(cfg.out))
-    from maskedbert import evaluation as ev
-    from maskedbert.experiments.cli_common import study_out
-    from maskedbert.experiments.srnet.pipelines import SRNetRunner
-
-    from maskedbert.study_folder import claim_out_folder
+    from maskedbert.experiments.srnet.pipelines import SRNetRunner  # keeps --help torch-free
 
     start = time.perf_counter()
     claim_out_folder(cfg.out, cells.KIND, adopt=args.adopt_out, dry_run=True)  # a foreign --out: refused now
@@ -62,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.check_resumable()
         if args.dry_run:
             path = os.path.join(cfg.out, "config.json")
-            ev.write_text_atomic(path, json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
+            write_text_atomic(path, json.dumps(runner.resolved_config(), indent=2, sort_keys=True))
             print(f"dry run: wrote the resolved settings to {path}")
             print(_phases_text(runner.resolved_config()))
             return 0
@@ -83,14 +77,12 @@ def _phases_text(resolved: dict) -> str:
 
 def _run_study(cfg: SRNetConfig, runner, launch, start: float) -> int:
     """Every cell of the study through maskedbert.sweep (inline: here, one after another), then the report."""
-    from maskedbert import evaluation as ev
-
     resolved = runner.resolved_config()
     title = f"{cfg.model} on {cfg.task}: ID vs OOD ({runner.data.ood_kind})"
     study = prepare_study(cfg.out, kind=cells.KIND, runner=cells.KIND, reporter=cells.KIND,
                                 settings=cells.study_settings(cfg), cells=cells.srnet_cells(cfg),
                                 info={"title": title, "config": resolved})
-    ev.write_text_atomic(os.path.join(cfg.out, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
+    write_text_atomic(os.path.join(cfg.out, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
     for cell_id in cells.forget_stale_cells(study):
         log_status(f"[srnet] {cell_id}: its cells/ file is gone; it runs again")
     reused = [cell_id for cell_id in study.cells if study.is_done(cell_id)]

@@ -30,6 +30,8 @@ PRUNE_FT_TICKETS = ("finetune", "round")
 PRUNE_FT_MASKS = ("own", "ft_prune_poe")
 ORACLE_DATA = ("id+ood", "ood")
 PHASES = ("ticket",)  # overrides may also name "<pipeline>/<method>/ticket": (b)'s ticket fine-tuning
+# fields that only say which cells to run; any other change makes earlier cells incomparable
+SWEEP_FIELDS = ("out", "pipelines", "methods", "losses", "sparsities", "oracle", "preset", "keep_checkpoints")
 
 
 @dataclass

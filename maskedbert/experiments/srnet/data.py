@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from maskedbert import evaluation as ev
+from maskedbert.data import synthetic_nli as sn
 from maskedbert.data.examples import Example
 from maskedbert.data.tasks import get_task, load_examples
+from maskedbert.experiments.srnet.config import parse_extra_ood
 
 
 @dataclass
@@ -54,8 +56,6 @@ def oracle_label_index(ood_kind: str, label: int, task_labels) -> int:
 def load_task_data(cfg) -> TaskData:
     """Train / dev / OOD examples for an SRNetConfig (the synthetic task is generated from cfg.seed)."""
     if cfg.task == "synthetic-nli":
-        from maskedbert.data import synthetic_nli as sn
-
         data = sn.make_synthetic_nli(cfg.train_size, cfg.dev_size, cfg.challenge_per_cell, seed=cfg.seed)
         to_ex = lambda d: Example(d["id"], d["premise"], d["hypothesis"], d["label"],  # noqa: E731
                                   {"heuristic": d["heuristic"], "subcase": d["subcase"]})
@@ -72,15 +72,11 @@ def load_task_data(cfg) -> TaskData:
     ood_train = None
     oracle = cfg.for_cell("oracle", "mask")  # a preset's oracle settings
     if cfg.oracle:
-        from maskedbert.experiments.srnet.config import parse_extra_ood
-
         ood_train = load_examples(oracle.oracle_task or cfg.ood_task, oracle.oracle_split, data_dir=cfg.ood_data_dir,
                                   limit=cfg.train_limit) * oracle.oracle_repeat
         for entry in oracle.oracle_extra:  # e.g. QQP's oracle adds PAWS-Wiki train to PAWS-QQP train
             task, split, folder = parse_extra_ood(entry)
             ood_train += load_examples(task, split, data_dir=folder or cfg.ood_data_dir, limit=cfg.train_limit)
-    from maskedbert.experiments.srnet.config import parse_extra_ood
-
     extra = []
     for entry in cfg.extra_ood:
         task, split, folder = parse_extra_ood(entry)

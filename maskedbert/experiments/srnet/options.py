@@ -28,18 +28,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 
+from maskedbert.data.synthetic_nli import NLI3_LABELS
+from maskedbert.data.tasks import get_task
 from maskedbert.errors import UsageError
 from maskedbert.experiments import cli_common as cc
 from maskedbert.experiments.cli_common import HelpFormatter
+from maskedbert.experiments.srnet import presets as srnet_presets
 from maskedbert.experiments.srnet.config import (AMOUNT_OF, AUTO_YES_NO, FT_SELECT, IMP_SCHEDULES, METHODS,
                                                  ORACLE_DATA, PIPELINES, PRUNE_FT_MASKS, PRUNE_FT_TICKETS,
                                                  RESULT_COLUMNS,
                                                  REWIND_CHOICES, SCORE_INITS, SELECT_MODES, SPARSITY_METHODS,
-                                                 SRNetConfig)
+                                                 SRNetConfig, parse_extra_ood)
 from maskedbert.experiments.tables import write_results
 from maskedbert.help_text import default_text
 from maskedbert.loss_registry import loss_names
+from maskedbert.models import check_tokenizer_source
 from maskedbert.train.reporting import add_report_to_argument, check_report_to
 
 # SRNetRunner loads on first use (module __getattr__ below): --help imports no torch
@@ -49,7 +54,7 @@ __all__ = ["PIPELINES", "METHODS", "RESULT_COLUMNS", "SRNetConfig", "SRNetRunner
 
 def write_report(rows: list[dict], out: str, title: str) -> list[str]:
     """results.csv / results.md and srnet_sparsity.png (dense models as dashed reference lines)."""
-    from maskedbert.experiments.plots import plot_metrics_vs_sparsity  # matplotlib: only when writing
+    from maskedbert.experiments.plots import plot_metrics_vs_sparsity  # keeps --help light (matplotlib)
 
     paths = write_results(rows, out, RESULT_COLUMNS)
     curves = [dict(r, series=f"{r['pipeline']}/{r['method']}/{r['loss']}") for r in rows if r["method"] != "dense"]
@@ -80,7 +85,7 @@ def _steps_list(text: str) -> list[int]:
 
 def __getattr__(name):  # the runner (torch, transformers) loads on first use: `srnet --help` stays fast
     if name == "SRNetRunner":
-        from maskedbert.experiments.srnet.pipelines import SRNetRunner
+        from maskedbert.experiments.srnet.pipelines import SRNetRunner  # keeps --help torch-free
 
         return SRNetRunner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -230,8 +235,6 @@ def parse_command_line(argv, build=build_parser) -> tuple[SRNetConfig, argparse.
         return None, first
     values = {}
     if first.preset is not None:
-        from maskedbert.experiments.srnet import presets as srnet_presets
-
         values = srnet_presets.preset_config(first.preset)  # UsageError naming --preset when unknown
         given = _given_flags(argv, build)
         # a flag given on the command line wins everywhere, also over the preset's per-pipeline values
@@ -254,8 +257,6 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
         ood = cc.check_task(cfg.ood_task, "--ood-task")
         cc.check_data_dir(spec, ["train", spec.dev_split], cfg.data_dir, "--data-dir")
         cc.check_data_dir(ood, [cfg.ood_split], cfg.ood_data_dir, "--ood-data-dir")
-        from maskedbert.experiments.srnet.config import parse_extra_ood
-
         for entry in cfg.extra_ood:
             task, split, folder = parse_extra_ood(entry)
             cc.check_data_dir(cc.check_task(task, "--extra-ood"), [split], folder or cfg.ood_data_dir, "--extra-ood")
@@ -268,7 +269,7 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
                 cc.check_data_dir(cc.check_task(task, "--oracle-extra"), [split], folder or cfg.ood_data_dir,
                                   "--oracle-extra")
     _check_probability_files(cfg, dry_run)
-    from maskedbert.metrics import METRIC_FUNCTIONS
+    from maskedbert.metrics import METRIC_FUNCTIONS  # keeps --help light (numpy)
 
     if cfg.select_metric != "auto" and cfg.select_metric not in METRIC_FUNCTIONS:
         raise UsageError(f"--select-metric: must be auto or one of {', '.join(sorted(METRIC_FUNCTIONS))}, "
@@ -284,8 +285,6 @@ def validate(cfg: SRNetConfig, dry_run: bool = False) -> None:
 
 def _check_numbers(cfg: SRNetConfig) -> None:
     """Numbers the config's own checks leave open (NaN, inf, zero sizes), with the flag that sets each."""
-    from maskedbert.experiments import cli_common as cc
-
     positive = {"--lr": cfg.lr, "--lr-scores": cfg.lr_scores, "--adam-eps": cfg.adam_eps}
     for flag, value in positive.items():
         cc.check_number(flag, value, low=0, low_open=True)
@@ -320,16 +319,14 @@ def _check_files(cfg: SRNetConfig, dry_run: bool) -> None:
     if cfg.tokenizer is not None and not os.path.isdir(os.path.expanduser(cfg.tokenizer)) \
             and cfg.tokenizer.startswith((".", "~", os.sep)):  # a path, not a hub name such as org/name
         raise UsageError(f"--tokenizer: no such folder: {cfg.tokenizer!r}")
-    from maskedbert.models import check_tokenizer_source
-
     check_tokenizer_source(cfg.model, cfg.tokenizer)
 
 
 def _check_probability_files(cfg: SRNetConfig, dry_run: bool) -> None:
     """The bias model is a known kind or an existing file, and a file's column order is known (its
     labels, or the --*-label-order given)."""
-    from maskedbert import bias as bias_lib
-    from maskedbert import losses as loss_lib
+    from maskedbert import bias as bias_lib  # keeps --help torch-free
+    from maskedbert import losses as loss_lib  # keeps --help torch-free
 
     needs_bias = any(loss_lib.NEEDS_BIAS[loss] for loss in cfg.losses)
     if needs_bias and not dry_run and cfg.bias_model not in bias_lib.BIAS_MODELS and not os.path.isfile(cfg.bias_model):
@@ -338,12 +335,7 @@ def _check_probability_files(cfg: SRNetConfig, dry_run: bool) -> None:
                          f"nor an existing file (a preset names the reference's shipped predictions, "
                          f"bias_model_preds/ of llyx97/sparse-and-robust-PLM: run from its folder or pass the path)")
 
-    if cfg.task == "synthetic-nli":
-        from maskedbert.data.synthetic_nli import NLI3_LABELS as label_names
-    else:
-        from maskedbert.data.tasks import get_task
-
-        label_names = get_task(cfg.task).label_names
+    label_names = NLI3_LABELS if cfg.task == "synthetic-nli" else get_task(cfg.task).label_names
     files = ((cfg.bias_model, cfg.bias_label_order, "--bias-label-order"),
              (cfg.teacher_probs, cfg.teacher_label_order, "--teacher-label-order"))
     for path, order, flag in files:
@@ -367,8 +359,6 @@ RUN_OUTPUTS = ("cells", "checkpoints", "masks", "logs", "resume", "bias_probs.js
 
 
 def clear_results(out: str) -> None:
-    import shutil
-
     for name in RUN_OUTPUTS:
         path = os.path.join(out, name)
         if os.path.isdir(path):

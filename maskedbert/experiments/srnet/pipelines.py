@@ -7,6 +7,7 @@ trains, how the mask is selected) comes from SRNetConfig.protocol; docs/PROTOCOL
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -15,7 +16,12 @@ import torch
 from maskedbert import evaluation as ev
 from maskedbert import losses as loss_lib
 from maskedbert import pruning
+from maskedbert.config import MaskConfig
+from maskedbert.data.examples import Example
+from maskedbert.experiments.srnet.data import oracle_label_index
 from maskedbert.experiments.srnet.runner_base import SRNetBase
+from maskedbert.masks import load_masks, save_masks
+from maskedbert.patching import apply_masks_
 from maskedbert.train.checkpoint import atomic_torch_save
 
 
@@ -53,9 +59,6 @@ class SRNetRunner(SRNetBase):
         Returns (mask change, selection record): the fraction of mask entries that differ from the
         initial magnitude mask (0 means training changed nothing: the result is magnitude pruning).
         """
-        from maskedbert.config import MaskConfig
-        from maskedbert.patching import apply_masks_
-
         cfg, steps = self.cfg, self.prune_steps
         initial = cfg.start_sparsity(sparsity)
         soft = cfg.score_init == "magnitude_soft"
@@ -95,10 +98,6 @@ class SRNetRunner(SRNetBase):
         phase's steps (`ft_epochs_by_loss` counted), the best dev checkpoint kept. The ticket phase's
         settings are the cell's with the "<pipeline>/<method>/ticket" overrides (a preset's retraining
         scripts). `masks`: {layer: mask} or a save_masks file. Returns (model, selection, steps)."""
-        from maskedbert.config import MaskConfig
-        from maskedbert.masks import load_masks
-        from maskedbert.patching import apply_masks_
-
         cfg = self.base_cfg.for_cell(pipeline, method, "ticket")
         model = self.fresh_model()
         apply_masks_(model, MaskConfig(mode="fixed", train_weights=True, scope=cfg.scope,
@@ -213,10 +212,6 @@ class SRNetRunner(SRNetBase):
         """The IMP rounds with `search_loss`; returns {level: mask file}. evaluate_level(model, level)
         sees each level after its round of training (None: a mask search only, whose level files are
         kept and reused by every cell with the same search)."""
-        from maskedbert.config import MaskConfig
-        from maskedbert.masks import save_masks
-        from maskedbert.patching import apply_masks_
-
         protocol = cfg.protocol(pipeline, "imp")
         levels = sorted(set(pruning.imp_sparsity_levels(max(cfg.sparsities), cfg.imp_per_round, cfg.imp_amount_of))
                         | set(cfg.sparsities))
@@ -291,9 +286,6 @@ class SRNetRunner(SRNetBase):
         protocol = self.cfg.protocol("oracle", "mask")
         model = self.finetuned("ce")
         if self.cfg.oracle_data == "id+ood":  # the reference's oracle: ID and OOD training data together, CE
-            from maskedbert.data.examples import Example
-            from maskedbert.experiments.srnet.data import oracle_label_index
-
             kind, names = self.data.oracle_kind, self.data.label_names
             ood = [Example(e.id, e.text_a, e.text_b, oracle_label_index(kind, int(e.label), names), e.meta)
                    for e in self.data.ood_train]
@@ -315,8 +307,6 @@ class SRNetRunner(SRNetBase):
 
     # ---- the whole study --------------------------------------------------------------------------
     def run(self) -> list[dict]:
-        import json
-
         cfg = self.cfg
         self.check_resumable()
         ev.write_text_atomic(self._path("config.json"), json.dumps(self.resolved_config(), indent=2, sort_keys=True))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from maskedbert.errors import UsageError
 from maskedbert.experiments.tables import text_table
 
 REFERENCE = "llyx97/sparse-and-robust-PLM@773dab1"
@@ -337,8 +338,6 @@ def get_preset(name: str) -> dict:
     """The preset for `name` (mnli, qqp, fever); a UsageError names the known ones."""
     key = str(name).strip().lower()
     if key not in SRNET_PRESETS:
-        from maskedbert.errors import UsageError
-
         raise UsageError(f"--preset: unknown preset {name!r}; known: {', '.join(sorted(SRNET_PRESETS))}")
     return SRNET_PRESETS[key]
 
@@ -357,8 +356,6 @@ def phase_values(name: str, pipeline: str, method: str) -> dict[str, dict[str, o
         try:
             phases = preset[pipeline][method]
         except KeyError:
-            from maskedbert.errors import UsageError
-
             choices = [f"{p}/{m}" for p in ("ft_prune", "prune_ft", "mask_pretrained") for m in preset[p]]
             raise UsageError(f"preset {name!r} has no {pipeline}/{method}; it has {', '.join(choices)} and gsi/mask"
                              ) from None

@@ -9,15 +9,22 @@ import json
 import os
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from maskedbert import bias as bias_lib
 from maskedbert import evaluation as ev
 from maskedbert import losses as loss_lib
 from maskedbert import pruning
 from maskedbert._atomic import atomic_path
+from maskedbert.data.collate import PadCollator, encode_examples
 from maskedbert.errors import UsageError
-from maskedbert.experiments.srnet.config import PIPELINES, SRNetConfig
+from maskedbert.experiments.srnet.config import PIPELINES, SWEEP_FIELDS, SRNetConfig
 from maskedbert.experiments.srnet.data import load_task_data
+from maskedbert.masks import save_masks
+from maskedbert.metrics import compute_metrics, label_mapping
+from maskedbert.models import load_model_and_tokenizer
+from maskedbert.patching import merge_and_unload
+from maskedbert.train.checkpoint import set_aside
 
 
 def _as_dicts(examples) -> list[dict]:
@@ -27,14 +34,9 @@ def _as_dicts(examples) -> list[dict]:
 class SRNetBase:
     """Holds the data, the pristine model, the fine-tuned models, bias and teacher probabilities."""
 
-    # fields that only say which cells to run; any other change makes earlier cells incomparable
-    SWEEP_FIELDS = ("out", "pipelines", "methods", "losses", "sparsities", "oracle", "preset", "keep_checkpoints")
+    SWEEP_FIELDS = SWEEP_FIELDS
 
     def __init__(self, cfg: SRNetConfig, log=print, progress: bool = True):
-        from maskedbert.data.collate import PadCollator
-        from maskedbert.metrics import label_mapping
-        from maskedbert.models import load_model_and_tokenizer
-
         # cfg: the config of the cell being run (SRNetConfig.for_cell); base_cfg: the study's (dense models)
         self.cfg = self.base_cfg = cfg
         self.log, self.progress = log, progress
@@ -59,8 +61,6 @@ class SRNetBase:
         self.skipped: list[str] = []
 
     def _encode(self, examples, label_map):
-        from maskedbert.data.collate import encode_examples
-
         return encode_examples(examples, self.tokenizer, max_length=self.cfg.max_length, label_map=label_map)
 
     def _path(self, *parts) -> str:
@@ -125,8 +125,6 @@ class SRNetBase:
             return None
 
     def _set_aside(self, path: str, exc: BaseException) -> None:
-        from maskedbert.train.checkpoint import set_aside
-
         moved = set_aside(path)
         self.log(f"[srnet] {path} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); moved to {moved}, "
                  f"rebuilding it")
@@ -218,8 +216,6 @@ class SRNetBase:
 
     def finetuned(self, loss: str):
         """The dense model fine-tuned with `loss` (cached in memory and in checkpoints/)."""
-        from safetensors.torch import load_file, save_file
-
         path = self._path("checkpoints", f"finetuned-{loss}.safetensors")
         if loss not in self._finetuned:
             model = self.fresh_model()
@@ -281,16 +277,12 @@ class SRNetBase:
         return self._id_metrics(self._dev_predictions(model, desc))[self.select_metric]
 
     def _id_metrics(self, preds: list[int]) -> dict:
-        from maskedbert.metrics import compute_metrics
-
         labels = [int(e.label) for e in self.data.dev]
         names = sorted({"accuracy", self.select_metric})
         return compute_metrics(names, preds, labels)  # -1 (a head class outside the task) counts as wrong
 
     def evaluate(self, model, name: str = "model") -> dict:
         """ID accuracy and OOD metrics; a masked model is evaluated merged (dense W*M, the export form)."""
-        from maskedbert.patching import merge_and_unload
-
         try:
             measured = pruning.score_mask_sparsity(model)
             model = merge_and_unload(copy.deepcopy(model))
@@ -329,8 +321,6 @@ class SRNetBase:
         return True
 
     def record(self, key: str, row: dict, model=None) -> None:
-        from maskedbert.masks import save_masks
-
         if model is not None and pruning.masked_modules(model):
             mask_path = self._path("masks", key + ".safetensors")
             os.makedirs(os.path.dirname(mask_path), exist_ok=True)

@@ -181,7 +181,7 @@ def _reading_guide(metric: str, selection: str, baseline: float) -> str:
 
 def write_reports(results: list[dict[str, Any]], out: str, study: dict[str, Any]) -> dict[str, str]:
     """Tables (CSV, Markdown) and plots for a finished study; returns {artifact: path}."""
-    from maskedbert.experiments import plots
+    from maskedbert.experiments import plots  # keeps --help light (matplotlib)
 
     rows = run_rows(results)
     summary = summarize(results)

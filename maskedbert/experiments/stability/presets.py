@@ -27,6 +27,8 @@ import dataclasses
 import json
 from typing import Any
 
+from maskedbert.choices import SEGMENT_IDS, WARMUP_ROUNDING_NAMES
+from maskedbert.data.tasks import get_task
 from maskedbert.errors import UsageError
 
 from maskedbert.experiments.finetune import FinetuneConfig
@@ -206,14 +208,9 @@ def resolve_study(preset: str, *, seeds: list[int] | None = None, overrides: dic
 
 def _check_choices(values: dict[str, Any]) -> None:
     """Settings whose bad values would otherwise surface only when a run starts (after files are written)."""
-    from maskedbert.data import get_task
-    from maskedbert.train.schedules import WARMUP_ROUNDINGS
-
     rounding = values.get("warmup_rounding", "floor")
-    if rounding not in WARMUP_ROUNDINGS:
-        raise UsageError(f"--set warmup_rounding: got {rounding!r}; choose one of {sorted(WARMUP_ROUNDINGS)}")
-    from maskedbert.data.collate import SEGMENT_IDS
-
+    if rounding not in WARMUP_ROUNDING_NAMES:
+        raise UsageError(f"--set warmup_rounding: got {rounding!r}; choose one of {sorted(WARMUP_ROUNDING_NAMES)}")
     segments = values.get("segment_ids", "tokenizer")
     if segments not in SEGMENT_IDS:
         raise UsageError(f"--set segment_ids: got {segments!r}; choose one of {list(SEGMENT_IDS)} "
