@@ -153,8 +153,9 @@ def _encoded(tok, n=24):
 
 
 @pytest.mark.parametrize("train_classifier", [False, True])
-def test_mask_training_changes_only_scores(train_classifier):
+def test_mask_training_changes_only_scores(train_classifier, tmp_path):
     from maskedbert.losses import make_loss_fn
+    from maskedbert.train import TrainConfig
 
     model, tok = _tiny_model()
     apply_masks_(model, MaskConfig(mode="scores", sparsity=0.7, train_classifier=train_classifier))
@@ -164,8 +165,9 @@ def test_mask_training_changes_only_scores(train_classifier):
     controller = pruning.MaskSparsityController(model, schedule, method="exact_topk")
     controller.apply(0)
     losses = pruning.train_steps(model, dataset, collate, make_loss_fn("ce"),
-                                 pruning.TrainSettings(steps=6, batch_size=8, lr=1e-2, lr_scores=1e-2),
-                                 step_callback=controller)
+                                 TrainConfig(output_dir=str(tmp_path), max_steps=6, batch_size=8, lr=1e-2,
+                                             warmup_ratio=0.1, progress=False),
+                                 lr_scores=1e-2, step_callback=controller)
     assert len(losses) == 6
     score_names = {n for n in before if n.endswith(".scores")}
     assert score_names

@@ -10,7 +10,8 @@ import torch
 from maskedbert.data import PadCollator, encode_examples, synthetic_pair_examples, synthetic_pair_vocabulary
 from maskedbert.losses import make_loss_fn
 from maskedbert.models import load_model_and_tokenizer
-from maskedbert.pruning import TrainSettings, train_steps
+from maskedbert.pruning import train_steps
+from maskedbert.train import TrainConfig
 
 
 def test_imp_round_lr_decays_over_the_whole_budget(tmp_path):
@@ -21,13 +22,13 @@ def test_imp_round_lr_decays_over_the_whole_budget(tmp_path):
     torch.manual_seed(0)
     model, tok = load_model_and_tokenizer("tiny-bert", 2, vocab=synthetic_pair_vocabulary())
     data = encode_examples(synthetic_pair_examples("train", size=16), tok, max_length=16)
-    settings = TrainSettings(steps=2, batch_size=8, lr=1.0, warmup_steps=0, schedule_steps=20, seed=0)
-    train_steps(model, data, PadCollator(tok.pad_token_id), make_loss_fn("ce"), settings,
-                output_dir=str(tmp_path), progress=False)
+    config = TrainConfig(output_dir=str(tmp_path), max_steps=2, batch_size=8, lr=1.0, warmup_steps=0,
+                         schedule_steps=20, seed=0, progress=False)
+    train_steps(model, data, PadCollator(tok.pad_token_id), make_loss_fn("ce"), config, lr_scores=1.0)
     lrs = [r["lr"] for r in read_jsonl(str(tmp_path / "log.jsonl")) if r.get("type") == "train"]
     assert lrs == pytest.approx([1.0, 0.95])  # the rate each update used: steps 0 and 1 of a 20-step decay
     with pytest.raises(ValueError, match="schedule_steps"):
-        TrainSettings(steps=2, schedule_steps=0)
+        TrainConfig(output_dir=str(tmp_path), max_steps=2, schedule_steps=0)
 
 
 def test_best_checkpoint_keeps_the_earlier_of_tied_steps_and_all_trained_weights():

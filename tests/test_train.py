@@ -167,3 +167,19 @@ def test_eval_at_start_and_at_epoch_ends(tmp_path):
     steps = [r["step"] for r in read_jsonl(tmp_path / "log.jsonl") if r["type"] == "eval"]
     assert steps == [0, 3, 5, 6, 9, 10]
     assert (result["best_value"], result["best_step"]) == (0.9, 0)  # the untrained model stays best
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lr", -1e-5), ("lr", float("nan")), ("weight_decay", -0.1), ("adam_eps", -1e-8), ("adam_eps", True),
+    ("max_grad_norm", 0.0), ("max_grad_norm", -1.0), ("warmup_ratio", 1.5), ("warmup_steps", -1),
+    ("warmup_steps", 2.5),
+])
+def test_train_config_refuses_bad_optimizer_settings_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(output_dir="unused", **{field: value})
+
+
+def test_train_config_takes_the_edges_of_its_ranges():
+    config = TrainConfig(output_dir="unused", lr=0.0, weight_decay=0.0, adam_eps=0.0, max_grad_norm=None,
+                         warmup_ratio=1.0, warmup_steps=0)
+    assert (config.lr, config.max_grad_norm, config.warmup_ratio, config.warmup_steps) == (0.0, None, 1.0, 0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from maskedbert.kernels.topk import TopkTracker, num_pruned, topk_masks
 from maskedbert.patching import magnitude_prune_, masked_modules
 from maskedbert.pruning.imp import iterative_magnitude_pruning
-from maskedbert.pruning.loop import TrainSettings, train_steps
+from maskedbert.pruning.loop import train_steps
 from maskedbert.pruning.rewind import head_parameter_names, load_rewind_state, rewind_weights_, snapshot_weights
 from maskedbert.pruning.selection import SELECT_MODES, BestMaskSelector
 from maskedbert.pruning.schedules import AMOUNT_OF, CubicSparsitySchedule, cubic_sparsity, imp_sparsity_levels
@@ -32,7 +32,7 @@ from maskedbert.pruning.sparsity import (
 )
 
 __all__ = [
-    "AMOUNT_OF", "SELECT_MODES", "SPARSITY_METHODS", "BestMaskSelector", "CubicSparsitySchedule", "MaskSparsityController", "TopkTracker", "TrainSettings",
+    "AMOUNT_OF", "SELECT_MODES", "SPARSITY_METHODS", "BestMaskSelector", "CubicSparsitySchedule", "MaskSparsityController", "TopkTracker",
     "cubic_sparsity", "exact_sparsity_", "head_parameter_names", "imp_sparsity_levels", "iterative_magnitude_pruning",
     "load_rewind_state", "magnitude_prune_", "masked_modules", "num_pruned", "reset_thresholds_", "rewind_weights_",
     "score_mask_sparsity", "snapshot_weights", "topk_masks", "train_steps",

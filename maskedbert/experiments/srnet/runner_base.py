@@ -25,6 +25,20 @@ from maskedbert.metrics import compute_metrics, label_mapping
 from maskedbert.models import load_model_and_tokenizer
 from maskedbert.patching import merge_and_unload
 from maskedbert.train.checkpoint import set_aside
+from maskedbert.train.trainer import TrainConfig
+
+
+def train_config(cfg: SRNetConfig, steps: int, output_dir: str, *, schedule_steps: int | None = None,
+                 progress: bool = True) -> TrainConfig:
+    """The TrainConfig of one srnet training run: `steps` optimizer steps with `cfg`'s optimizer
+    settings, the learning rate schedule over `schedule_steps` (default `steps`), logs in `output_dir`.
+    The mask scores' learning rate, cfg.lr_scores, goes to pruning.train_steps beside it."""
+    return TrainConfig(
+        output_dir=output_dir, max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        adam_eps=cfg.adam_eps, warmup_steps=cfg.warmup_steps,
+        warmup_ratio=None if cfg.warmup_steps is not None else cfg.warmup_ratio,  # warmup_steps, when given, wins
+        schedule_steps=schedule_steps, max_grad_norm=cfg.max_grad_norm or None,  # --max-grad-norm 0: no clipping
+        clip_mode=cfg.clip_mode, seed=cfg.seed, report_to=cfg.report_to, progress=progress)
 
 
 def _as_dicts(examples) -> list[dict]:
@@ -144,16 +158,6 @@ class SRNetBase:
             return loss_lib.make_loss_fn(loss, anneal_floor=self.cfg.anneal_floor, total_steps=steps)
         return loss_lib.make_loss_fn(loss)
 
-    def settings(self, steps: int, cfg: SRNetConfig | None = None,
-                 schedule_steps: int | None = None) -> pruning.TrainSettings:
-        cfg = cfg or self.cfg
-        return pruning.TrainSettings(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_scores=cfg.lr_scores,
-                                     warmup_ratio=cfg.warmup_ratio, warmup_steps=cfg.warmup_steps,
-                                     schedule_steps=schedule_steps,
-                                     weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-                                     clip_mode=cfg.clip_mode, adam_eps=cfg.adam_eps, report_to=cfg.report_to,
-                                     seed=cfg.seed)
-
     def train(self, model, loss: str, steps: int, desc: str, *, dataset=None, loss_fn=None, step_callback=None,
               cfg: SRNetConfig | None = None, schedule_steps: int | None = None, resume: bool = False,
               stateful: dict | None = None):
@@ -162,14 +166,14 @@ class SRNetBase:
         run checkpoints there (wall time, SIGTERM/SIGUSR1) and a rerun continues it; `stateful` objects
         (the step callback's) are saved with it. Its checkpoint is deleted once the cell is recorded
         (`finish_runs`), unless --keep-checkpoints."""
-        slug = desc.replace(" ", "-")
-        output_dir = self._path("logs", slug)
+        cfg = cfg or self.cfg
+        output_dir = self._path("logs", desc.replace(" ", "-"))
         if resume:
             self._open_runs.append(output_dir)
+        config = train_config(cfg, steps, output_dir, schedule_steps=schedule_steps, progress=self.progress)
         return pruning.train_steps(model, dataset if dataset is not None else self.train_dataset(loss), self.collate,
-                                   loss_fn or self.loss_fn(loss, steps), self.settings(steps, cfg, schedule_steps),
-                                   step_callback=step_callback, desc=desc, output_dir=output_dir,
-                                   progress=self.progress, resume=resume, stateful=stateful)
+                                   loss_fn or self.loss_fn(loss, steps), config, lr_scores=cfg.lr_scores,
+                                   step_callback=step_callback, desc=desc, resume=resume, stateful=stateful)
 
     def finish_runs(self) -> None:
         """Retention: the resumable runs of the cell just recorded drop their checkpoints (model + optimizer)."""
