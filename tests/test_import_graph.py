@@ -1,4 +1,4 @@
-"""The package's import graph has no cycle.
+"""The package's import graph has no cycle, and every import inside a function says why it is there.
 
 Every `import` / `from ... import` in maskedbert/ and kernels/ counts, at module level and inside
 functions alike: a function-level import hides a cycle from the interpreter but not from a reader.
