@@ -9,6 +9,8 @@ bit (k % 8) of byte [n, k // 8], least significant bit first; padding bits are z
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from ._runtime import check_triton_tensors, cuda_device_of, require_triton
@@ -47,45 +49,74 @@ def mask_prep_triton(
     the kernel, no host synchronisation). `shape` (N, K) is needed only when neither weight nor a
     bool/score source gives it.
     """
-    require_triton()
-    from . import mask_prep_kernel as kernels  # looked up per launch, so tools can swap the kernel
+    launch = MaskPrepLaunch(weight, scores=scores, mask=mask, threshold=threshold, shape=shape,
+                            dense_dtype=dense_dtype, want_dense=want_dense, want_packed=want_packed,
+                            want_bool=want_bool)
+    return launch(weight, scores if scores is not None else mask, threshold)
 
-    src, kind = _source(scores, mask)
-    N, K = _resolve_shape(weight, src, kind, shape)
-    device = src.device
-    threshold_from_ptr = isinstance(threshold, torch.Tensor) and kind == SOURCE_SCORES
-    # a number goes in as a kernel argument; a tensor is never read on the host (float() would sync)
-    scalar_threshold = 0.0 if isinstance(threshold, torch.Tensor) else float(threshold)
-    check_triton_tensors(weight=weight, scores=scores, mask=mask,
-                         threshold=threshold if threshold_from_ptr else None)
-    dense = torch.empty((N, K), dtype=dense_dtype or weight.dtype, device=device) if want_dense else None
-    packed = torch.empty((N, packed_cols(K)), dtype=torch.uint8, device=device) if want_packed else None
-    as_bool = torch.empty((N, K), dtype=torch.bool, device=device) if want_bool else None
-    if N == 0 or K == 0:
+
+class MaskPrepLaunch:
+    """`mask_prep_triton` prepared for one layout of its arguments (shapes, dtypes, strides, device,
+    source kind, threshold kind, outputs wanted): the checks, the grid and the constant kernel
+    arguments are worked out once; a call allocates the outputs and launches. Calls must pass
+    tensors of the layout it was built from (callers key their caches on it)."""
+
+    __slots__ = ("kind", "threshold_from_ptr", "threshold_is_tensor", "dense_spec", "packed_spec", "bool_spec",
+                 "empty", "grid", "sizes", "source_strides", "weight_strides", "out_strides", "constexprs",
+                 "kernels")
+
+    def __init__(self, weight, *, scores=None, mask=None, threshold=0.0, shape=None, dense_dtype=None,
+                 want_dense=True, want_packed=True, want_bool=False):
+        require_triton()
+        src, kind = _source(scores, mask)
+        N, K = _resolve_shape(weight, src, kind, shape)
+        self.kind = kind
+        self.threshold_is_tensor = isinstance(threshold, torch.Tensor)
+        self.threshold_from_ptr = self.threshold_is_tensor and kind == SOURCE_SCORES
+        check_triton_tensors(weight=weight, scores=scores, mask=mask,
+                             threshold=threshold if self.threshold_from_ptr else None)
+        device = src.device
+        self.dense_spec = ((N, K), dense_dtype or weight.dtype, device) if want_dense else None
+        self.packed_spec = ((N, packed_cols(K)), torch.uint8, device) if want_packed else None
+        self.bool_spec = ((N, K), torch.bool, device) if want_bool else None
+        self.empty = N == 0 or K == 0
+        BLOCK_N, BLOCK_B = 32, 16
+        self.grid = (-(-N // BLOCK_N), -(-packed_cols(K) // BLOCK_B))
+        self.sizes = (N, K)
+        self.source_strides = tuple(src.stride())
+        # outputs are fresh contiguous allocations: row strides K (dense, bool) and ceil(K/8) (packed)
+        self.weight_strides = tuple(weight.stride()) if want_dense else (0, 0)
+        self.out_strides = ((K, 1) if want_dense else (0, 0)) + (packed_cols(K) if want_packed else 0,
+                                                                 K if want_bool else 0)
+        self.constexprs = dict(SOURCE=kind, THRESHOLD_FROM_PTR=self.threshold_from_ptr, WRITE_DENSE=want_dense,
+                               WRITE_PACKED=want_packed, WRITE_BOOL=want_bool, BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B)
+        # looked up per launch (`self.kernels._mask_prep_kernel`), so tools can swap the kernel
+        self.kernels = importlib.import_module(".mask_prep_kernel", __package__)
+
+    def __call__(self, weight, source, threshold):
+        """(W*M or None, packed or None, bool or None) for `source` (the scores or the mask)."""
+        dense = _allocate(self.dense_spec)
+        packed = _allocate(self.packed_spec)
+        as_bool = _allocate(self.bool_spec)
+        if self.empty:
+            return dense, packed, as_bool
+        if self.kind == SOURCE_BOOL:
+            source = source.view(torch.uint8)
+        dummy = packed if packed is not None else source  # unused pointers still need a tensor
+        # a number goes in as a kernel argument; a tensor is never read on the host (float() would sync)
+        scalar_threshold = 0.0 if self.threshold_is_tensor else float(threshold)
+        with cuda_device_of(source):
+            self.kernels._mask_prep_kernel[self.grid](
+                source, weight if dense is not None else dummy, dense if dense is not None else dummy,
+                dummy, as_bool.view(torch.uint8) if as_bool is not None else dummy,
+                scalar_threshold, threshold if self.threshold_from_ptr else dummy, *self.sizes,
+                *self.source_strides, *self.weight_strides, *self.out_strides, **self.constexprs,
+            )
         return dense, packed, as_bool
-    if kind == SOURCE_BOOL:
-        src = src.view(torch.uint8)
-    dummy = packed if packed is not None else src  # unused pointers still need a tensor
-    bool_u8 = as_bool.view(torch.uint8) if as_bool is not None else dummy
-    w = weight if want_dense else dummy
-    d = dense if want_dense else dummy
-    p = packed if want_packed else dummy
-    BLOCK_N, BLOCK_B = 32, 16
-    grid = (-(-N // BLOCK_N), -(-packed_cols(K) // BLOCK_B))
-    with cuda_device_of(src):
-        kernels._mask_prep_kernel[grid](
-            src, w, d, p, bool_u8,
-            scalar_threshold, threshold if threshold_from_ptr else dummy, N, K,
-            src.stride(0), src.stride(1),
-            w.stride(0) if want_dense else 0, w.stride(1) if want_dense else 0,
-            d.stride(0) if want_dense else 0, d.stride(1) if want_dense else 0,
-            p.stride(0) if want_packed else 0,
-            as_bool.stride(0) if want_bool else 0,
-            SOURCE=kind, THRESHOLD_FROM_PTR=threshold_from_ptr,
-            WRITE_DENSE=want_dense, WRITE_PACKED=want_packed, WRITE_BOOL=want_bool,
-            BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B,
-        )
-    return dense, packed, as_bool
+
+
+def _allocate(spec):
+    return None if spec is None else torch.empty(spec[0], dtype=spec[1], device=spec[2])
 
 
 def mask_prep_torch(

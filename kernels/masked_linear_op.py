@@ -21,20 +21,21 @@ the forward (dense paths) so the backward's dx GEMM reuses it instead of prepari
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from .dispatch import choose_ste
-from .mask_prep import mask_prep_torch, mask_prep_triton, packed_cols
-from .masked_matmul import masked_matmul_torch, masked_matmul_triton
-from .ste_grad import ste_grad_cublas, ste_grad_torch, ste_grad_triton
+from .mask_prep import MaskPrepLaunch, mask_prep_torch, mask_prep_triton, packed_cols
+from .masked_matmul import masked_matmul_triton
+from .ste_epilogue import SteEpilogueLaunch, ste_epilogue_triton
+from .ste_grad import mm_fp32, ste_grad_torch, ste_grad_triton
 
 PATHS = ("torch", "triton_dense", "triton_fused")
 STE_IMPLS = ("cublas", "triton")
 _PREP = {"torch": mask_prep_torch, "triton_dense": mask_prep_triton, "triton_fused": mask_prep_triton}
-_MATMUL = {"torch": masked_matmul_torch, "triton_dense": masked_matmul_triton, "triton_fused": masked_matmul_triton}
 
 
 def _backward_reads_input_mask(mask: Optional[torch.Tensor], path: str) -> bool:
@@ -54,29 +55,50 @@ def _no_autocast(device_type: str):
     return contextlib.nullcontext()
 
 
+def _forward_prep(path: str, weight, scores, mask, threshold, dense_dtype) -> Optional[MaskPrepLaunch]:
+    """The forward's Triton prep launch for these arguments (None on the torch path, and on the fused
+    path with a packed mask, which the GEMM reads as given)."""
+    if path == "torch":
+        return None
+    fused = path == "triton_fused"
+    if _backward_reads_input_mask(mask, path):
+        return None if fused else MaskPrepLaunch(weight, mask=mask, dense_dtype=dense_dtype, want_packed=False)
+    return MaskPrepLaunch(weight, scores=scores, mask=mask, threshold=threshold, dense_dtype=dense_dtype,
+                          want_dense=not fused)
+
+
 def forward_impl(x, weight, bias, scores, mask, threshold_tensor, threshold: float, path: str,
                  keep_masked_weight: bool):
     """(y, mask for the backward or None when it reads the input mask, W*M or None)."""
+    tau = threshold_tensor if threshold_tensor is not None else threshold
     with _no_autocast(x.device.type):
-        prep = _PREP[path]
-        fused = path == "triton_fused"
-        tau = threshold_tensor if threshold_tensor is not None else threshold
-        if _backward_reads_input_mask(mask, path):
+        return _forward_math(x, weight, bias, scores, mask, tau, path, keep_masked_weight,
+                        _forward_prep(path, weight, scores, mask, tau, x.dtype))
+
+
+def _forward_math(x, weight, bias, scores, mask, threshold, path: str, keep_masked_weight: bool,
+             prep: Optional[MaskPrepLaunch]):
+    """forward_impl with the prep launch given (autocast already off); x is [M, K]."""
+    if path == "torch":
+        prep_torch = _PREP["torch"]
+        if mask is not None:  # the backward reads the input mask
             mask_out = None
-            dense = None if fused else prep(weight, mask=mask, dense_dtype=x.dtype, want_packed=False)[0]
-            gemm_mask = mask
-        elif path == "torch":  # the twin keeps a bool mask: packing bits costs more than it saves on CPU
-            dense, _, mask_out = prep(weight, scores=scores, mask=mask, threshold=tau, dense_dtype=x.dtype,
-                                      want_packed=False, want_bool=True)
-            gemm_mask = mask_out
-        else:
-            dense, mask_out, _ = prep(weight, scores=scores, mask=mask, threshold=tau, dense_dtype=x.dtype,
-                                      want_dense=not fused)
-            gemm_mask = mask_out
-        if fused:
-            y = _MATMUL[path](x, weight, gemm_mask, bias)
-        else:
-            y = F.linear(x, dense, None if bias is None else bias.to(x.dtype))
+            dense = prep_torch(weight, mask=mask, dense_dtype=x.dtype, want_packed=False)[0]
+        else:  # the twin keeps a bool mask: packing bits costs more than it saves on CPU
+            dense, _, mask_out = prep_torch(weight, scores=scores, threshold=threshold, dense_dtype=x.dtype,
+                                            want_packed=False, want_bool=True)
+        y = F.linear(x, dense, bias if bias is None or bias.dtype == x.dtype else bias.to(x.dtype))
+        return y, mask_out, (dense if keep_masked_weight else None)
+    if _backward_reads_input_mask(mask, path):
+        mask_out, gemm_mask = None, mask
+        dense = None if prep is None else prep(weight, mask, threshold)[0]
+    else:
+        dense, mask_out, _ = prep(weight, scores if scores is not None else mask, threshold)
+        gemm_mask = mask_out
+    if path == "triton_fused":
+        y = masked_matmul_triton(x, weight, gemm_mask, bias)
+    else:
+        y = F.linear(x, dense, bias if bias is None or bias.dtype == x.dtype else bias.to(x.dtype))
     return y, mask_out, (dense if keep_masked_weight else None)
 
 
@@ -84,45 +106,108 @@ def backward_impl(dy, x, weight, mask, masked_weight, path: str, ste: str, need_
                   need_bias: bool, need_scores: bool):
     """(dx, dweight, dbias in fp32, dscores), None where not needed."""
     with _no_autocast(dy.device.type):  # our dtypes decide the math, whatever the caller's state
-        dx = dw = db = ds = None
-        if need_x:
-            if path == "triton_fused":
-                dx = masked_matmul_triton(dy, weight, mask, None, transpose_weight=True)
+        return _backward_math(dy, x, weight, mask, masked_weight, path, ste, need_x, need_weight, need_bias, need_scores,
+                         None)
+
+
+def _backward_math(dy, x, weight, mask, masked_weight, path: str, ste: str, need_x: bool, need_weight: bool,
+              need_bias: bool, need_scores: bool, epilogue: Optional[SteEpilogueLaunch]):
+    """backward_impl with the STE epilogue launch given (None: prepared here); autocast already off."""
+    dx = dw = db = ds = None
+    if need_x:
+        if path == "triton_fused":
+            dx = masked_matmul_triton(dy, weight, mask, None, transpose_weight=True)
+        else:
+            if masked_weight is None or masked_weight.numel() != weight.numel():
+                masked_weight = _PREP[path](weight, mask=mask, dense_dtype=dy.dtype, want_packed=False)[0]
+            dx = dy @ masked_weight
+    if need_weight or need_scores:
+        if path == "torch":
+            ds, dw, db = ste_grad_torch(dy, x, weight, mask, want_scores=need_scores, want_weight=need_weight,
+                                        want_bias=need_bias)
+        elif ste == "cublas":  # ste_grad_cublas, with the epilogue launch prepared once per layout
+            g = mm_fp32(dy.t(), x)
+            if epilogue is None:
+                ds, dw = ste_epilogue_triton(g, weight, mask, want_scores=need_scores, want_weight=need_weight)
             else:
-                if masked_weight is None or masked_weight.numel() != weight.numel():
-                    masked_weight = _PREP[path](weight, mask=mask, dense_dtype=dy.dtype, want_packed=False)[0]
-                dx = dy @ masked_weight
-        if need_weight or need_scores:
-            grad = ste_grad_torch if path == "torch" else (ste_grad_cublas if ste == "cublas" else ste_grad_triton)
-            ds, dw, db = grad(dy, x, weight, mask, want_scores=need_scores, want_weight=need_weight,
-                              want_bias=need_bias)
-        elif need_bias:
-            db = torch.sum(dy, 0, dtype=torch.float32)
+                ds, dw = epilogue(g, weight, mask, need_scores, need_weight)
+            db = torch.sum(dy, 0, dtype=torch.float32) if need_bias else None
+        else:
+            ds, dw, db = ste_grad_triton(dy, x, weight, mask, want_scores=need_scores, want_weight=need_weight,
+                                         want_bias=need_bias)
+    elif need_bias:
+        db = torch.sum(dy, 0, dtype=torch.float32)
     return dx, dw, db, ds
+
+
+class MaskedLinearPath:
+    """One path of the op ("torch", "triton_dense", "triton_fused") prepared for one layout of the
+    weight, the mask source and the threshold in one compute dtype: the Triton launches' constant
+    arguments are worked out once (MaskPrepLaunch, SteEpilogueLaunch). Its callers pass tensors of
+    that layout (masked_linear.MaskedLinearPlan keys on it)."""
+
+    __slots__ = ("path", "device_type", "prep", "epilogue")
+
+    def __init__(self, path: str, weight, scores, mask, threshold, compute_dtype: torch.dtype):
+        self.path = path
+        self.device_type = weight.device.type
+        self.prep = _forward_prep(path, weight, scores, mask, threshold, compute_dtype)
+        self.epilogue = None  # built by the first backward that needs it, from the mask it saved
+
+    def forward(self, x, weight, bias, scores, mask, threshold, keep_masked_weight: bool):
+        return _forward_math(x, weight, bias, scores, mask, threshold, self.path, keep_masked_weight, self.prep)
+
+    def backward(self, dy, x, weight, mask, masked_weight, need_x, need_weight, need_bias, need_scores):
+        epilogue = None
+        if self.path != "torch" and (need_weight or need_scores):
+            ste = choose_ste(dy.shape[0], weight.shape[0], weight.shape[1], dy.dtype)
+            if ste == "cublas":
+                epilogue = self.epilogue
+                if epilogue is None:
+                    epilogue = self.epilogue = SteEpilogueLaunch(weight, mask)
+        else:
+            ste = "cublas"
+        if torch.is_autocast_enabled(self.device_type):  # our dtypes decide the math
+            with torch.autocast(self.device_type, enabled=False):
+                return _backward_math(dy, x, weight, mask, masked_weight, self.path, ste, need_x, need_weight, need_bias,
+                                 need_scores, epilogue)
+        return _backward_math(dy, x, weight, mask, masked_weight, self.path, ste, need_x, need_weight, need_bias,
+                         need_scores, epilogue)
 
 
 class MaskedLinearFunction(torch.autograd.Function):
     """The eager path: the same forward/backward as the registered ops, without their Python dispatch
-    layers (tens of us per call, measured by bench/host_overhead.py). torch.compile uses the ops."""
+    layers (tens of us per call, measured by bench/host_overhead.py), over a MaskedLinearPath prepared
+    once per argument layout. x may have any leading dimensions: it is flattened here, not by an
+    autograd view, so no extra graph nodes run. torch.compile uses the ops."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, scores, mask, threshold_tensor, threshold, path, keep_masked_weight):
+    def forward(ctx, x, weight, bias, scores, mask, threshold, path: MaskedLinearPath, keep_masked_weight: bool):
         need_x, need_w, _, need_s = ctx.needs_input_grad[:4]
-        y, mask_out, kept = forward_impl(x, weight, bias, scores, mask, threshold_tensor, threshold, path,
-                                         keep_masked_weight and need_x)
+        x2 = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # not -1: K may be 0
+        y, mask_out, kept = path.forward(x2, weight, bias, scores, mask, threshold, keep_masked_weight and need_x)
         ctx.save_for_backward(x if (need_w or need_s) else None, weight, mask if mask_out is None else mask_out,
                               kept)
         ctx.path = path
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return y
+        return y if x2 is x else y.view(*x.shape[:-1], y.shape[1])
 
     @staticmethod
     def backward(ctx, dy):
         x, weight, mask, kept = ctx.saved_tensors
         need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
-        dx, dw, db, ds = backward_impl(dy, x, weight, mask, kept, ctx.path, _ste_for(ctx.path, dy, weight),
-                                       need_x, need_w, need_b, need_s)
-        return dx, dw, None if db is None else db.to(ctx.bias_dtype), ds, None, None, None, None, None
+        lead = None
+        if dy.dim() != 2:
+            lead = dy.shape[:-1]
+            dy = dy.reshape(math.prod(lead), dy.shape[-1])
+            if x is not None:
+                x = x.reshape(dy.shape[0], x.shape[-1])
+        dx, dw, db, ds = ctx.path.backward(dy, x, weight, mask, kept, need_x, need_w, need_b, need_s)
+        if lead is not None and dx is not None:
+            dx = dx.view(*lead, dx.shape[1])
+        if db is not None and db.dtype != ctx.bias_dtype:
+            db = db.to(ctx.bias_dtype)
+        return dx, dw, db, ds, None, None, None, None
 
 
 def _ste_for(path: str, dy: torch.Tensor, weight: torch.Tensor) -> str:
