@@ -61,9 +61,9 @@ class MaskPrepLaunch:
     arguments are worked out once; a call allocates the outputs and launches. Calls must pass
     tensors of the layout it was built from (callers key their caches on it)."""
 
-    __slots__ = ("kind", "threshold_from_ptr", "threshold_is_tensor", "dense_spec", "packed_spec", "bool_spec",
-                 "empty", "grid", "sizes", "source_strides", "weight_strides", "out_strides", "constexprs",
-                 "kernels")
+    __slots__ = ("kind", "threshold_from_ptr", "threshold_is_tensor", "dense_like_weight", "dense_spec",
+                 "packed_spec", "bool_spec", "empty", "grid", "sizes", "source_strides", "weight_strides",
+                 "out_strides", "constexprs", "kernels")
 
     def __init__(self, weight, *, scores=None, mask=None, threshold=0.0, shape=None, dense_dtype=None,
                  want_dense=True, want_packed=True, want_bool=False):
@@ -76,7 +76,10 @@ class MaskPrepLaunch:
         check_triton_tensors(weight=weight, scores=scores, mask=mask,
                              threshold=threshold if self.threshold_from_ptr else None)
         device = src.device
-        self.dense_spec = ((N, K), dense_dtype or weight.dtype, device) if want_dense else None
+        dense_dtype = dense_dtype or (weight.dtype if weight is not None else None)
+        self.dense_spec = ((N, K), dense_dtype, device) if want_dense else None
+        # torch.empty_like costs half of torch.empty(shape, dtype=, device=) on the host
+        self.dense_like_weight = want_dense and dense_dtype == weight.dtype and weight.is_contiguous()
         self.packed_spec = ((N, packed_cols(K)), torch.uint8, device) if want_packed else None
         self.bool_spec = ((N, K), torch.bool, device) if want_bool else None
         self.empty = N == 0 or K == 0
@@ -95,21 +98,24 @@ class MaskPrepLaunch:
 
     def __call__(self, weight, source, threshold):
         """(W*M or None, packed or None, bool or None) for `source` (the scores or the mask)."""
-        dense = _allocate(self.dense_spec)
-        packed = _allocate(self.packed_spec)
-        as_bool = _allocate(self.bool_spec)
+        if self.dense_like_weight:
+            dense = torch.empty_like(weight)
+        else:
+            dense = _allocate(self.dense_spec)
+        packed = _allocate(self.packed_spec) if self.packed_spec else None
+        as_bool = _allocate(self.bool_spec) if self.bool_spec else None
         if self.empty:
             return dense, packed, as_bool
         if self.kind == SOURCE_BOOL:
             source = source.view(torch.uint8)
         dummy = packed if packed is not None else source  # unused pointers still need a tensor
         # a number goes in as a kernel argument; a tensor is never read on the host (float() would sync)
-        scalar_threshold = 0.0 if self.threshold_is_tensor else float(threshold)
         with cuda_device_of(source):
             self.kernels._mask_prep_kernel[self.grid](
                 source, weight if dense is not None else dummy, dense if dense is not None else dummy,
                 dummy, as_bool.view(torch.uint8) if as_bool is not None else dummy,
-                scalar_threshold, threshold if self.threshold_from_ptr else dummy, *self.sizes,
+                0.0 if self.threshold_is_tensor else float(threshold),
+                threshold if self.threshold_from_ptr else dummy, *self.sizes,
                 *self.source_strides, *self.weight_strides, *self.out_strides, **self.constexprs,
             )
         return dense, packed, as_bool

@@ -96,25 +96,26 @@ def clear_plans() -> None:
 _any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 
 
-def _layout(t):
-    return None if t is None else (type(t), t.dtype, t.device, t.shape, t.stride())
-
-
 def layout_key(x, weight, bias, scores, mask, threshold, backend: str, keep_masked_weight: bool = True) -> tuple:
     """Everything about masked_linear's arguments that the argument checks and a MaskedLinearPlan
-    depend on: the type, dtype, device, shape and strides of each tensor (of x: its last dimension,
-    so the token count may vary), the kind of threshold, the backend and the autocast state. Equal
-    keys mean the checks would pass again and the plan's launches fit. Raises AttributeError (or
-    TypeError) when an argument is not a tensor where one is expected."""
-    device = x.device
+    depend on: the type, dtype, device and shape of each tensor (of x only the last dimension, so the
+    token count may vary), the strides the prepared launches read (weight, scores, mask), the kind of
+    threshold, the backend and the autocast state. Equal keys mean the checks would pass again and
+    the plan's launches fit. Raises AttributeError (or TypeError) when an argument that must be a
+    tensor is not. Written out flat: it runs on every call."""
     autocast = None
     if _any_autocast():
-        device_type = device.type
+        device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
             autocast = torch.get_autocast_dtype(device_type)
-    return (type(x), x.dtype, device, x.shape[-1:], _layout(weight), _layout(bias), _layout(scores),
-            None if mask is None else (_layout(mask), mask.requires_grad),
-            _layout(threshold) if isinstance(threshold, torch.Tensor) else type(threshold),
+    return (type(x), x.dtype, x.device, x.shape[-1:],
+            type(weight), weight.dtype, weight.device, weight.shape, weight.stride(),
+            None if bias is None else (type(bias), bias.dtype, bias.device, bias.shape),
+            None if scores is None else (type(scores), scores.dtype, scores.device, scores.shape, scores.stride()),
+            None if mask is None else (type(mask), mask.dtype, mask.device, mask.shape, mask.stride(),
+                                       mask.requires_grad),
+            (type(threshold), threshold.dtype, threshold.device, threshold.shape)
+            if isinstance(threshold, torch.Tensor) else type(threshold),
             backend, keep_masked_weight, autocast)
 
 
@@ -125,8 +126,7 @@ class MaskedLinearPlan:
     of another layout is a bug of the caller (masked_linear and MaskedLinear key on the layout)."""
 
     __slots__ = ("key", "device_type", "autocast", "compute_dtype", "fixed_path", "paths", "N", "K",
-                 "threshold_is_number", "threshold_to_fp32",
-                 "keep_masked_weight")
+                 "threshold_is_number", "threshold_to_fp32", "keep_masked_weight")
 
     def __init__(self, key, x, weight, scores, mask, threshold, backend: str, keep_masked_weight: bool):
         self.key = key
@@ -135,18 +135,21 @@ class MaskedLinearPlan:
         self.autocast = torch.is_autocast_enabled(self.device_type)
         self.compute_dtype = torch.get_autocast_dtype(self.device_type) if self.autocast else x.dtype
         self.N, self.K = weight.shape
-        resolved = resolve_backend(backend, device, BACKENDS)
-        # "triton" (or "auto" on CUDA): the dispatcher picks a path per token count
-        self.fixed_path = None if resolved == "triton" else resolved
         self.threshold_is_number = not isinstance(threshold, torch.Tensor)
         self.threshold_to_fp32 = not self.threshold_is_number and threshold.dtype != torch.float32
         self.keep_masked_weight = keep_masked_weight
         self.paths: dict[str, MaskedLinearPath] = {}
+        resolved = resolve_backend(backend, device, BACKENDS)
+        # "triton" (or "auto" on CUDA): the dispatcher picks a path per token count, call by call
+        self.fixed_path = None if resolved == "triton" else self._path(resolved, weight, scores, mask, threshold)
 
     def _path(self, name, weight, scores, mask, threshold) -> MaskedLinearPath:
         path = self.paths.get(name)
         if path is None:
-            path = self.paths[name] = MaskedLinearPath(name, weight, scores, mask, threshold, self.compute_dtype)
+            if self.threshold_to_fp32:
+                threshold = threshold.to(torch.float32)
+            path = self.paths[name] = MaskedLinearPath(name, weight, scores, mask, threshold, self.compute_dtype,
+                                                       self.keep_masked_weight)
         return path
 
     def __call__(self, x, weight, bias, scores, mask, threshold):
@@ -155,21 +158,28 @@ class MaskedLinearPlan:
         elif self.threshold_to_fp32:
             threshold = threshold.to(torch.float32)
         if self.autocast:
-            if x.dtype != self.compute_dtype:
-                x = x.to(self.compute_dtype)
-            with torch.autocast(self.device_type, enabled=False):
-                return self._run(x, weight, bias, scores, mask, threshold)
-        return self._run(x, weight, bias, scores, mask, threshold)
-
-    def _run(self, x, weight, bias, scores, mask, threshold):
-        name = self.fixed_path or choose_path(math.prod(x.shape[:-1]), self.N, self.K, self.compute_dtype)
-        path = self._path(name, weight, scores, mask, threshold)
+            return self._autocast_call(x, weight, bias, scores, mask, threshold)
+        path = self.fixed_path
+        if path is None:
+            path = self._dispatch(x, weight, scores, mask, threshold)
         if torch.is_grad_enabled():
-            return MaskedLinearFunction.apply(x, weight, bias, scores, mask, threshold, path, self.keep_masked_weight)
-        # no graph to record: the forward alone (x flattened as the Function does it)
-        x2 = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), self.K)
-        y = path.forward(x2, weight, bias, scores, mask, threshold, False)[0]
-        return y if x2 is x else y.view(*x.shape[:-1], self.N)
+            return MaskedLinearFunction.apply(x, weight, bias, scores, mask, threshold, path)
+        return path.inference(x, weight, bias, scores, mask, threshold)
+
+    def _dispatch(self, x, weight, scores, mask, threshold) -> MaskedLinearPath:
+        name = choose_path(math.prod(x.shape[:-1]), self.N, self.K, self.compute_dtype)
+        return self._path(name, weight, scores, mask, threshold)
+
+    def _autocast_call(self, x, weight, bias, scores, mask, threshold):
+        # as F.linear under autocast: computed in the autocast dtype (x cast with autograd), autocast
+        # off inside so that the op's own dtypes decide
+        if x.dtype != self.compute_dtype:
+            x = x.to(self.compute_dtype)
+        with torch.autocast(self.device_type, enabled=False):
+            path = self.fixed_path or self._dispatch(x, weight, scores, mask, threshold)
+            if torch.is_grad_enabled():
+                return MaskedLinearFunction.apply(x, weight, bias, scores, mask, threshold, path)
+            return path.inference(x, weight, bias, scores, mask, threshold)
 
 
 def _masked_linear_op(x, weight, bias, scores, mask, threshold, backend: str, keep_masked_weight: bool):

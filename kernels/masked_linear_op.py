@@ -73,45 +73,49 @@ def forward_impl(x, weight, bias, scores, mask, threshold_tensor, threshold: flo
     tau = threshold_tensor if threshold_tensor is not None else threshold
     with _no_autocast(x.device.type):
         return _forward_math(x, weight, bias, scores, mask, tau, path, keep_masked_weight,
-                        _forward_prep(path, weight, scores, mask, tau, x.dtype))
+                             _forward_prep(path, weight, scores, mask, tau, x.dtype))
 
 
 def _forward_math(x, weight, bias, scores, mask, threshold, path: str, keep_masked_weight: bool,
-             prep: Optional[MaskPrepLaunch]):
-    """forward_impl with the prep launch given (autocast already off); x is [M, K]."""
-    if path == "torch":
-        prep_torch = _PREP["torch"]
-        if mask is not None:  # the backward reads the input mask
-            mask_out = None
-            dense = prep_torch(weight, mask=mask, dense_dtype=x.dtype, want_packed=False)[0]
-        else:  # the twin keeps a bool mask: packing bits costs more than it saves on CPU
-            dense, _, mask_out = prep_torch(weight, scores=scores, threshold=threshold, dense_dtype=x.dtype,
-                                            want_packed=False, want_bool=True)
-        y = F.linear(x, dense, bias if bias is None or bias.dtype == x.dtype else bias.to(x.dtype))
-        return y, mask_out, (dense if keep_masked_weight else None)
-    if _backward_reads_input_mask(mask, path):
-        mask_out, gemm_mask = None, mask
-        dense = None if prep is None else prep(weight, mask, threshold)[0]
+                  prep: Optional[MaskPrepLaunch]):
+    """forward_impl with the prep launch given (autocast already off); x is [M, K]. The mask
+    returned is the one `prep` packed (None when it packs none or the backward reads the input mask)."""
+    if bias is not None and bias.dtype != x.dtype:
+        bias_x = bias.to(x.dtype)
     else:
-        dense, mask_out, _ = prep(weight, scores if scores is not None else mask, threshold)
-        gemm_mask = mask_out
-    if path == "triton_fused":
-        y = masked_matmul_triton(x, weight, gemm_mask, bias)
-    else:
-        y = F.linear(x, dense, bias if bias is None or bias.dtype == x.dtype else bias.to(x.dtype))
-    return y, mask_out, (dense if keep_masked_weight else None)
+        bias_x = bias
+    if path == "triton_dense":
+        if _backward_reads_input_mask(mask, path):
+            dense, mask_out = prep(weight, mask, threshold)[0], None
+        else:
+            dense, mask_out, _ = prep(weight, mask if scores is None else scores, threshold)
+        return F.linear(x, dense, bias_x), mask_out, (dense if keep_masked_weight else None)
+    if path == "triton_fused":  # the GEMM reads the packed mask (and the bias in its own dtype)
+        if _backward_reads_input_mask(mask, path):
+            mask_out, gemm_mask = None, mask
+        else:
+            mask_out = gemm_mask = prep(weight, mask if scores is None else scores, threshold)[1]
+        return masked_matmul_triton(x, weight, gemm_mask, bias), mask_out, None
+    prep_torch = _PREP["torch"]
+    if mask is not None:  # the backward reads the input mask
+        mask_out = None
+        dense = prep_torch(weight, mask=mask, dense_dtype=x.dtype, want_packed=False)[0]
+    else:  # the twin keeps a bool mask: packing bits costs more than it saves on CPU
+        dense, _, mask_out = prep_torch(weight, scores=scores, threshold=threshold, dense_dtype=x.dtype,
+                                        want_packed=False, want_bool=True)
+    return F.linear(x, dense, bias_x), mask_out, (dense if keep_masked_weight else None)
 
 
 def backward_impl(dy, x, weight, mask, masked_weight, path: str, ste: str, need_x: bool, need_weight: bool,
                   need_bias: bool, need_scores: bool):
     """(dx, dweight, dbias in fp32, dscores), None where not needed."""
     with _no_autocast(dy.device.type):  # our dtypes decide the math, whatever the caller's state
-        return _backward_math(dy, x, weight, mask, masked_weight, path, ste, need_x, need_weight, need_bias, need_scores,
-                         None)
+        return _backward_math(dy, x, weight, mask, masked_weight, path, ste, need_x, need_weight, need_bias,
+                              need_scores, None)
 
 
 def _backward_math(dy, x, weight, mask, masked_weight, path: str, ste: str, need_x: bool, need_weight: bool,
-              need_bias: bool, need_scores: bool, epilogue: Optional[SteEpilogueLaunch]):
+                   need_bias: bool, need_scores: bool, epilogue: Optional[SteEpilogueLaunch]):
     """backward_impl with the STE epilogue launch given (None: prepared here); autocast already off."""
     dx = dw = db = ds = None
     if need_x:
@@ -120,22 +124,23 @@ def _backward_math(dy, x, weight, mask, masked_weight, path: str, ste: str, need
         else:
             if masked_weight is None or masked_weight.numel() != weight.numel():
                 masked_weight = _PREP[path](weight, mask=mask, dense_dtype=dy.dtype, want_packed=False)[0]
-            dx = dy @ masked_weight
+            dx = torch.mm(dy, masked_weight)
     if need_weight or need_scores:
         if path == "torch":
             ds, dw, db = ste_grad_torch(dy, x, weight, mask, want_scores=need_scores, want_weight=need_weight,
                                         want_bias=need_bias)
-        elif ste == "cublas":  # ste_grad_cublas, with the epilogue launch prepared once per layout
+            return dx, dw, db, ds
+        if ste == "cublas":  # ste_grad_cublas, with the epilogue launch prepared once per layout
             g = mm_fp32(dy.t(), x)
             if epilogue is None:
                 ds, dw = ste_epilogue_triton(g, weight, mask, want_scores=need_scores, want_weight=need_weight)
             else:
                 ds, dw = epilogue(g, weight, mask, need_scores, need_weight)
-            db = torch.sum(dy, 0, dtype=torch.float32) if need_bias else None
         else:
             ds, dw, db = ste_grad_triton(dy, x, weight, mask, want_scores=need_scores, want_weight=need_weight,
                                          want_bias=need_bias)
-    elif need_bias:
+            return dx, dw, db, ds
+    if need_bias:
         db = torch.sum(dy, 0, dtype=torch.float32)
     return dx, dw, db, ds
 
@@ -146,55 +151,60 @@ class MaskedLinearPath:
     arguments are worked out once (MaskPrepLaunch, SteEpilogueLaunch). Its callers pass tensors of
     that layout (masked_linear.MaskedLinearPlan keys on it)."""
 
-    __slots__ = ("path", "device_type", "prep", "epilogue")
+    __slots__ = ("path", "N", "K", "device_type", "keep_masked_weight", "reads_input_mask", "prep",
+                 "prep_dense_only", "epilogue")
 
-    def __init__(self, path: str, weight, scores, mask, threshold, compute_dtype: torch.dtype):
+    def __init__(self, path: str, weight, scores, mask, threshold, compute_dtype: torch.dtype,
+                 keep_masked_weight: bool = True):
         self.path = path
+        self.N, self.K = weight.shape
         self.device_type = weight.device.type
+        self.keep_masked_weight = keep_masked_weight
+        self.reads_input_mask = _backward_reads_input_mask(mask, path)
         self.prep = _forward_prep(path, weight, scores, mask, threshold, compute_dtype)
-        self.epilogue = None  # built by the first backward that needs it, from the mask it saved
+        # W*M without the packed mask, for a forward whose backward reads no mask
+        self.prep_dense_only = self.prep
+        if path == "triton_dense" and not self.reads_input_mask:
+            self.prep_dense_only = MaskPrepLaunch(weight, scores=scores, mask=mask, threshold=threshold,
+                                                  dense_dtype=compute_dtype, want_packed=False)
+        self.epilogue = None if path == "torch" else SteEpilogueLaunch(weight)
 
-    def forward(self, x, weight, bias, scores, mask, threshold, keep_masked_weight: bool):
-        return _forward_math(x, weight, bias, scores, mask, threshold, self.path, keep_masked_weight, self.prep)
-
-    def backward(self, dy, x, weight, mask, masked_weight, need_x, need_weight, need_bias, need_scores):
-        epilogue = None
-        if self.path != "torch" and (need_weight or need_scores):
-            ste = choose_ste(dy.shape[0], weight.shape[0], weight.shape[1], dy.dtype)
-            if ste == "cublas":
-                epilogue = self.epilogue
-                if epilogue is None:
-                    epilogue = self.epilogue = SteEpilogueLaunch(weight, mask)
-        else:
-            ste = "cublas"
-        if torch.is_autocast_enabled(self.device_type):  # our dtypes decide the math
-            with torch.autocast(self.device_type, enabled=False):
-                return _backward_math(dy, x, weight, mask, masked_weight, self.path, ste, need_x, need_weight, need_bias,
-                                 need_scores, epilogue)
-        return _backward_math(dy, x, weight, mask, masked_weight, self.path, ste, need_x, need_weight, need_bias,
-                         need_scores, epilogue)
+    def inference(self, x, weight, bias, scores, mask, threshold):
+        """The forward alone, x [..., K] (no graph is recorded: grad mode is off)."""
+        x2 = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+        y = _forward_math(x2, weight, bias, scores, mask, threshold, self.path, False, self.prep_dense_only)[0]
+        return y if x2 is x else y.view(*x.shape[:-1], y.shape[1])
 
 
 class MaskedLinearFunction(torch.autograd.Function):
-    """The eager path: the same forward/backward as the registered ops, without their Python dispatch
-    layers (tens of us per call, measured by bench/host_overhead.py), over a MaskedLinearPath prepared
-    once per argument layout. x may have any leading dimensions: it is flattened here, not by an
-    autograd view, so no extra graph nodes run. torch.compile uses the ops."""
+    """The eager path: the same forward/backward math as the registered ops, without their Python
+    dispatch layers (tens of us per call, measured by bench/host_overhead.py), over a MaskedLinearPath
+    prepared once per argument layout. x may have any leading dimensions: it is flattened here, not
+    by an autograd view, so no extra graph nodes run. The STE implementation is chosen in the
+    forward; the packed mask is written only when the backward will read it (dW, a dx without the
+    kept W*M, or the Triton STE GEMM). torch.compile uses the ops."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, scores, mask, threshold, path: MaskedLinearPath, keep_masked_weight: bool):
+    def forward(ctx, x, weight, bias, scores, mask, threshold, path: MaskedLinearPath):
         need_x, need_w, _, need_s = ctx.needs_input_grad[:4]
         x2 = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # not -1: K may be 0
-        y, mask_out, kept = path.forward(x2, weight, bias, scores, mask, threshold, keep_masked_weight and need_x)
-        ctx.save_for_backward(x if (need_w or need_s) else None, weight, mask if mask_out is None else mask_out,
-                              kept)
-        ctx.path = path
-        ctx.bias_dtype = None if bias is None else bias.dtype
+        keep = need_x and path.keep_masked_weight
+        ste = "cublas"
+        prep = path.prep
+        if path.epilogue is not None:  # a Triton path
+            if need_w or need_s:
+                ste = choose_ste(x2.shape[0], path.N, path.K, x2.dtype)
+            if not need_w and ste == "cublas" and (keep or not need_x):
+                prep = path.prep_dense_only
+        y, mask_out, kept = _forward_math(x2, weight, bias, scores, mask, threshold, path.path, keep, prep)
+        ctx.save_for_backward(x if (need_w or need_s) else None, weight, mask if path.reads_input_mask else None)
+        ctx.state = (path, mask_out, kept, ste, None if bias is None else bias.dtype)
         return y if x2 is x else y.view(*x.shape[:-1], y.shape[1])
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, mask, kept = ctx.saved_tensors
+        x, weight, input_mask = ctx.saved_tensors
+        path, mask_out, kept, ste, bias_dtype = ctx.state
         need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
         lead = None
         if dy.dim() != 2:
@@ -202,12 +212,19 @@ class MaskedLinearFunction(torch.autograd.Function):
             dy = dy.reshape(math.prod(lead), dy.shape[-1])
             if x is not None:
                 x = x.reshape(dy.shape[0], x.shape[-1])
-        dx, dw, db, ds = ctx.path.backward(dy, x, weight, mask, kept, need_x, need_w, need_b, need_s)
+        mask = mask_out if input_mask is None else input_mask
+        if torch.is_autocast_enabled(path.device_type):  # our dtypes decide the math
+            with torch.autocast(path.device_type, enabled=False):
+                dx, dw, db, ds = _backward_math(dy, x, weight, mask, kept, path.path, ste, need_x, need_w, need_b,
+                                                need_s, path.epilogue)
+        else:
+            dx, dw, db, ds = _backward_math(dy, x, weight, mask, kept, path.path, ste, need_x, need_w, need_b, need_s,
+                                            path.epilogue)
         if lead is not None and dx is not None:
             dx = dx.view(*lead, dx.shape[1])
-        if db is not None and db.dtype != ctx.bias_dtype:
-            db = db.to(ctx.bias_dtype)
-        return dx, dw, db, ds, None, None, None, None
+        if db is not None and db.dtype != bias_dtype:
+            db = db.to(bias_dtype)
+        return dx, dw, db, ds, None, None, None
 
 
 def _ste_for(path: str, dy: torch.Tensor, weight: torch.Tensor) -> str:

@@ -18,27 +18,29 @@ from .mask_prep import mask_prep_torch
 BLOCK_N, BLOCK_K = 32, 128
 
 
-def ste_epilogue_triton(g: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, *, want_scores: bool,
+def ste_epilogue_triton(g: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None, *, want_scores: bool,
                         want_weight: bool):
-    """Returns (dS fp32 or None, dW in weight.dtype or None)."""
-    launch = SteEpilogueLaunch(weight, packed)
-    check_triton_tensors(g=g)
+    """Returns (dS fp32 or None, dW in weight.dtype or None). `packed` may be None when not
+    want_weight (dS alone reads no mask)."""
+    launch = SteEpilogueLaunch(weight)
+    check_triton_tensors(g=g, packed=packed)
     return launch(g, weight, packed, want_scores, want_weight)
 
 
 class SteEpilogueLaunch:
-    """`ste_epilogue_triton` prepared for one layout of the weight and the packed mask (shapes,
-    dtypes, strides, device): the checks, the grid and the constant kernel arguments are worked out
-    once; a call allocates the outputs and launches. G may have any strides (read per call)."""
+    """`ste_epilogue_triton` prepared for one layout of the weight (shape, dtype, strides, device):
+    the checks, the grid and the constant kernel arguments are worked out once; a call allocates the
+    outputs and launches. G and the packed mask may have any strides (read per call)."""
 
-    __slots__ = ("N", "K", "grid", "fixed_strides", "ds_spec", "dw_spec", "constexprs", "kernels")
+    __slots__ = ("N", "K", "contiguous", "grid", "weight_strides", "ds_spec", "dw_spec", "constexprs", "kernels")
 
-    def __init__(self, weight: torch.Tensor, packed: torch.Tensor):
+    def __init__(self, weight: torch.Tensor):
         require_triton()
-        check_triton_tensors(weight=weight, packed=packed)
+        check_triton_tensors(weight=weight)
         self.N, self.K = N, K = weight.shape
+        self.contiguous = (K, 1)
         self.grid = (-(-N // BLOCK_N), -(-K // BLOCK_K))
-        self.fixed_strides = (*weight.stride(), *packed.stride())
+        self.weight_strides = tuple(weight.stride())
         self.ds_spec = ((N, K), torch.float32, weight.device)
         self.dw_spec = ((N, K), weight.dtype, weight.device)
         # indexed by (want_scores, want_weight)
@@ -49,18 +51,24 @@ class SteEpilogueLaunch:
 
     def __call__(self, g, weight, packed, want_scores: bool, want_weight: bool):
         """(dS fp32 or None, dW in weight.dtype or None) from G = dy^T x (fp32 [N, K])."""
-        ds = torch.empty(self.ds_spec[0], dtype=torch.float32, device=self.ds_spec[2]) if want_scores else None
+        g_strides = g.stride()
+        if want_scores:  # torch.empty_like(G) (fp32, contiguous from the GEMM) costs half of torch.empty
+            ds = torch.empty_like(g) if g_strides == self.contiguous and g.dtype == torch.float32 else \
+                torch.empty(self.ds_spec[0], dtype=torch.float32, device=self.ds_spec[2])
+        else:
+            ds = None
         dw = torch.empty(self.dw_spec[0], dtype=self.dw_spec[1], device=self.dw_spec[2]) if want_weight else None
         if not (want_scores or want_weight) or self.N == 0 or self.K == 0:
             return ds, dw
-        g_strides = g.stride()
         # unused pointers still need a tensor (G); fresh outputs are contiguous (row stride K)
         ds_arg, ds_strides = (ds, (self.K, 1)) if ds is not None else (g, g_strides)
         dw_arg, dw_strides = (dw, (self.K, 1)) if dw is not None else (g, g_strides)
+        if packed is None:  # dS alone: the mask is not read
+            packed = g
         with cuda_device_of(g):
             self.kernels._ste_epilogue_kernel[self.grid](
-                g, weight, packed, ds_arg, dw_arg, self.N, self.K, *g_strides, *self.fixed_strides,
-                *ds_strides, *dw_strides, **self.constexprs[want_scores, want_weight],
+                g, weight, packed, ds_arg, dw_arg, self.N, self.K, *g_strides, *self.weight_strides,
+                *packed.stride(), *ds_strides, *dw_strides, **self.constexprs[want_scores, want_weight],
             )
         return ds, dw
 
