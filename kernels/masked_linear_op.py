@@ -2,8 +2,9 @@
 implementations and registered autograd, so `torch.compile` sees one node per layer and traces
 through it with fullgraph=True, and a training step can be captured in a CUDA graph (the launchers
 read no device value on the host). Eager calls take `MaskedLinearFunction`, an autograd.Function over
-the same forward_impl/backward_impl: the ops' Python dispatch layers cost tens of microseconds per
-call (bench/host_overhead.py), which eager mode need not pay.
+the same math (_forward_math/_backward_math) with its launches prepared once per argument layout
+(`MaskedLinearPath`): the ops' Python dispatch layers cost tens of microseconds per call
+(bench/host_overhead.py), which eager mode need not pay.
 
     maskedbert::masked_linear_fwd(x [M, K], weight, bias?, scores?, mask?, threshold_tensor?,
                                   threshold, path, keep_masked_weight) -> (y, mask_for_backward, masked_weight)
@@ -11,7 +12,7 @@ call (bench/host_overhead.py), which eager mode need not pay.
                                   need_bias, need_scores) -> (dx, dweight, dbias (fp32), dscores)
 
 Outputs a call does not produce are empty tensors (an op cannot return None). Arguments are
-checked by the callers (masked_linear.py, MaskedLinear once per module), not here.
+checked by the callers (masked_linear.py, once per argument layout), not here.
 
 `path`: "torch" (PyTorch twins), "triton_dense" (prep kernel writes W*M, cuBLAS GEMMs) or
 "triton_fused" (a Triton GEMM applies the packed mask while loading W). `ste`: "cublas" or
