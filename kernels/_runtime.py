@@ -153,6 +153,12 @@ def cuda_device_of(t: torch.Tensor):
 _NULL_CONTEXT = contextlib.nullcontext()
 
 
+def on_other_cuda_device(t: torch.Tensor) -> bool:
+    """Whether launching for `t` needs `torch.cuda.device(t.device)` around it (cuda_device_of as a
+    test, for launchers that skip the `with` statement's cost in the common case)."""
+    return t.is_cuda and t.get_device() != torch.cuda.current_device()
+
+
 def launch_autotuned(tuner, grid, *args, **kwargs):
     """Launch an @triton.autotune kernel; in deterministic mode with one fixed config (the first its
     prune_configs_by keeps for these arguments), so results do not depend on a timing race."""

@@ -13,7 +13,7 @@ import importlib
 
 import torch
 
-from ._runtime import check_triton_tensors, cuda_device_of, require_triton
+from ._runtime import check_triton_tensors, on_other_cuda_device, require_triton
 
 SOURCE_SCORES, SOURCE_BOOL, SOURCE_PACKED = 0, 1, 2
 
@@ -62,8 +62,7 @@ class MaskPrepLaunch:
     tensors of the layout it was built from (callers key their caches on it)."""
 
     __slots__ = ("kind", "threshold_from_ptr", "threshold_is_tensor", "dense_like_weight", "dense_spec",
-                 "packed_spec", "bool_spec", "empty", "grid", "sizes", "source_strides", "weight_strides",
-                 "out_strides", "constexprs", "kernels")
+                 "packed_spec", "bool_spec", "empty", "grid", "tail", "constexprs", "kernels")
 
     def __init__(self, weight, *, scores=None, mask=None, threshold=0.0, shape=None, dense_dtype=None,
                  want_dense=True, want_packed=True, want_bool=False):
@@ -85,12 +84,10 @@ class MaskPrepLaunch:
         self.empty = N == 0 or K == 0
         BLOCK_N, BLOCK_B = 32, 16
         self.grid = (-(-N // BLOCK_N), -(-packed_cols(K) // BLOCK_B))
-        self.sizes = (N, K)
-        self.source_strides = tuple(src.stride())
-        # outputs are fresh contiguous allocations: row strides K (dense, bool) and ceil(K/8) (packed)
-        self.weight_strides = tuple(weight.stride()) if want_dense else (0, 0)
-        self.out_strides = ((K, 1) if want_dense else (0, 0)) + (packed_cols(K) if want_packed else 0,
-                                                                 K if want_bool else 0)
+        # the trailing kernel arguments: sizes, then the strides of the source, the weight and the outputs
+        # (fresh contiguous allocations: row strides K for dense and bool, ceil(K/8) for packed)
+        self.tail = (N, K, *src.stride(), *(weight.stride() if want_dense else (0, 0)),
+                     *((K, 1) if want_dense else (0, 0)), packed_cols(K) if want_packed else 0, K if want_bool else 0)
         self.constexprs = dict(SOURCE=kind, THRESHOLD_FROM_PTR=self.threshold_from_ptr, WRITE_DENSE=want_dense,
                                WRITE_PACKED=want_packed, WRITE_BOOL=want_bool, BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B)
         # looked up per launch (`self.kernels._mask_prep_kernel`), so tools can swap the kernel
@@ -110,14 +107,16 @@ class MaskPrepLaunch:
             source = source.view(torch.uint8)
         dummy = packed if packed is not None else source  # unused pointers still need a tensor
         # a number goes in as a kernel argument; a tensor is never read on the host (float() would sync)
-        with cuda_device_of(source):
-            self.kernels._mask_prep_kernel[self.grid](
-                source, weight if dense is not None else dummy, dense if dense is not None else dummy,
-                dummy, as_bool.view(torch.uint8) if as_bool is not None else dummy,
+        args = (source, weight if dense is not None else dummy, dense if dense is not None else dummy, dummy,
+                as_bool.view(torch.uint8) if as_bool is not None else dummy,
                 0.0 if self.threshold_is_tensor else float(threshold),
-                threshold if self.threshold_from_ptr else dummy, *self.sizes,
-                *self.source_strides, *self.weight_strides, *self.out_strides, **self.constexprs,
-            )
+                threshold if self.threshold_from_ptr else dummy, *self.tail)
+        launch = self.kernels._mask_prep_kernel[self.grid]
+        if on_other_cuda_device(source):
+            with torch.cuda.device(source.device):
+                launch(*args, **self.constexprs)
+        else:
+            launch(*args, **self.constexprs)
         return dense, packed, as_bool
 
 

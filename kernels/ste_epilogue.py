@@ -12,7 +12,7 @@ import importlib
 
 import torch
 
-from ._runtime import check_triton_tensors, cuda_device_of, require_triton
+from ._runtime import check_triton_tensors, on_other_cuda_device, require_triton
 from .mask_prep import mask_prep_torch
 
 BLOCK_N, BLOCK_K = 32, 128
@@ -65,11 +65,14 @@ class SteEpilogueLaunch:
         dw_arg, dw_strides = (dw, (self.K, 1)) if dw is not None else (g, g_strides)
         if packed is None:  # dS alone: the mask is not read
             packed = g
-        with cuda_device_of(g):
-            self.kernels._ste_epilogue_kernel[self.grid](
-                g, weight, packed, ds_arg, dw_arg, self.N, self.K, *g_strides, *self.weight_strides,
-                *packed.stride(), *ds_strides, *dw_strides, **self.constexprs[want_scores, want_weight],
-            )
+        args = (g, weight, packed, ds_arg, dw_arg, self.N, self.K, *g_strides, *self.weight_strides,
+                *packed.stride(), *ds_strides, *dw_strides)
+        launch = self.kernels._ste_epilogue_kernel[self.grid]
+        if on_other_cuda_device(g):
+            with torch.cuda.device(g.device):
+                launch(*args, **self.constexprs[want_scores, want_weight])
+        else:
+            launch(*args, **self.constexprs[want_scores, want_weight])
         return ds, dw
 
 
