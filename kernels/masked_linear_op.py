@@ -197,7 +197,13 @@ class MaskedLinearFunction(torch.autograd.Function):
                 ste = choose_ste(x2.shape[0], path.N, path.K, x2.dtype)
             if not need_w and ste == "cublas" and (keep or not need_x):
                 prep = path.prep_dense_only
-        y, mask_out, kept = _forward_math(x2, weight, bias, scores, mask, threshold, path.path, keep, prep)
+        if prep is path.prep_dense_only and path.path == "triton_dense":
+            # mask training's step (W frozen, dx from the kept W*M): _forward_math's dense branch, inline
+            dense = prep(weight, mask if scores is None else scores, threshold)[0]
+            y = F.linear(x2, dense, bias if bias is None or bias.dtype == x2.dtype else bias.to(x2.dtype))
+            mask_out, kept = None, (dense if keep else None)
+        else:
+            y, mask_out, kept = _forward_math(x2, weight, bias, scores, mask, threshold, path.path, keep, prep)
         ctx.save_for_backward(x if (need_w or need_s) else None, weight, mask if path.reads_input_mask else None)
         ctx.state = (path, mask_out, kept, ste, None if bias is None else bias.dtype)
         return y if x2 is x else y.view(*x.shape[:-1], y.shape[1])
@@ -213,14 +219,20 @@ class MaskedLinearFunction(torch.autograd.Function):
             dy = dy.reshape(math.prod(lead), dy.shape[-1])
             if x is not None:
                 x = x.reshape(dy.shape[0], x.shape[-1])
-        mask = mask_out if input_mask is None else input_mask
         if torch.is_autocast_enabled(path.device_type):  # our dtypes decide the math
             with torch.autocast(path.device_type, enabled=False):
-                dx, dw, db, ds = _backward_math(dy, x, weight, mask, kept, path.path, ste, need_x, need_w, need_b,
-                                                need_s, path.epilogue)
+                dx, dw, db, ds = _backward_math(dy, x, weight, mask_out if input_mask is None else input_mask, kept,
+                                                path.path, ste, need_x, need_w, need_b, need_s, path.epilogue)
+        elif (not need_w and ste == "cublas" and path.epilogue is not None and path.path == "triton_dense"
+              and (kept is not None or not need_x)):
+            # mask training's step: _backward_math's dense + cuBLAS-STE branches, inline
+            dw = None
+            dx = torch.mm(dy, kept) if need_x else None
+            ds = path.epilogue(mm_fp32(dy.t(), x), weight, None, True, False)[0] if need_s else None
+            db = torch.sum(dy, 0, dtype=torch.float32) if need_b else None
         else:
-            dx, dw, db, ds = _backward_math(dy, x, weight, mask, kept, path.path, ste, need_x, need_w, need_b, need_s,
-                                            path.epilogue)
+            dx, dw, db, ds = _backward_math(dy, x, weight, mask_out if input_mask is None else input_mask, kept,
+                                            path.path, ste, need_x, need_w, need_b, need_s, path.epilogue)
         if lead is not None and dx is not None:
             dx = dx.view(*lead, dx.shape[1])
         if db is not None and db.dtype != bias_dtype:
