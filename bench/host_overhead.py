@@ -120,18 +120,23 @@ class _ShellFunction(torch.autograd.Function):
         return dx, None, ds
 
 
-def _median_us(step, iters: int, repeats: int) -> float:
-    for _ in range(max(10, iters // 10)):  # warm up: first-call checks, caches
-        step()
-    medians = []
-    for _ in range(repeats):
-        times = []
-        for _ in range(iters):
-            start = time.perf_counter_ns()
+def _median_us(steps: list, iters: int, repeats: int) -> list[float]:
+    """Per step function, the median over `repeats` rounds of the median time of `iters` calls. The
+    rounds go round-robin over all steps, so a change in the machine's load (it is shared) affects
+    every case alike and the ratios stay comparable."""
+    for step in steps:
+        for _ in range(max(10, iters // 10)):  # warm up: first-call checks, caches
             step()
-            times.append(time.perf_counter_ns() - start)
-        medians.append(statistics.median(times))
-    return statistics.median(medians) / 1000.0
+    medians: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for i, step in enumerate(steps):
+            times = []
+            for _ in range(iters):
+                start = time.perf_counter_ns()
+                step()
+                times.append(time.perf_counter_ns() - start)
+            medians[i].append(statistics.median(times))
+    return [statistics.median(m) / 1000.0 for m in medians]
 
 
 class _CountingLaunch:
@@ -194,11 +199,11 @@ def run(args) -> list[dict]:
             counter = OpCounter()
             with counter:
                 step()
-            triton_launches = len(launches)
-            us = _median_us(step, args.iters, args.repeats)
-            launches.clear()
-            rows.append({"case": name, "median_us": round(us, 1), "triton_launches": triton_launches,
-                         "torch_kernel_ops": len(counter.ops), "torch_ops": " ".join(counter.ops)})
+            rows.append({"case": name, "median_us": None, "triton_launches": len(launches), "torch_kernel_ops": len(counter.ops),
+                         "torch_ops": " ".join(counter.ops)})
+        for row, us in zip(rows, _median_us([step for _, step in cases], args.iters, args.repeats)):
+            row["median_us"] = round(us, 1)
+        launches.clear()
     base = rows[0]["median_us"]
     for r in rows:
         r["vs_F.linear"] = round(r["median_us"] / base, 2)
@@ -217,8 +222,9 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=8, help="rows of x (tiny: the CPU arithmetic must not count)")
     p.add_argument("--in-features", type=int, default=64)
     p.add_argument("--out-features", type=int, default=64)
-    p.add_argument("--iters", type=int, default=500, help="timed steps per repeat")
-    p.add_argument("--repeats", type=int, default=5, help="repeats; the median of their medians is reported")
+    p.add_argument("--iters", type=int, default=500, help="timed steps per case and round")
+    p.add_argument("--repeats", type=int, default=9,
+                   help="rounds over all cases (round-robin); the median of each case's round medians is reported")
     p.add_argument("--csv", default="", help="append one row per case here")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":

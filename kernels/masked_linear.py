@@ -125,7 +125,7 @@ class MaskedLinearPlan:
     launches' constant arguments). Built after the argument checks passed; calling it with tensors
     of another layout is a bug of the caller (masked_linear and MaskedLinear key on the layout)."""
 
-    __slots__ = ("key", "device_type", "autocast", "compute_dtype", "fixed_path", "paths", "N", "K",
+    __slots__ = ("key", "device_type", "autocast", "compute_dtype", "fixed_path", "direct_path", "paths", "N", "K",
                  "threshold_is_number", "threshold_to_fp32", "keep_masked_weight")
 
     def __init__(self, key, x, weight, scores, mask, threshold, backend: str, keep_masked_weight: bool):
@@ -142,6 +142,10 @@ class MaskedLinearPlan:
         resolved = resolve_backend(backend, device, BACKENDS)
         # "triton" (or "auto" on CUDA): the dispatcher picks a path per token count, call by call
         self.fixed_path = None if resolved == "triton" else self._path(resolved, weight, scores, mask, threshold)
+        # the path a caller may hand to MaskedLinearFunction itself (with grad mode on): nothing to
+        # convert, no autocast, no per-call dispatch; else None
+        self.direct_path = (self.fixed_path if not (self.autocast or self.threshold_is_number or self.threshold_to_fp32)
+                            else None)
 
     def _path(self, name, weight, scores, mask, threshold) -> MaskedLinearPath:
         path = self.paths.get(name)

@@ -17,6 +17,7 @@ from maskedbert.kernels import pack_mask, topk_mask, unpack_mask
 from maskedbert.kernels._describe import describe as _describe
 from maskedbert.kernels.masked_linear import (MaskedLinearPlan, check_threshold, layout_key, masked_linear,
                                               validate_arguments)
+from maskedbert.kernels.masked_linear_op import MaskedLinearFunction
 
 # attributes the op's argument check depends on: assigning one drops the layer's plan
 _CHECKED_ATTRIBUTES = frozenset({"weight", "bias", "scores", "packed_mask", "threshold_tensor", "backend", "mode"})
@@ -252,6 +253,8 @@ class MaskedLinear(nn.Module):
             validate_arguments(x, weight, bias, scores, mask, threshold, self.backend)
             plan = self.__dict__["_plan"] = MaskedLinearPlan(key, x, weight, scores, mask, threshold, self.backend,
                                                              True)
+        if plan.direct_path is not None and torch.is_grad_enabled():  # what plan(...) would do, one call less
+            return MaskedLinearFunction.apply(x, weight, bias, scores, mask, threshold, plan.direct_path)
         return plan(x, weight, bias, scores, mask, threshold)
 
     def extra_repr(self) -> str:
