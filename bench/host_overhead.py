@@ -13,7 +13,8 @@ launch on the GPU machine, is not included) and the checks that tensors are on C
 else runs as on the GPU: argument handling, the registered ops' dispatch, autograd, and the torch
 ops that are cuBLAS/elementwise kernels on a GPU (run here on tiny CPU tensors). Counted per layer
 and step: Triton launches and torch compute ops (each a kernel launch on a GPU; views, empty
-allocations and metadata ops excluded). Must run without TRITON_INTERPRET=1.
+allocations and metadata ops excluded). The "autograd.Function shell" row is a floor: the default
+step's torch ops and launches in a bare Python autograd.Function. Must run without TRITON_INTERPRET=1.
 """
 from __future__ import annotations
 
