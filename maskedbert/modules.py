@@ -84,6 +84,13 @@ class MaskedLinear(nn.Module):
             self.__dict__["_plan"] = None
         super().__setattr__(name, value)
 
+    def __getstate__(self):
+        # copies and pickles (copy.deepcopy, torch.save) leave the plan out: it holds launchers, not
+        # data, and the next forward makes a new one
+        state = dict(super().__getstate__())
+        state["_plan"] = None
+        return state
+
     # ---- the threshold ---------------------------------------------------------------------------
     @property
     def threshold(self) -> float:

@@ -203,3 +203,19 @@ def test_layout_key_names_what_the_plan_depends_on():
         others.append(layout_key(x, w, None, s, None, 0.0, "torch"))
     assert all(k != key for k in others)
     assert len(set(others)) == len(others)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_planned_layer_can_be_copied_and_saved(backend, tmp_path):
+    import copy
+
+    layer = _layer(backend)
+    x = torch.randn(3, 13)
+    y = layer(x).detach()
+    assert layer._plan is not None
+    twin = copy.deepcopy(layer)
+    assert twin._plan is None and layer._plan is not None
+    torch.testing.assert_close(twin(x).detach(), y, rtol=0, atol=0)
+    torch.save(layer, tmp_path / "layer.pt")
+    loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
+    torch.testing.assert_close(loaded(x).detach(), y, rtol=0, atol=0)
