@@ -120,6 +120,23 @@ class MaskPrepLaunch:
         return dense, packed, as_bool
 
 
+    def dense(self, weight, source, threshold):
+        """W*M alone, for a launch made with want_dense only: __call__(...)[0] with less to decide
+        (it runs once per masked layer and step)."""
+        if not self.dense_like_weight or self.empty or self.kind == SOURCE_BOOL or self.packed_spec or self.bool_spec:
+            return self(weight, source, threshold)[0]
+        dense = torch.empty_like(weight)
+        args = (source, weight, dense, source, source, 0.0 if self.threshold_is_tensor else float(threshold),
+                threshold if self.threshold_from_ptr else source, *self.tail)
+        launch = self.kernels._mask_prep_kernel[self.grid]
+        if on_other_cuda_device(source):
+            with torch.cuda.device(source.device):
+                launch(*args, **self.constexprs)
+        else:
+            launch(*args, **self.constexprs)
+        return dense
+
+
 def _allocate(spec):
     return None if spec is None else torch.empty(spec[0], dtype=spec[1], device=spec[2])
 

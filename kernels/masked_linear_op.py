@@ -199,7 +199,7 @@ class MaskedLinearFunction(torch.autograd.Function):
                 prep = path.prep_dense_only
         if prep is path.prep_dense_only and path.path == "triton_dense":
             # mask training's step (W frozen, dx from the kept W*M): _forward_math's dense branch, inline
-            dense = prep(weight, mask if scores is None else scores, threshold)[0]
+            dense = prep.dense(weight, mask if scores is None else scores, threshold)
             y = F.linear(x2, dense, bias if bias is None or bias.dtype == x2.dtype else bias.to(x2.dtype))
             mask_out, kept = None, (dense if keep else None)
         else:
@@ -228,7 +228,7 @@ class MaskedLinearFunction(torch.autograd.Function):
             # mask training's step: _backward_math's dense + cuBLAS-STE branches, inline
             dw = None
             dx = torch.mm(dy, kept) if need_x else None
-            ds = path.epilogue(mm_fp32(dy.t(), x), weight, None, True, False)[0] if need_s else None
+            ds = path.epilogue.scores_grad(mm_fp32(dy.t(), x), weight) if need_s else None
             db = torch.sum(dy, 0, dtype=torch.float32) if need_b else None
         else:
             dx, dw, db, ds = _backward_math(dy, x, weight, mask_out if input_mask is None else input_mask, kept,

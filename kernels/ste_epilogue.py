@@ -76,6 +76,25 @@ class SteEpilogueLaunch:
         return ds, dw
 
 
+    def scores_grad(self, g, weight):
+        """dS alone (no mask read): __call__(g, weight, None, True, False)[0] with less to decide (it
+        runs once per masked layer and step in mask training)."""
+        g_strides = g.stride()
+        if g_strides != self.contiguous or g.dtype != torch.float32 or self.N == 0 or self.K == 0:
+            return self(g, weight, None, True, False)[0]
+        ds = torch.empty_like(g)
+        # G stands in for the unused mask and dW pointers; dS is contiguous like G
+        args = (g, weight, g, ds, g, self.N, self.K, *g_strides, *self.weight_strides, *g_strides, *g_strides,
+                *g_strides)
+        launch = self.kernels._ste_epilogue_kernel[self.grid]
+        if on_other_cuda_device(g):
+            with torch.cuda.device(g.device):
+                launch(*args, **self.constexprs[True, False])
+        else:
+            launch(*args, **self.constexprs[True, False])
+        return ds
+
+
 def ste_epilogue_torch(g: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, *, want_scores: bool,
                        want_weight: bool):
     """PyTorch twin of `ste_epilogue_triton` (the mask may also be bool [N, K])."""
