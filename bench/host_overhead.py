@@ -13,7 +13,8 @@ launch on the GPU machine, is not included) and the checks that tensors are on C
 else runs as on the GPU: argument handling, the registered ops' dispatch, autograd, and the torch
 ops that are cuBLAS/elementwise kernels on a GPU (run here on tiny CPU tensors). Counted per layer
 and step: Triton launches and torch compute ops (each a kernel launch on a GPU; views, empty
-allocations and metadata ops excluded). Must run without TRITON_INTERPRET=1.
+allocations and metadata ops excluded). The "autograd.Function shell" row is a floor: the default
+step's torch ops and launches in a bare Python autograd.Function. Must run without TRITON_INTERPRET=1.
 """
 from __future__ import annotations
 
@@ -74,9 +75,11 @@ def _cases(M: int, N: int, K: int):
     b = torch.randn(N, generator=g, requires_grad=True)
     s = torch.randn(N, K, generator=g, requires_grad=True)
     tau = torch.tensor(0.0)
+    shell_w, shell_s = torch.randn(N, K, generator=g), torch.randn(N, K, generator=g, requires_grad=True)
     return [
         ("F.linear (W, b train)", dense(True, True)),
         ("F.linear (b trains, W frozen)", dense(False, True)),
+        ("autograd.Function shell", lambda: _ShellFunction.apply(x, shell_w, shell_s).backward(dy)),
         ("MaskedLinear triton_dense", masked_module("triton_dense")),
         ("MaskedLinear triton_fused", masked_module("triton_fused")),
         ("masked_linear() triton_dense", lambda: masked_linear(x, w, b, scores=s, threshold=tau,
@@ -85,18 +88,56 @@ def _cases(M: int, N: int, K: int):
     ]
 
 
-def _median_us(step, iters: int, repeats: int) -> float:
-    for _ in range(max(10, iters // 10)):  # warm up: first-call checks, caches
-        step()
-    medians = []
-    for _ in range(repeats):
-        times = []
-        for _ in range(iters):
-            start = time.perf_counter_ns()
+class _ShellFunction(torch.autograd.Function):
+    """The least any Python autograd.Function costs for MaskedLinear's default step (scores train,
+    W frozen, no bias): the same torch ops (W*M and dS allocated, the forward, dx and G GEMMs) and
+    the same two launches (stubbed kernels, with their argument counts), nothing else: no checks, no
+    dispatch, no mask. A floor for the eager path, not an implementation."""
+
+    @staticmethod
+    def forward(ctx, x, w, s):
+        import importlib
+
+        dense = torch.empty_like(w)
+        importlib.import_module("maskedbert.kernels.mask_prep_kernel")._mask_prep_kernel[(2, 1)](
+            s, w, dense, s, s, 0.0, s, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+            SOURCE=0, THRESHOLD_FROM_PTR=False, WRITE_DENSE=True, WRITE_PACKED=False, WRITE_BOOL=False,
+            BLOCK_N=32, BLOCK_B=16)
+        ctx.save_for_backward(x, w)
+        ctx.dense = dense
+        return F.linear(x, dense)
+
+    @staticmethod
+    def backward(ctx, dy):
+        import importlib
+
+        x, w = ctx.saved_tensors
+        dx = torch.mm(dy, ctx.dense)
+        grad = torch.mm(dy.t(), x)
+        ds = torch.empty_like(grad)
+        importlib.import_module("maskedbert.kernels.ste_epilogue_kernel")._ste_epilogue_kernel[(2, 1)](
+            grad, w, grad, ds, grad, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+            WRITE_DS=True, WRITE_DW=False, BLOCK_N=32, BLOCK_K=128)
+        return dx, None, ds
+
+
+def _median_us(steps: list, iters: int, repeats: int) -> list[float]:
+    """Per step function, the median over `repeats` rounds of the median time of `iters` calls. The
+    rounds go round-robin over all steps, so a change in the machine's load (it is shared) affects
+    every case alike and the ratios stay comparable."""
+    for step in steps:
+        for _ in range(max(10, iters // 10)):  # warm up: first-call checks, caches
             step()
-            times.append(time.perf_counter_ns() - start)
-        medians.append(statistics.median(times))
-    return statistics.median(medians) / 1000.0
+    medians: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for i, step in enumerate(steps):
+            times = []
+            for _ in range(iters):
+                start = time.perf_counter_ns()
+                step()
+                times.append(time.perf_counter_ns() - start)
+            medians[i].append(statistics.median(times))
+    return [statistics.median(m) / 1000.0 for m in medians]
 
 
 class _CountingLaunch:
@@ -126,7 +167,9 @@ def stubbed_launches(launches: list):
         setattr(mod, name, value)
 
     import maskedbert.kernels  # noqa: F401
+    from maskedbert.kernels.masked_linear import clear_plans
 
+    clear_plans()  # plans hold launches prepared (and checked) outside the stubs
     for name in cv.LAUNCHER_MODULES:
         mod = importlib.import_module(f"maskedbert.kernels.{name}")
         if hasattr(mod, "check_triton_tensors"):
@@ -139,10 +182,14 @@ def stubbed_launches(launches: list):
     finally:
         for mod, name, value in reversed(saved):
             setattr(mod, name, value)
+        clear_plans()  # and none made under the stubs (CUDA checks off) outlives them
 
 
 def run(args) -> list[dict]:
     torch.set_num_threads(1)
+    # stubbed kernels leave their outputs uninitialised: denormal garbage in W*M would make the CPU's
+    # GEMMs on it many times slower (and the timing depend on what memory held before)
+    torch.set_flush_denormal(True)
     launches: list = []
     rows = []
     with stubbed_launches(launches):  # Triton launches counted, not run; CUDA checks off
@@ -153,11 +200,11 @@ def run(args) -> list[dict]:
             counter = OpCounter()
             with counter:
                 step()
-            triton_launches = len(launches)
-            us = _median_us(step, args.iters, args.repeats)
-            launches.clear()
-            rows.append({"case": name, "median_us": round(us, 1), "triton_launches": triton_launches,
-                         "torch_kernel_ops": len(counter.ops), "torch_ops": " ".join(counter.ops)})
+            rows.append({"case": name, "median_us": None, "triton_launches": len(launches), "torch_kernel_ops": len(counter.ops),
+                         "torch_ops": " ".join(counter.ops)})
+        for row, us in zip(rows, _median_us([step for _, step in cases], args.iters, args.repeats)):
+            row["median_us"] = round(us, 1)
+        launches.clear()
     base = rows[0]["median_us"]
     for r in rows:
         r["vs_F.linear"] = round(r["median_us"] / base, 2)
@@ -176,8 +223,9 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=8, help="rows of x (tiny: the CPU arithmetic must not count)")
     p.add_argument("--in-features", type=int, default=64)
     p.add_argument("--out-features", type=int, default=64)
-    p.add_argument("--iters", type=int, default=500, help="timed steps per repeat")
-    p.add_argument("--repeats", type=int, default=5, help="repeats; the median of their medians is reported")
+    p.add_argument("--iters", type=int, default=500, help="timed steps per case and round")
+    p.add_argument("--repeats", type=int, default=9,
+                   help="rounds over all cases (round-robin); the median of each case's round medians is reported")
     p.add_argument("--csv", default="", help="append one row per case here")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":

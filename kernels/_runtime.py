@@ -153,6 +153,12 @@ def cuda_device_of(t: torch.Tensor):
 _NULL_CONTEXT = contextlib.nullcontext()
 
 
+def on_other_cuda_device(t: torch.Tensor) -> bool:
+    """Whether launching for `t` needs `torch.cuda.device(t.device)` around it (cuda_device_of as a
+    test, for launchers that skip the `with` statement's cost in the common case)."""
+    return t.is_cuda and t.get_device() != torch.cuda.current_device()
+
+
 def launch_autotuned(tuner, grid, *args, **kwargs):
     """Launch an @triton.autotune kernel; in deterministic mode with one fixed config (the first its
     prune_configs_by keeps for these arguments), so results do not depend on a timing race."""
@@ -170,7 +176,10 @@ def check_int32_offsets(op: str, **tensors: torch.Tensor | None) -> None:
     """The Triton GEMM kernels index with int32 element offsets: refuse a tensor whose last element
     lies 2**31 or more elements past its first (a clear error instead of wrapped addresses)."""
     for name, t in tensors.items():
-        if t is None or t.numel() == 0:
+        if t is None:
+            continue
+        numel = t.numel()
+        if numel == 0 or (numel <= 2**31 and t.is_contiguous()):  # spans numel - 1 elements: no sum needed
             continue
         if sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) >= 2**31:
             raise ValueError(

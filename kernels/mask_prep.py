@@ -9,9 +9,11 @@ bit (k % 8) of byte [n, k // 8], least significant bit first; padding bits are z
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 
-from ._runtime import check_triton_tensors, cuda_device_of, require_triton
+from ._runtime import check_triton_tensors, on_other_cuda_device, require_triton
 
 SOURCE_SCORES, SOURCE_BOOL, SOURCE_PACKED = 0, 1, 2
 
@@ -47,45 +49,96 @@ def mask_prep_triton(
     the kernel, no host synchronisation). `shape` (N, K) is needed only when neither weight nor a
     bool/score source gives it.
     """
-    require_triton()
-    from . import mask_prep_kernel as kernels  # looked up per launch, so tools can swap the kernel
+    launch = MaskPrepLaunch(weight, scores=scores, mask=mask, threshold=threshold, shape=shape,
+                            dense_dtype=dense_dtype, want_dense=want_dense, want_packed=want_packed,
+                            want_bool=want_bool)
+    return launch(weight, scores if scores is not None else mask, threshold)
 
-    src, kind = _source(scores, mask)
-    N, K = _resolve_shape(weight, src, kind, shape)
-    device = src.device
-    threshold_from_ptr = isinstance(threshold, torch.Tensor) and kind == SOURCE_SCORES
-    # a number goes in as a kernel argument; a tensor is never read on the host (float() would sync)
-    scalar_threshold = 0.0 if isinstance(threshold, torch.Tensor) else float(threshold)
-    check_triton_tensors(weight=weight, scores=scores, mask=mask,
-                         threshold=threshold if threshold_from_ptr else None)
-    dense = torch.empty((N, K), dtype=dense_dtype or weight.dtype, device=device) if want_dense else None
-    packed = torch.empty((N, packed_cols(K)), dtype=torch.uint8, device=device) if want_packed else None
-    as_bool = torch.empty((N, K), dtype=torch.bool, device=device) if want_bool else None
-    if N == 0 or K == 0:
+
+class MaskPrepLaunch:
+    """`mask_prep_triton` prepared for one layout of its arguments (shapes, dtypes, strides, device,
+    source kind, threshold kind, outputs wanted): the checks, the grid and the constant kernel
+    arguments are worked out once; a call allocates the outputs and launches. Calls must pass
+    tensors of the layout it was built from (callers key their caches on it)."""
+
+    __slots__ = ("kind", "threshold_from_ptr", "threshold_is_tensor", "dense_like_weight", "dense_spec",
+                 "packed_spec", "bool_spec", "empty", "grid", "tail", "constexprs", "kernels")
+
+    def __init__(self, weight, *, scores=None, mask=None, threshold=0.0, shape=None, dense_dtype=None,
+                 want_dense=True, want_packed=True, want_bool=False):
+        require_triton()
+        src, kind = _source(scores, mask)
+        N, K = _resolve_shape(weight, src, kind, shape)
+        self.kind = kind
+        self.threshold_is_tensor = isinstance(threshold, torch.Tensor)
+        self.threshold_from_ptr = self.threshold_is_tensor and kind == SOURCE_SCORES
+        check_triton_tensors(weight=weight, scores=scores, mask=mask,
+                             threshold=threshold if self.threshold_from_ptr else None)
+        device = src.device
+        dense_dtype = dense_dtype or (weight.dtype if weight is not None else None)
+        self.dense_spec = ((N, K), dense_dtype, device) if want_dense else None
+        # torch.empty_like costs half of torch.empty(shape, dtype=, device=) on the host
+        self.dense_like_weight = want_dense and dense_dtype == weight.dtype and weight.is_contiguous()
+        self.packed_spec = ((N, packed_cols(K)), torch.uint8, device) if want_packed else None
+        self.bool_spec = ((N, K), torch.bool, device) if want_bool else None
+        self.empty = N == 0 or K == 0
+        BLOCK_N, BLOCK_B = 32, 16
+        self.grid = (-(-N // BLOCK_N), -(-packed_cols(K) // BLOCK_B))
+        # the trailing kernel arguments: sizes, then the strides of the source, the weight and the outputs
+        # (fresh contiguous allocations: row strides K for dense and bool, ceil(K/8) for packed)
+        self.tail = (N, K, *src.stride(), *(weight.stride() if want_dense else (0, 0)),
+                     *((K, 1) if want_dense else (0, 0)), packed_cols(K) if want_packed else 0, K if want_bool else 0)
+        self.constexprs = dict(SOURCE=kind, THRESHOLD_FROM_PTR=self.threshold_from_ptr, WRITE_DENSE=want_dense,
+                               WRITE_PACKED=want_packed, WRITE_BOOL=want_bool, BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B)
+        # looked up per launch (`self.kernels._mask_prep_kernel`), so tools can swap the kernel
+        self.kernels = importlib.import_module(".mask_prep_kernel", __package__)
+
+    def __call__(self, weight, source, threshold):
+        """(W*M or None, packed or None, bool or None) for `source` (the scores or the mask)."""
+        if self.dense_like_weight:
+            dense = torch.empty_like(weight)
+        else:
+            dense = _allocate(self.dense_spec)
+        packed = _allocate(self.packed_spec) if self.packed_spec else None
+        as_bool = _allocate(self.bool_spec) if self.bool_spec else None
+        if self.empty:
+            return dense, packed, as_bool
+        if self.kind == SOURCE_BOOL:
+            source = source.view(torch.uint8)
+        dummy = packed if packed is not None else source  # unused pointers still need a tensor
+        # a number goes in as a kernel argument; a tensor is never read on the host (float() would sync)
+        args = (source, weight if dense is not None else dummy, dense if dense is not None else dummy, dummy,
+                as_bool.view(torch.uint8) if as_bool is not None else dummy,
+                0.0 if self.threshold_is_tensor else float(threshold),
+                threshold if self.threshold_from_ptr else dummy, *self.tail)
+        launch = self.kernels._mask_prep_kernel[self.grid]
+        if on_other_cuda_device(source):
+            with torch.cuda.device(source.device):
+                launch(*args, **self.constexprs)
+        else:
+            launch(*args, **self.constexprs)
         return dense, packed, as_bool
-    if kind == SOURCE_BOOL:
-        src = src.view(torch.uint8)
-    dummy = packed if packed is not None else src  # unused pointers still need a tensor
-    bool_u8 = as_bool.view(torch.uint8) if as_bool is not None else dummy
-    w = weight if want_dense else dummy
-    d = dense if want_dense else dummy
-    p = packed if want_packed else dummy
-    BLOCK_N, BLOCK_B = 32, 16
-    grid = (-(-N // BLOCK_N), -(-packed_cols(K) // BLOCK_B))
-    with cuda_device_of(src):
-        kernels._mask_prep_kernel[grid](
-            src, w, d, p, bool_u8,
-            scalar_threshold, threshold if threshold_from_ptr else dummy, N, K,
-            src.stride(0), src.stride(1),
-            w.stride(0) if want_dense else 0, w.stride(1) if want_dense else 0,
-            d.stride(0) if want_dense else 0, d.stride(1) if want_dense else 0,
-            p.stride(0) if want_packed else 0,
-            as_bool.stride(0) if want_bool else 0,
-            SOURCE=kind, THRESHOLD_FROM_PTR=threshold_from_ptr,
-            WRITE_DENSE=want_dense, WRITE_PACKED=want_packed, WRITE_BOOL=want_bool,
-            BLOCK_N=BLOCK_N, BLOCK_B=BLOCK_B,
-        )
-    return dense, packed, as_bool
+
+
+    def dense(self, weight, source, threshold):
+        """W*M alone, for a launch made with want_dense only: __call__(...)[0] with less to decide
+        (it runs once per masked layer and step)."""
+        if not self.dense_like_weight or self.empty or self.kind == SOURCE_BOOL or self.packed_spec or self.bool_spec:
+            return self(weight, source, threshold)[0]
+        dense = torch.empty_like(weight)
+        args = (source, weight, dense, source, source, 0.0 if self.threshold_is_tensor else float(threshold),
+                threshold if self.threshold_from_ptr else source, *self.tail)
+        launch = self.kernels._mask_prep_kernel[self.grid]
+        if on_other_cuda_device(source):
+            with torch.cuda.device(source.device):
+                launch(*args, **self.constexprs)
+        else:
+            launch(*args, **self.constexprs)
+        return dense
+
+
+def _allocate(spec):
+    return None if spec is None else torch.empty(spec[0], dtype=spec[1], device=spec[2])
 
 
 def mask_prep_torch(

@@ -7,6 +7,12 @@ Launchers (Triton, each with a PyTorch twin of the same signature):
 The registered ops (masked_linear_op.py: maskedbert::masked_linear_fwd / _bwd, with fake
 implementations and autograd) are written once against these launchers; the backend chooses which
 implementation of each they use.
+
+Host time: at BERT-base a step is ~6-10 ms of GPU time over 73 masked layers, so per-call Python
+matters. Eager calls run a MaskedLinearPlan, worked out once per argument layout (layout_key:
+types, dtypes, devices, shapes, strides, threshold kind, backend, autocast state): the argument
+checks, the backend, and the Triton launches' constant arguments. A call whose layout differs is
+checked and planned again, so nothing stale is ever reused. MaskedLinear keeps its own plan.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import math
 import torch
 
 from ._describe import describe as _describe
-from .masked_linear_op import MaskedLinearFunction  # (importing it registers the maskedbert:: ops)
+from .masked_linear_op import MaskedLinearFunction, MaskedLinearPath  # (importing it registers the maskedbert:: ops)
 from ._runtime import resolve_backend
 from .dispatch import choose_path
 from .mask_prep import packed_cols
@@ -54,23 +60,139 @@ def masked_linear(
             backward, which then skips preparing it again for dx (when x needs a gradient; not on
             "triton_fused", which never writes W*M). False saves that memory.
 
-    Runs as the registered op maskedbert::masked_linear_fwd (torch.compile sees one node).
+    Under torch.compile it runs as the registered op maskedbert::masked_linear_fwd (one node);
+    eager calls run a plan prepared once per argument layout (see the module docstring).
     Under torch.autocast the op computes in the autocast dtype (as F.linear does) with fp32
     accumulation; gradients come back in each input's own dtype.
     """
-    validate_arguments(x, weight, bias, scores, mask, threshold, backend)
-    return masked_linear_checked(x, weight, bias, scores, mask, threshold, backend, keep_masked_weight)
+    if torch.compiler.is_compiling():  # traced once: checks cost nothing at run time
+        validate_arguments(x, weight, bias, scores, mask, threshold, backend)
+        return _masked_linear_op(x, weight, bias, scores, mask, threshold, backend, keep_masked_weight)
+    try:
+        key = layout_key(x, weight, bias, scores, mask, threshold, backend, keep_masked_weight)
+        plan = _PLANS.get(key)
+    except (AttributeError, TypeError, IndexError):  # not tensors: the checks below name the argument
+        key = plan = None
+    if plan is None:
+        validate_arguments(x, weight, bias, scores, mask, threshold, backend)
+        plan = MaskedLinearPlan(key, x, weight, scores, mask, threshold, backend, keep_masked_weight)
+        if key is not None:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    return plan(x, weight, bias, scores, mask, threshold)
 
 
-def masked_linear_checked(x, weight, bias, scores, mask, threshold, backend: str, keep_masked_weight: bool = True):
-    """masked_linear without the argument checks, for callers that checked them once (MaskedLinear
-    does, per module). Positional: (x, weight, bias, scores, mask, threshold, backend)."""
+# masked_linear's plans by argument layout (layout_key); bounded, cleared when full
+_PLANS: dict = {}
+_MAX_PLANS = 256
+
+
+def clear_plans() -> None:
+    """Forget every prepared plan (tools that swap launchers or checks call this around their patches)."""
+    _PLANS.clear()
+
+
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+
+
+def layout_key(x, weight, bias, scores, mask, threshold, backend: str, keep_masked_weight: bool = True) -> tuple:
+    """Everything about masked_linear's arguments that the argument checks and a MaskedLinearPlan
+    depend on: the type, dtype, device and shape of each tensor (of x only the last dimension, so the
+    token count may vary), the strides the prepared launches read (weight, scores, mask), the kind of
+    threshold, the backend and the autocast state. Equal keys mean the checks would pass again and
+    the plan's launches fit. Raises AttributeError (or TypeError) when an argument that must be a
+    tensor is not. Written out flat: it runs on every call."""
+    autocast = None
+    if _any_autocast():
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            autocast = torch.get_autocast_dtype(device_type)
+    return (type(x), x.dtype, x.device, x.shape[-1:],
+            type(weight), weight.dtype, weight.device, weight.shape, weight.stride(),
+            None if bias is None else (type(bias), bias.dtype, bias.device, bias.shape),
+            None if scores is None else (type(scores), scores.dtype, scores.device, scores.shape, scores.stride()),
+            None if mask is None else (type(mask), mask.dtype, mask.device, mask.shape, mask.stride(),
+                                       mask.requires_grad),
+            (type(threshold), threshold.dtype, threshold.device, threshold.shape)
+            if isinstance(threshold, torch.Tensor) else type(threshold),
+            backend, keep_masked_weight, autocast)
+
+
+class MaskedLinearPlan:
+    """masked_linear for one argument layout (layout_key), worked out once: the backend resolved,
+    the compute dtype, and each path it runs prepared (masked_linear_op.MaskedLinearPath: the Triton
+    launches' constant arguments). Built after the argument checks passed; calling it with tensors
+    of another layout is a bug of the caller (masked_linear and MaskedLinear key on the layout)."""
+
+    __slots__ = ("key", "device_type", "autocast", "compute_dtype", "fixed_path", "direct_path", "paths", "N", "K",
+                 "threshold_is_number", "threshold_to_fp32", "keep_masked_weight")
+
+    def __init__(self, key, x, weight, scores, mask, threshold, backend: str, keep_masked_weight: bool):
+        self.key = key
+        device = x.device
+        self.device_type = device.type
+        self.autocast = torch.is_autocast_enabled(self.device_type)
+        self.compute_dtype = torch.get_autocast_dtype(self.device_type) if self.autocast else x.dtype
+        self.N, self.K = weight.shape
+        self.threshold_is_number = not isinstance(threshold, torch.Tensor)
+        self.threshold_to_fp32 = not self.threshold_is_number and threshold.dtype != torch.float32
+        self.keep_masked_weight = keep_masked_weight
+        self.paths: dict[str, MaskedLinearPath] = {}
+        resolved = resolve_backend(backend, device, BACKENDS)
+        # "triton" (or "auto" on CUDA): the dispatcher picks a path per token count, call by call
+        self.fixed_path = None if resolved == "triton" else self._path(resolved, weight, scores, mask, threshold)
+        # the path a caller may hand to MaskedLinearFunction itself (with grad mode on): nothing to
+        # convert, no autocast, no per-call dispatch; else None
+        self.direct_path = (self.fixed_path if not (self.autocast or self.threshold_is_number or self.threshold_to_fp32)
+                            else None)
+
+    def _path(self, name, weight, scores, mask, threshold) -> MaskedLinearPath:
+        path = self.paths.get(name)
+        if path is None:
+            if self.threshold_to_fp32:
+                threshold = threshold.to(torch.float32)
+            path = self.paths[name] = MaskedLinearPath(name, weight, scores, mask, threshold, self.compute_dtype,
+                                                       self.keep_masked_weight)
+        return path
+
+    def __call__(self, x, weight, bias, scores, mask, threshold):
+        if self.threshold_is_number:
+            threshold = float(threshold)
+        elif self.threshold_to_fp32:
+            threshold = threshold.to(torch.float32)
+        if self.autocast:
+            return self._autocast_call(x, weight, bias, scores, mask, threshold)
+        path = self.fixed_path
+        if path is None:
+            path = self._dispatch(x, weight, scores, mask, threshold)
+        if torch.is_grad_enabled():
+            return MaskedLinearFunction.apply(x, weight, bias, scores, mask, threshold, path)
+        return path.inference(x, weight, bias, scores, mask, threshold)
+
+    def _dispatch(self, x, weight, scores, mask, threshold) -> MaskedLinearPath:
+        name = choose_path(math.prod(x.shape[:-1]), self.N, self.K, self.compute_dtype)
+        return self._path(name, weight, scores, mask, threshold)
+
+    def _autocast_call(self, x, weight, bias, scores, mask, threshold):
+        # as F.linear under autocast: computed in the autocast dtype (x cast with autograd), autocast
+        # off inside so that the op's own dtypes decide
+        if x.dtype != self.compute_dtype:
+            x = x.to(self.compute_dtype)
+        with torch.autocast(self.device_type, enabled=False):
+            path = self.fixed_path or self._dispatch(x, weight, scores, mask, threshold)
+            if torch.is_grad_enabled():
+                return MaskedLinearFunction.apply(x, weight, bias, scores, mask, threshold, path)
+            return path.inference(x, weight, bias, scores, mask, threshold)
+
+
+def _masked_linear_op(x, weight, bias, scores, mask, threshold, backend: str, keep_masked_weight: bool):
+    """The registered op maskedbert::masked_linear_fwd (one graph node under torch.compile)."""
     K = weight.shape[1]
     lead = x.shape[:-1]
     device_type = x.device.type
     x2 = x.reshape(math.prod(lead), K)  # not -1: K may be 0
-    autocast = torch.is_autocast_enabled(device_type)
-    if autocast:
+    if torch.is_autocast_enabled(device_type):
         compute_dtype = torch.get_autocast_dtype(device_type)
         if x2.dtype != compute_dtype:
             x2 = x2.to(compute_dtype)
@@ -81,14 +203,8 @@ def masked_linear_checked(x, weight, bias, scores, mask, threshold, backend: str
         tau = 0.0
     else:
         tau_tensor, tau = None, float(threshold)
-    if torch.compiler.is_compiling():  # one registered op: a single node in the graph
-        with torch.autocast(device_type, enabled=False):
-            y = torch.ops.maskedbert.masked_linear_fwd(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)[0]
-    elif autocast:
-        with torch.autocast(device_type, enabled=False):
-            y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)
-    else:
-        y = MaskedLinearFunction.apply(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)
+    with torch.autocast(device_type, enabled=False):
+        y = torch.ops.maskedbert.masked_linear_fwd(x2, weight, bias, scores, mask, tau_tensor, tau, path, keep)[0]
     return y.reshape(*lead, weight.shape[0])
 
 

@@ -2,8 +2,9 @@
 implementations and registered autograd, so `torch.compile` sees one node per layer and traces
 through it with fullgraph=True, and a training step can be captured in a CUDA graph (the launchers
 read no device value on the host). Eager calls take `MaskedLinearFunction`, an autograd.Function over
-the same forward_impl/backward_impl: the ops' Python dispatch layers cost tens of microseconds per
-call (bench/host_overhead.py), which eager mode need not pay.
+the same math (_forward_math/_backward_math) with its launches prepared once per argument layout
+(`MaskedLinearPath`): the ops' Python dispatch layers cost tens of microseconds per call
+(bench/host_overhead.py), which eager mode need not pay.
 
     maskedbert::masked_linear_fwd(x [M, K], weight, bias?, scores?, mask?, threshold_tensor?,
                                   threshold, path, keep_masked_weight) -> (y, mask_for_backward, masked_weight)
@@ -11,7 +12,7 @@ call (bench/host_overhead.py), which eager mode need not pay.
                                   need_bias, need_scores) -> (dx, dweight, dbias (fp32), dscores)
 
 Outputs a call does not produce are empty tensors (an op cannot return None). Arguments are
-checked by the callers (masked_linear.py, MaskedLinear once per module), not here.
+checked by the callers (masked_linear.py, once per argument layout), not here.
 
 `path`: "torch" (PyTorch twins), "triton_dense" (prep kernel writes W*M, cuBLAS GEMMs) or
 "triton_fused" (a Triton GEMM applies the packed mask while loading W). `ste`: "cublas" or
@@ -21,20 +22,21 @@ the forward (dense paths) so the backward's dx GEMM reuses it instead of prepari
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from .dispatch import choose_ste
-from .mask_prep import mask_prep_torch, mask_prep_triton, packed_cols
-from .masked_matmul import masked_matmul_torch, masked_matmul_triton
-from .ste_grad import ste_grad_cublas, ste_grad_torch, ste_grad_triton
+from .mask_prep import MaskPrepLaunch, mask_prep_torch, mask_prep_triton, packed_cols
+from .masked_matmul import masked_matmul_triton
+from .ste_epilogue import SteEpilogueLaunch, ste_epilogue_triton
+from .ste_grad import mm_fp32, ste_grad_torch, ste_grad_triton
 
 PATHS = ("torch", "triton_dense", "triton_fused")
 STE_IMPLS = ("cublas", "triton")
 _PREP = {"torch": mask_prep_torch, "triton_dense": mask_prep_triton, "triton_fused": mask_prep_triton}
-_MATMUL = {"torch": masked_matmul_torch, "triton_dense": masked_matmul_triton, "triton_fused": masked_matmul_triton}
 
 
 def _backward_reads_input_mask(mask: Optional[torch.Tensor], path: str) -> bool:
@@ -54,75 +56,188 @@ def _no_autocast(device_type: str):
     return contextlib.nullcontext()
 
 
+def _forward_prep(path: str, weight, scores, mask, threshold, dense_dtype) -> Optional[MaskPrepLaunch]:
+    """The forward's Triton prep launch for these arguments (None on the torch path, and on the fused
+    path with a packed mask, which the GEMM reads as given)."""
+    if path == "torch":
+        return None
+    fused = path == "triton_fused"
+    if _backward_reads_input_mask(mask, path):
+        return None if fused else MaskPrepLaunch(weight, mask=mask, dense_dtype=dense_dtype, want_packed=False)
+    return MaskPrepLaunch(weight, scores=scores, mask=mask, threshold=threshold, dense_dtype=dense_dtype,
+                          want_dense=not fused)
+
+
 def forward_impl(x, weight, bias, scores, mask, threshold_tensor, threshold: float, path: str,
                  keep_masked_weight: bool):
     """(y, mask for the backward or None when it reads the input mask, W*M or None)."""
+    tau = threshold_tensor if threshold_tensor is not None else threshold
     with _no_autocast(x.device.type):
-        prep = _PREP[path]
-        fused = path == "triton_fused"
-        tau = threshold_tensor if threshold_tensor is not None else threshold
+        return _forward_math(x, weight, bias, scores, mask, tau, path, keep_masked_weight,
+                             _forward_prep(path, weight, scores, mask, tau, x.dtype))
+
+
+def _forward_math(x, weight, bias, scores, mask, threshold, path: str, keep_masked_weight: bool,
+                  prep: Optional[MaskPrepLaunch]):
+    """forward_impl with the prep launch given (autocast already off); x is [M, K]. The mask
+    returned is the one `prep` packed (None when it packs none or the backward reads the input mask)."""
+    if bias is not None and bias.dtype != x.dtype:
+        bias_x = bias.to(x.dtype)
+    else:
+        bias_x = bias
+    if path == "triton_dense":
         if _backward_reads_input_mask(mask, path):
-            mask_out = None
-            dense = None if fused else prep(weight, mask=mask, dense_dtype=x.dtype, want_packed=False)[0]
-            gemm_mask = mask
-        elif path == "torch":  # the twin keeps a bool mask: packing bits costs more than it saves on CPU
-            dense, _, mask_out = prep(weight, scores=scores, mask=mask, threshold=tau, dense_dtype=x.dtype,
-                                      want_packed=False, want_bool=True)
-            gemm_mask = mask_out
+            dense, mask_out = prep(weight, mask, threshold)[0], None
         else:
-            dense, mask_out, _ = prep(weight, scores=scores, mask=mask, threshold=tau, dense_dtype=x.dtype,
-                                      want_dense=not fused)
-            gemm_mask = mask_out
-        if fused:
-            y = _MATMUL[path](x, weight, gemm_mask, bias)
+            dense, mask_out, _ = prep(weight, mask if scores is None else scores, threshold)
+        return F.linear(x, dense, bias_x), mask_out, (dense if keep_masked_weight else None)
+    if path == "triton_fused":  # the GEMM reads the packed mask (and the bias in its own dtype)
+        if _backward_reads_input_mask(mask, path):
+            mask_out, gemm_mask = None, mask
         else:
-            y = F.linear(x, dense, None if bias is None else bias.to(x.dtype))
-    return y, mask_out, (dense if keep_masked_weight else None)
+            mask_out = gemm_mask = prep(weight, mask if scores is None else scores, threshold)[1]
+        return masked_matmul_triton(x, weight, gemm_mask, bias), mask_out, None
+    prep_torch = _PREP["torch"]
+    if mask is not None:  # the backward reads the input mask
+        mask_out = None
+        dense = prep_torch(weight, mask=mask, dense_dtype=x.dtype, want_packed=False)[0]
+    else:  # the twin keeps a bool mask: packing bits costs more than it saves on CPU
+        dense, _, mask_out = prep_torch(weight, scores=scores, threshold=threshold, dense_dtype=x.dtype,
+                                        want_packed=False, want_bool=True)
+    return F.linear(x, dense, bias_x), mask_out, (dense if keep_masked_weight else None)
 
 
 def backward_impl(dy, x, weight, mask, masked_weight, path: str, ste: str, need_x: bool, need_weight: bool,
                   need_bias: bool, need_scores: bool):
     """(dx, dweight, dbias in fp32, dscores), None where not needed."""
     with _no_autocast(dy.device.type):  # our dtypes decide the math, whatever the caller's state
-        dx = dw = db = ds = None
-        if need_x:
-            if path == "triton_fused":
-                dx = masked_matmul_triton(dy, weight, mask, None, transpose_weight=True)
+        return _backward_math(dy, x, weight, mask, masked_weight, path, ste, need_x, need_weight, need_bias,
+                              need_scores, None)
+
+
+def _backward_math(dy, x, weight, mask, masked_weight, path: str, ste: str, need_x: bool, need_weight: bool,
+                   need_bias: bool, need_scores: bool, epilogue: Optional[SteEpilogueLaunch]):
+    """backward_impl with the STE epilogue launch given (None: prepared here); autocast already off."""
+    dx = dw = db = ds = None
+    if need_x:
+        if path == "triton_fused":
+            dx = masked_matmul_triton(dy, weight, mask, None, transpose_weight=True)
+        else:
+            if masked_weight is None or masked_weight.numel() != weight.numel():
+                masked_weight = _PREP[path](weight, mask=mask, dense_dtype=dy.dtype, want_packed=False)[0]
+            dx = torch.mm(dy, masked_weight)
+    if need_weight or need_scores:
+        if path == "torch":
+            ds, dw, db = ste_grad_torch(dy, x, weight, mask, want_scores=need_scores, want_weight=need_weight,
+                                        want_bias=need_bias)
+            return dx, dw, db, ds
+        if ste == "cublas":  # ste_grad_cublas, with the epilogue launch prepared once per layout
+            g = mm_fp32(dy.t(), x)
+            if epilogue is None:
+                ds, dw = ste_epilogue_triton(g, weight, mask, want_scores=need_scores, want_weight=need_weight)
             else:
-                if masked_weight is None or masked_weight.numel() != weight.numel():
-                    masked_weight = _PREP[path](weight, mask=mask, dense_dtype=dy.dtype, want_packed=False)[0]
-                dx = dy @ masked_weight
-        if need_weight or need_scores:
-            grad = ste_grad_torch if path == "torch" else (ste_grad_cublas if ste == "cublas" else ste_grad_triton)
-            ds, dw, db = grad(dy, x, weight, mask, want_scores=need_scores, want_weight=need_weight,
-                              want_bias=need_bias)
-        elif need_bias:
-            db = torch.sum(dy, 0, dtype=torch.float32)
+                ds, dw = epilogue(g, weight, mask, need_scores, need_weight)
+        else:
+            ds, dw, db = ste_grad_triton(dy, x, weight, mask, want_scores=need_scores, want_weight=need_weight,
+                                         want_bias=need_bias)
+            return dx, dw, db, ds
+    if need_bias:
+        db = torch.sum(dy, 0, dtype=torch.float32)
     return dx, dw, db, ds
 
 
+class MaskedLinearPath:
+    """One path of the op ("torch", "triton_dense", "triton_fused") prepared for one layout of the
+    weight, the mask source and the threshold in one compute dtype: the Triton launches' constant
+    arguments are worked out once (MaskPrepLaunch, SteEpilogueLaunch). Its callers pass tensors of
+    that layout (masked_linear.MaskedLinearPlan keys on it)."""
+
+    __slots__ = ("path", "N", "K", "device_type", "keep_masked_weight", "reads_input_mask", "prep",
+                 "prep_dense_only", "epilogue")
+
+    def __init__(self, path: str, weight, scores, mask, threshold, compute_dtype: torch.dtype,
+                 keep_masked_weight: bool = True):
+        self.path = path
+        self.N, self.K = weight.shape
+        self.device_type = weight.device.type
+        self.keep_masked_weight = keep_masked_weight
+        self.reads_input_mask = _backward_reads_input_mask(mask, path)
+        self.prep = _forward_prep(path, weight, scores, mask, threshold, compute_dtype)
+        # W*M without the packed mask, for a forward whose backward reads no mask
+        self.prep_dense_only = self.prep
+        if path == "triton_dense" and not self.reads_input_mask:
+            self.prep_dense_only = MaskPrepLaunch(weight, scores=scores, mask=mask, threshold=threshold,
+                                                  dense_dtype=compute_dtype, want_packed=False)
+        self.epilogue = None if path == "torch" else SteEpilogueLaunch(weight)
+
+    def inference(self, x, weight, bias, scores, mask, threshold):
+        """The forward alone, x [..., K] (no graph is recorded: grad mode is off)."""
+        x2 = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+        y = _forward_math(x2, weight, bias, scores, mask, threshold, self.path, False, self.prep_dense_only)[0]
+        return y if x2 is x else y.view(*x.shape[:-1], y.shape[1])
+
+
 class MaskedLinearFunction(torch.autograd.Function):
-    """The eager path: the same forward/backward as the registered ops, without their Python dispatch
-    layers (tens of us per call, measured by bench/host_overhead.py). torch.compile uses the ops."""
+    """The eager path: the same forward/backward math as the registered ops, without their Python
+    dispatch layers (tens of us per call, measured by bench/host_overhead.py), over a MaskedLinearPath
+    prepared once per argument layout. x may have any leading dimensions: it is flattened here, not
+    by an autograd view, so no extra graph nodes run. The STE implementation is chosen in the
+    forward; the packed mask is written only when the backward will read it (dW, a dx without the
+    kept W*M, or the Triton STE GEMM). torch.compile uses the ops."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, scores, mask, threshold_tensor, threshold, path, keep_masked_weight):
+    def forward(ctx, x, weight, bias, scores, mask, threshold, path: MaskedLinearPath):
         need_x, need_w, _, need_s = ctx.needs_input_grad[:4]
-        y, mask_out, kept = forward_impl(x, weight, bias, scores, mask, threshold_tensor, threshold, path,
-                                         keep_masked_weight and need_x)
-        ctx.save_for_backward(x if (need_w or need_s) else None, weight, mask if mask_out is None else mask_out,
-                              kept)
-        ctx.path = path
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        return y
+        x2 = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # not -1: K may be 0
+        keep = need_x and path.keep_masked_weight
+        ste = "cublas"
+        prep = path.prep
+        if path.epilogue is not None:  # a Triton path
+            if need_w or need_s:
+                ste = choose_ste(x2.shape[0], path.N, path.K, x2.dtype)
+            if not need_w and ste == "cublas" and (keep or not need_x):
+                prep = path.prep_dense_only
+        if prep is path.prep_dense_only and path.path == "triton_dense":
+            # mask training's step (W frozen, dx from the kept W*M): _forward_math's dense branch, inline
+            dense = prep.dense(weight, mask if scores is None else scores, threshold)
+            y = F.linear(x2, dense, bias if bias is None or bias.dtype == x2.dtype else bias.to(x2.dtype))
+            mask_out, kept = None, (dense if keep else None)
+        else:
+            y, mask_out, kept = _forward_math(x2, weight, bias, scores, mask, threshold, path.path, keep, prep)
+        ctx.save_for_backward(x if (need_w or need_s) else None, weight, mask if path.reads_input_mask else None)
+        ctx.state = (path, mask_out, kept, ste, None if bias is None else bias.dtype)
+        return y if x2 is x else y.view(*x.shape[:-1], y.shape[1])
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, mask, kept = ctx.saved_tensors
+        x, weight, input_mask = ctx.saved_tensors
+        path, mask_out, kept, ste, bias_dtype = ctx.state
         need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
-        dx, dw, db, ds = backward_impl(dy, x, weight, mask, kept, ctx.path, _ste_for(ctx.path, dy, weight),
-                                       need_x, need_w, need_b, need_s)
-        return dx, dw, None if db is None else db.to(ctx.bias_dtype), ds, None, None, None, None, None
+        lead = None
+        if dy.dim() != 2:
+            lead = dy.shape[:-1]
+            dy = dy.reshape(math.prod(lead), dy.shape[-1])
+            if x is not None:
+                x = x.reshape(dy.shape[0], x.shape[-1])
+        if torch.is_autocast_enabled(path.device_type):  # our dtypes decide the math
+            with torch.autocast(path.device_type, enabled=False):
+                dx, dw, db, ds = _backward_math(dy, x, weight, mask_out if input_mask is None else input_mask, kept,
+                                                path.path, ste, need_x, need_w, need_b, need_s, path.epilogue)
+        elif (not need_w and ste == "cublas" and path.epilogue is not None and path.path == "triton_dense"
+              and (kept is not None or not need_x)):
+            # mask training's step: _backward_math's dense + cuBLAS-STE branches, inline
+            dw = None
+            dx = torch.mm(dy, kept) if need_x else None
+            ds = path.epilogue.scores_grad(mm_fp32(dy.t(), x), weight) if need_s else None
+            db = torch.sum(dy, 0, dtype=torch.float32) if need_b else None
+        else:
+            dx, dw, db, ds = _backward_math(dy, x, weight, mask_out if input_mask is None else input_mask, kept,
+                                            path.path, ste, need_x, need_w, need_b, need_s, path.epilogue)
+        if lead is not None and dx is not None:
+            dx = dx.view(*lead, dx.shape[1])
+        if db is not None and db.dtype != bias_dtype:
+            db = db.to(bias_dtype)
+        return dx, dw, db, ds, None, None, None
 
 
 def _ste_for(path: str, dy: torch.Tensor, weight: torch.Tensor) -> str:

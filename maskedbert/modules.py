@@ -15,9 +15,11 @@ from torch import nn
 from maskedbert.config import MaskConfig
 from maskedbert.kernels import pack_mask, topk_mask, unpack_mask
 from maskedbert.kernels._describe import describe as _describe
-from maskedbert.kernels.masked_linear import check_threshold, masked_linear_checked, validate_arguments
+from maskedbert.kernels.masked_linear import (MaskedLinearPlan, check_threshold, layout_key, masked_linear,
+                                              validate_arguments)
+from maskedbert.kernels.masked_linear_op import MaskedLinearFunction
 
-# attributes the op's argument check depends on: assigning one re-checks on the next forward
+# attributes the op's argument check depends on: assigning one drops the layer's plan
 _CHECKED_ATTRIBUTES = frozenset({"weight", "bias", "scores", "packed_mask", "threshold_tensor", "backend", "mode"})
 
 
@@ -48,7 +50,7 @@ class MaskedLinear(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self._arguments_checked = False
+        self._plan = None  # a MaskedLinearPlan for the last argument layout seen by forward
         if not isinstance(weight, nn.Parameter) or weight.dim() != 2:
             raise TypeError(f"weight must be a 2-D nn.Parameter [out_features, in_features], got {_describe(weight)}")
         if bias is not None and (not isinstance(bias, nn.Parameter) or bias.shape != (weight.shape[0],)):
@@ -79,8 +81,15 @@ class MaskedLinear(nn.Module):
 
     def __setattr__(self, name, value):
         if name in _CHECKED_ATTRIBUTES:
-            self.__dict__["_arguments_checked"] = False
+            self.__dict__["_plan"] = None
         super().__setattr__(name, value)
+
+    def __getstate__(self):
+        # copies and pickles (copy.deepcopy, torch.save) leave the plan out: it holds launchers, not
+        # data, and the next forward makes a new one
+        state = dict(super().__getstate__())
+        state["_plan"] = None
+        return state
 
     # ---- the threshold ---------------------------------------------------------------------------
     @property
@@ -119,7 +128,7 @@ class MaskedLinear(nn.Module):
             return out
 
         super()._apply(keep_scores_float32, recurse)
-        self.__dict__["_arguments_checked"] = False  # dtypes and devices may have changed
+        self.__dict__["_plan"] = None  # dtypes and devices may have changed
         if self.threshold_tensor.dtype != torch.float32:
             self.threshold_tensor = threshold.to(device=self.threshold_tensor.device, dtype=torch.float32)
         return self
@@ -234,21 +243,26 @@ class MaskedLinear(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the op's arguments are checked on the first call and after anything they depend on changes
-        # (an assignment, .to()/.half()), not on every call: per-step host time matters at 73 layers
-        if self.mode == "scores":
-            scores = self.scores
-            if scores.dtype != torch.float32:  # model.half() casts every parameter; the op wants fp32 scores
-                scores = scores.float()
-            mask = None
-        else:
-            scores, mask = None, self.packed_mask
-        if not self._arguments_checked:
-            validate_arguments(x, self.weight, self.bias, scores, mask, self.threshold_tensor, self.backend)
-            self._arguments_checked = True
-        elif x.shape[-1] != self.in_features:
-            raise ValueError(f"x must have last dimension in_features={self.in_features}, got shape {tuple(x.shape)}")
-        return masked_linear_checked(x, self.weight, self.bias, scores, mask, self.threshold_tensor, self.backend)
+        # the op's arguments are checked, and its launches prepared, once per argument layout
+        # (layout_key: dtypes, devices, shapes, strides, ...), not on every call: per-step host time
+        # matters at 73 layers. The tensors are read from the module's dicts on every call (as
+        # nn.Module.__getattr__ does, without its cost), so swapped Parameters are always seen.
+        params, buffers = self._parameters, self._buffers
+        weight, bias, scores = params["weight"], params.get("bias"), params.get("scores")
+        mask, threshold = buffers.get("packed_mask"), buffers["threshold_tensor"]
+        if scores is not None and scores.dtype != torch.float32:  # model.half() casts every parameter
+            scores = scores.float()
+        if torch.compiler.is_compiling():  # traced once; the registered op runs
+            return masked_linear(x, weight, bias, scores=scores, mask=mask, threshold=threshold, backend=self.backend)
+        key = layout_key(x, weight, bias, scores, mask, threshold, self.backend)
+        plan = self._plan
+        if plan is None or plan.key != key:
+            validate_arguments(x, weight, bias, scores, mask, threshold, self.backend)
+            plan = self.__dict__["_plan"] = MaskedLinearPlan(key, x, weight, scores, mask, threshold, self.backend,
+                                                             True)
+        if plan.direct_path is not None and torch.is_grad_enabled():  # what plan(...) would do, one call less
+            return MaskedLinearFunction.apply(x, weight, bias, scores, mask, threshold, plan.direct_path)
+        return plan(x, weight, bias, scores, mask, threshold)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
