@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from maskedbert.architectures import UnsupportedLayerError  # the one type for every refusal path
 from maskedbert.config import MaskConfig
 from maskedbert.kernels import pack_mask, topk_mask, unpack_mask
 from maskedbert.kernels._describe import describe as _describe
@@ -146,8 +147,6 @@ class MaskedLinear(nn.Module):
         if isinstance(linear, MaskedLinear):
             raise TypeError("linear is already a MaskedLinear; masks cannot be applied twice")
         if not isinstance(linear, nn.Linear):
-            from maskedbert.architectures import UnsupportedLayerError  # the one type for every refusal path
-
             raise UnsupportedLayerError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}"
                                         + (" (GPT-2 style Conv1D layers are not supported)"
                                            if type(linear).__name__ == "Conv1D" else ""))

@@ -108,9 +108,6 @@ def test_no_import_cycle():
 # the command's --help must not load torch (or numpy, matplotlib: "light"), the dependency is optional,
 # or a cycle that moving a definition down a layer cannot remove.
 IMPORT_REASONS = ("keeps --help torch-free", "keeps --help light", "optional dependency", "import cycle")
-# Function-level imports with no such reason, to be moved to the top of their file; an entry is
-# (file, imported module) and goes once the import is at the top.
-UNMOVED = {("maskedbert/modules.py", "maskedbert.architectures")}
 
 
 def _imports_triton(path):
@@ -149,20 +146,16 @@ def _defers_triton(targets):
 
 
 def test_function_level_imports_say_why():
-    unexplained, unmoved = [], set()
+    unexplained = []
     for file, line, text, targets in _function_level_imports():
         comment = text.partition("#")[2]
         if any(reason in comment for reason in IMPORT_REASONS):
             continue
         if file.startswith("kernels/") and _defers_triton(targets):
             continue  # triton loads only when a Triton launcher runs (tests/test_no_triton.py)
-        if any((file, target) in UNMOVED for target in targets):
-            unmoved |= {(file, target) for target in targets}
-            continue
         unexplained.append(f"{file}:{line}: {text.strip()}")
     assert not unexplained, ("imports inside functions with no reason: move each to the top of its file, or "
                              f"say why in a comment ({' / '.join(IMPORT_REASONS)}):\n" + "\n".join(unexplained))
-    assert unmoved == UNMOVED, f"these imports are at the top now: remove them from UNMOVED: {UNMOVED - unmoved}"
 
 
 def test_the_reason_check_sees_a_function_level_import():
