@@ -60,9 +60,10 @@ PIPELINE_C_LOSS = "poe"
 # the demo's fixed work; see the module docstring for what each costs
 DEMO_SETTINGS = dict(
     num_layers=2, max_length=24, train_size=1500, dev_size=300, challenge_per_cell=40, batch_size=32,
-    ft_steps=100, lr=1e-4, prune_steps=120, lr_scores=1.5e-3, reset_every=10, eval_every=10, adam_eps=1e-6,
+    ft_steps=200, lr=1e-4, prune_steps=120, lr_scores=1.5e-3, reset_every=10, eval_every=10, adam_eps=1e-6,
     ft_select="last",
     mask_training=dict(adam_eps=1e-8, score_init="magnitude_soft", select_ties="later"),
+    pipeline_c=dict(prune_steps=240),  # (c) starts from the pretrained model and a random head
 )
 QUICK_SETTINGS = dict(  # --quick: a tiny random BERT and a few steps, for tests
     num_layers=None, max_length=32, train_size=96, dev_size=30, challenge_per_cell=4, batch_size=16,
@@ -133,8 +134,9 @@ def demo_config(out: str, model: str, seed: int, settings: dict, pipeline_c: boo
     settings = dict(settings)
     layers = settings.pop("num_layers")
     mask_cells = dict(settings.pop("mask_training"))  # srnet fields that differ in mask training only
+    pretrained_cells = {**mask_cells, **settings.pop("pipeline_c", {})}  # and those that differ again in (c)
     return srnet.SRNetConfig(
-        overrides={"ft_prune/mask": mask_cells, "mask_pretrained/mask": mask_cells}, out=out, model=model,
+        overrides={"ft_prune/mask": mask_cells, "mask_pretrained/mask": pretrained_cells}, out=out, model=model,
         losses=list(DEMO_LOSSES), methods=["mask"], sparsities=[DEMO_SPARSITY],
         pipelines=["ft_prune"] + (["mask_pretrained"] if pipeline_c else []), prune_start="ce", seed=seed,
         bias_model="hans_features", sparsity_method="threshold_reset", device="cpu",
@@ -372,7 +374,8 @@ def _run(args) -> int:
     log(f"steps: 1/3 fine-tune the dense model with cross-entropy ({settings['ft_steps']} steps); "
         f"2/3 mask-train it to {DEMO_SPARSITY:.0%} sparsity, weights frozen, with {', '.join(DEMO_LOSSES)} "
         f"({settings['prune_steps']} steps each)"
-        + (f"; 3/3 mask-train the pretrained model with {PIPELINE_C_LOSS}, no weight training" if args.pipeline_c
+        + (f"; 3/3 mask-train the pretrained model with {PIPELINE_C_LOSS}, no weight training "
+           f"({settings.get('pipeline_c', {}).get('prune_steps', settings['prune_steps'])} steps)" if args.pipeline_c
            else ""))
     rows = []
     for seed in args.seeds:
